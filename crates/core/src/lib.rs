@@ -1,0 +1,17 @@
+//! adesync's domain: the product's words as types, and its rules as pure functions.
+//!
+//! # Layout
+//! - [`ids`]: identifiers parsed once at the edge (accounts, tokens, runs, serial numbers).
+//! - [`clock`]: time as a dependency; every rule takes `now` from a [`clock::Clock`].
+//! - [`sync`]: who may start a sync and when (cooldowns, the one-at-a-time lease).
+//! - [`cursor`]: the fetch → sync state machine over Apple's device cursors.
+//! - [`device`]: what the importer stores for each device record (versions, releases, admin deletes).
+//!
+//! Nothing here performs I/O: adapters (DynamoDB, SQS, Apple) enforce these rules
+//! with conditional writes and call back into them to explain refusals.
+
+pub mod clock;
+pub mod cursor;
+pub mod device;
+pub mod ids;
+pub mod sync;

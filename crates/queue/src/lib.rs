@@ -1,0 +1,78 @@
+//! The SQS adapter.
+//!
+//! # Layout
+//! - [`jobs`]: the `sync-jobs` queue: one message per run step, consumed by
+//!   the sync worker (a run re-queues its own continuation).
+//!
+//! This crate owns the wire format of every message: producers and
+//! consumers both go through these types, so they cannot drift apart.
+
+pub mod jobs;
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+
+/// The queues of the service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    client: aws_sdk_sqs::Client,
+    sync_jobs_url: String,
+    device_batches_url: String,
+}
+
+impl Queues {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        sync_jobs_url: impl Into<String>,
+        device_batches_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            sync_jobs_url: sync_jobs_url.into(),
+            device_batches_url: device_batches_url.into(),
+        }
+    }
+
+    pub fn device_batches_url(&self) -> &str {
+        &self.device_batches_url
+    }
+}
+
+/// A failure to hand messages to SQS.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue request {operation} failed ({code})")]
+    Sqs {
+        operation: &'static str,
+        code: String,
+        #[source]
+        source: anyhow::Error,
+    },
+    /// SQS accepted the request but refused some of its entries.
+    #[error("SQS refused {failed} of {total} messages (first: {first_code})")]
+    Rejected {
+        failed: usize,
+        total: usize,
+        first_code: String,
+    },
+    #[error("a message could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl QueueError {
+    pub(crate) fn sqs<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let code = error
+            .as_service_error()
+            .and_then(|e| e.code())
+            .unwrap_or("transport")
+            .to_owned();
+        Self::Sqs {
+            operation,
+            code,
+            source: anyhow::Error::new(error),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! AWS SDK clients, built once per process.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// The SDK clients the functions use, sharing one HTTP connection pool each.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl Clients {
+    /// Clients from the standard AWS environment: credentials, region and
+    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` (emulators).
+    pub async fn from_env() -> Self {
+        Self::from_sdk_config(&load_sdk_config().await)
+    }
+
+    /// Clients for explicit per-service endpoints (emulators).
+    pub fn with_endpoints(config: &SdkConfig, dynamodb: &str, sqs: &str, kms: &str) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
+                    .endpoint_url(dynamodb)
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(config)
+                    .endpoint_url(sqs)
+                    .build(),
+            ),
+            kms: aws_sdk_kms::Client::from_conf(
+                aws_sdk_kms::config::Builder::from(config)
+                    .endpoint_url(kms)
+                    .build(),
+            ),
+        }
+    }
+
+    pub fn from_sdk_config(config: &SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            kms: aws_sdk_kms::Client::new(config),
+        }
+    }
+}
+
+/// The SDK configuration of the environment.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}

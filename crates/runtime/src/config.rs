@@ -1,0 +1,83 @@
+//! The service's settings.
+//!
+//! On AWS they come from the function's environment (template.yaml's
+//! `Globals.Function.Environment`); the local runner resolves the same
+//! variables from the same template and hands them over with
+//! [`Config::from_lookup`].
+
+use adesync_store::Tables;
+
+/// Environment variable names, as template.yaml sets them.
+pub mod var {
+    pub const ACCOUNTS_TABLE: &str = "ADESYNC_ACCOUNTS_TABLE";
+    pub const TOKENS_TABLE: &str = "ADESYNC_TOKENS_TABLE";
+    pub const DEVICES_TABLE: &str = "ADESYNC_DEVICES_TABLE";
+    pub const POLICIES_TABLE: &str = "ADESYNC_POLICIES_TABLE";
+    pub const RUNS_TABLE: &str = "ADESYNC_RUNS_TABLE";
+    pub const SYNC_JOBS_QUEUE_URL: &str = "ADESYNC_SYNC_JOBS_QUEUE_URL";
+    pub const DEVICE_BATCHES_QUEUE_URL: &str = "ADESYNC_DEVICE_BATCHES_QUEUE_URL";
+    pub const KMS_KEY_ID: &str = "ADESYNC_KMS_KEY_ID";
+    pub const APPLE_BASE_URL: &str = "ADESYNC_APPLE_BASE_URL";
+}
+
+/// Everything a function needs to know about its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub tables: Tables,
+    pub sync_jobs_queue_url: String,
+    pub device_batches_queue_url: String,
+    pub kms_key_id: String,
+    pub apple_base_url: String,
+}
+
+/// A setting is missing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the environment variable {0} is not set; deploy with template.yaml (which sets it) or start the service with `adesync-local serve`"
+)]
+pub struct MissingSetting(pub &'static str);
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, MissingSetting> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (variable name → value).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, MissingSetting> {
+        let get = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(MissingSetting(name))
+        };
+        Ok(Self {
+            tables: Tables {
+                accounts: get(var::ACCOUNTS_TABLE)?,
+                tokens: get(var::TOKENS_TABLE)?,
+                devices: get(var::DEVICES_TABLE)?,
+                policies: get(var::POLICIES_TABLE)?,
+                runs: get(var::RUNS_TABLE)?,
+            },
+            sync_jobs_queue_url: get(var::SYNC_JOBS_QUEUE_URL)?,
+            device_batches_queue_url: get(var::DEVICE_BATCHES_QUEUE_URL)?,
+            kms_key_id: get(var::KMS_KEY_ID)?,
+            apple_base_url: lookup(var::APPLE_BASE_URL)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "https://mdmenrollment.apple.com".to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let env: HashMap<&str, &str> = HashMap::from([(var::ACCOUNTS_TABLE, "a")]);
+        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err.0, var::TOKENS_TABLE);
+        assert!(err.to_string().contains("ADESYNC_TOKENS_TABLE"));
+    }
+}

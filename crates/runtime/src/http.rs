@@ -1,0 +1,237 @@
+//! The error body of the HTTP contract.
+//!
+//! Every 4xx/5xx answer is `{"error": "<code>", "message": "<one plain
+//! sentence>", ...details}`. Statuses are chosen here and in the handlers'
+//! `From` impls at the edge — nowhere deeper. 5xx bodies never carry the
+//! internal cause: it is logged instead.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+/// An error answer of the API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Map<String, Value>,
+    retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+            retry_after_seconds: None,
+        }
+    }
+
+    /// Adds a machine-readable detail next to `error` and `message`.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Sets the `Retry-After` header (and `retry_after_seconds` detail).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self.with("retry_after_seconds", seconds)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404 for anything the caller's account does not own — whether or not
+    /// it exists elsewhere.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No {what} with that id exists in your account; check the id."),
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// An unexpected failure. The cause is logged here, never returned.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed unexpectedly");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong on our side; retry in a moment, and contact support if it persists.",
+        )
+    }
+
+    /// A dependency (DynamoDB, SQS, KMS) is throttling or unreachable.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "a dependency is unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "The service is busy; retry in a few seconds.",
+        )
+        .retry_after(5)
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), json!(self.code));
+        body.insert("message".into(), json!(self.message));
+        for (k, v) in &self.details {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_seconds
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// Describes what is wrong with a JSON body without quoting it (a body
+/// may carry secrets, such as a token file).
+pub fn json_problem(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof => format!(
+            "malformed JSON at line {}, column {}",
+            error.line(),
+            error.column()
+        ),
+        Category::Data => {
+            // serde's data errors name the field and the expected type but can
+            // quote an offending value; keep only the part before any quote.
+            let text = error.to_string();
+            let safe = text
+                .split('`')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches(':');
+            safe.to_owned()
+        }
+        Category::Io => "the body could not be read".to_owned(),
+    }
+}
+
+/// Reads a JSON object body into `T`. Only an object is accepted: serde
+/// would otherwise also read a struct from an array of its fields.
+pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| json_problem(&e))?;
+    if !value.is_object() {
+        return Err("the body must be a JSON object".to_owned());
+    }
+    serde_json::from_value(value).map_err(|e| json_problem(&e))
+}
+
+/// Largest request body any route accepts (a token file is a few KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Wraps a function's routes with what every HTTP function needs: a body
+/// size cap, a JSON 404 for unknown routes, and panics answered as a 500
+/// without details.
+pub fn service(routes: axum::Router) -> axum::Router {
+    use axum::extract::DefaultBodyLimit;
+    use tower_http::catch_panic::CatchPanicLayer;
+
+    routes
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such route; see the API reference (docs/openapi.yaml).",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This route does not accept that method; see the API reference (docs/openapi.yaml).",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            ApiError::internal(&"a request handler panicked").into_response()
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_code_message_and_details() {
+        let err = ApiError::conflict("sync_in_progress", "A sync is running.")
+            .with("run_id", "r1")
+            .retry_after(30);
+        let body = err.body();
+        assert_eq!(body["error"], "sync_in_progress");
+        assert_eq!(body["message"], "A sync is running.");
+        assert_eq!(body["run_id"], "r1");
+        assert_eq!(body["retry_after_seconds"], 30);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let err = ApiError::internal(&"table adesync-prod-tokens: secret=hunter2");
+        let text = err.body().to_string();
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("adesync-prod-tokens"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

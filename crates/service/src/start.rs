@@ -1,0 +1,131 @@
+//! Starting a sync run.
+
+use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::sync::{self, Claim, Refusal, SyncKind, SyncRequest};
+use adesync_queue::jobs::SyncJob;
+use adesync_queue::{QueueError, Queues};
+use adesync_store::claims::{ClaimError, RunEnd};
+use adesync_store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+
+/// A run that was claimed, recorded and queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub claim: Claim,
+    /// Seconds Apple needs to deliver this run's devices at 3,000 per minute.
+    pub estimated_seconds: u64,
+    /// Plain-language warnings for the administrator.
+    pub warnings: Vec<String>,
+}
+
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Refused(Refusal),
+    #[error("no such token")]
+    TokenNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Warning shown for tokens above the per-token device limit.
+pub const LARGE_TOKEN_WARNING: &str = "This token has more than 200,000 devices: sync problems are likely. Split the devices across several MDM servers (tokens) in Apple Business.";
+
+/// Claims a run of `token` for `request`, records it and queues its first
+/// step. If the job cannot be queued the lease is released at once so the
+/// token is not blocked for 15 minutes by a run that never started.
+pub async fn start_sync(
+    store: &Store,
+    queues: &Queues,
+    account: &AccountId,
+    token: &TokenId,
+    request: SyncRequest,
+    now: DateTime<Utc>,
+) -> Result<Started, StartError> {
+    let claimed = store
+        .claim_sync(account, token, request, now, RunId::new_at(now))
+        .await
+        .map_err(|e| match e {
+            ClaimError::Refused(refusal) => StartError::Refused(refusal),
+            ClaimError::TokenNotFound => StartError::TokenNotFound,
+            ClaimError::Store(e) => StartError::Store(e),
+        })?;
+    let claim = claimed.claim.clone();
+    if let Some(abandoned) = claimed.abandoned_run() {
+        // History only: the lease rule was already enforced by the claim.
+        if let Err(error) = store
+            .record_run_ended(
+                token,
+                abandoned,
+                "abandoned",
+                Some("The sync did not finish within 15 minutes and was abandoned."),
+                now,
+            )
+            .await
+        {
+            tracing::warn!(%error, run = %abandoned, "could not mark the abandoned run");
+        }
+    }
+    store.record_run_started(account, token, &claim).await?;
+
+    let job = SyncJob {
+        account_id: account.clone(),
+        token_id: token.clone(),
+        run_id: claim.run_id.clone(),
+        kind: claim.kind,
+        trigger: claim.trigger,
+        step: 0,
+    };
+    if let Err(error) = queues.send_sync_job(&job).await {
+        tracing::error!(%error, run = %claim.run_id, "could not queue the sync job; releasing the lease");
+        store
+            .finish_run(
+                account,
+                token,
+                &claim.run_id,
+                claim.kind,
+                &RunEnd::NotStarted,
+                now,
+            )
+            .await?;
+        store
+            .record_run_ended(
+                token,
+                &claim.run_id,
+                "failed",
+                Some("The sync could not be queued."),
+                now,
+            )
+            .await?;
+        return Err(error.into());
+    }
+
+    let device_count = claimed.previous.device_count;
+    // A delta carries only changes, and even an empty run takes a few
+    // round trips to Apple: a minute is the floor of every estimate.
+    let estimated_seconds = match claim.kind {
+        SyncKind::Full => sync::apple_delivery_seconds(device_count),
+        SyncKind::Delta => sync::apple_delivery_seconds(device_count / 100),
+    }
+    .max(60);
+    let mut warnings = Vec::new();
+    if claim.large_token {
+        warnings.push(LARGE_TOKEN_WARNING.to_owned());
+    }
+    if claim.recovery {
+        warnings.push(
+            "The previous sync failed, so this sync is a full sync: it fetches every device again."
+                .to_owned(),
+        );
+    }
+    tracing::info!(token = %token, run = %claim.run_id, kind = claim.kind.as_str(),
+        trigger = claim.trigger.as_str(), "sync started");
+    Ok(Started {
+        claim,
+        estimated_seconds,
+        warnings,
+    })
+}

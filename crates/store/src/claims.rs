@@ -1,0 +1,393 @@
+//! Starting and finishing sync runs on the token item.
+//!
+//! A claim is ONE conditional `UpdateItem`: its condition asserts every
+//! precondition the pure rule ([`adesync_core::sync::claim`]) relied on —
+//! cooldown of the requested kind, no live lease, the large-token import
+//! rule — and its update records the lease and the new timestamps. Two
+//! callers can therefore never both win, whatever the number of Lambda
+//! instances. When the condition fails, DynamoDB returns the item as it
+//! was (`ReturnValuesOnConditionCheckFailure = ALL_OLD`); the pure rule run
+//! on that item names the rule that refused and when to retry, or — when
+//! the state changed under us in a way that still allows a claim (e.g. the
+//! next sync must be a full recovery) — the claim is retried once more with
+//! conditions matching what was read.
+
+use std::collections::HashMap;
+
+use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::sync::{
+    self, Claim, ImportInProgress, LARGE_TOKEN_DEVICES, Lease, MANUAL_COOLDOWN, Refusal, SyncKind,
+    SyncRequest, SyncState, Trigger,
+};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, Utc};
+
+use crate::attrs::{self, Item};
+use crate::{Store, StoreError};
+
+/// Token item attribute names of the sync state.
+pub mod attr {
+    pub const LEASE_RUN_ID: &str = "lease_run_id";
+    pub const LEASE_UNTIL: &str = "lease_until";
+    pub const LEASE_KIND: &str = "lease_kind";
+    pub const LEASE_TRIGGER: &str = "lease_trigger";
+    pub const LEASE_STARTED_AT: &str = "lease_started_at";
+    pub const LAST_MANUAL_AT: &str = "last_manual_at";
+    pub const LAST_FULL_AT: &str = "last_full_at";
+    pub const LAST_DELTA_AT: &str = "last_delta_at";
+    pub const NEXT_SYNC_FULL: &str = "next_sync_full";
+    pub const IMPORT_RUN_ID: &str = "import_run_id";
+    pub const IMPORT_UNTIL: &str = "import_until";
+    pub const DEVICE_COUNT: &str = "device_count";
+    pub const LAST_OUTCOME: &str = "last_outcome";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const LAST_FINISHED_AT: &str = "last_finished_at";
+}
+
+/// Why a claim did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// A rule refused it; the refusal says which and when to retry.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// No such token in this account.
+    #[error("no such token")]
+    TokenNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a run ended, as recorded on the token when its lease is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Succeeded,
+    /// The run never started (its job could not be queued): the lease is
+    /// released and nothing else is recorded.
+    NotStarted,
+    /// The run failed; the next sync of the token will be a full one.
+    Failed {
+        error: String,
+    },
+}
+
+/// A granted claim and the token's sync state just before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub claim: Claim,
+    /// The state the claim replaced (device count, the lapsed lease, …).
+    pub previous: SyncState,
+}
+
+impl Claimed {
+    /// The run whose lease had lapsed and was taken over by this claim.
+    pub fn abandoned_run(&self) -> Option<&RunId> {
+        self.previous.lease.as_ref().map(|lease| &lease.run_id)
+    }
+}
+
+/// Attempts per claim: the first with no assumptions, at most two more
+/// after re-reading a state that changed between attempts.
+const CLAIM_ATTEMPTS: usize = 3;
+
+impl Store {
+    /// Claims a sync run of `token` for `request` at `now`.
+    ///
+    /// On success the token holds a lease for `run_id` until
+    /// `now + 15 minutes` and the cooldown timestamps of the request's kind
+    /// are set to `now`.
+    pub async fn claim_sync(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        request: SyncRequest,
+        now: DateTime<Utc>,
+        run_id: RunId,
+    ) -> Result<Claimed, ClaimError> {
+        // Optimistic: assume nothing blocks. A failed condition tells us
+        // the real state, which the pure rule then judges.
+        let mut assumed = SyncState::default();
+        for _ in 0..CLAIM_ATTEMPTS {
+            let claim =
+                sync::claim(&assumed, request, now, run_id.clone()).map_err(ClaimError::Refused)?;
+            match self.write_claim(account, token, &claim, now).await {
+                Ok(previous) => {
+                    let previous = sync_state_from_item(&previous)?;
+                    // The condition held, so the claim stands; the item as it
+                    // was also says whether the token is large.
+                    let claim = Claim {
+                        large_token: previous.device_count > LARGE_TOKEN_DEVICES,
+                        ..claim
+                    };
+                    let claimed = Claimed { claim, previous };
+                    if let Some(abandoned) = claimed.abandoned_run() {
+                        tracing::info!(token = %token, abandoned_run = %abandoned, run = %claimed.claim.run_id,
+                            "an abandoned run's lease had lapsed; the new run takes over");
+                    }
+                    return Ok(claimed);
+                }
+                Err(WriteClaimError::ConditionFailed(None)) => {
+                    return Err(ClaimError::TokenNotFound);
+                }
+                Err(WriteClaimError::ConditionFailed(Some(item))) => {
+                    assumed = sync_state_from_item(&item)?;
+                }
+                Err(WriteClaimError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Malformed(format!(
+            "token {token} kept changing during {CLAIM_ATTEMPTS} claim attempts"
+        ))
+        .into())
+    }
+
+    /// Writes `claim` with the conditions that make it valid. Returns the
+    /// token item as it was before.
+    async fn write_claim(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        claim: &Claim,
+        now: DateTime<Utc>,
+    ) -> Result<Item, WriteClaimError> {
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":now".into(), attrs::millis(now)),
+            (":run".into(), attrs::s(claim.run_id.as_str())),
+            (":until".into(), attrs::millis(claim.lease_expires_at)),
+            (":kind".into(), attrs::s(claim.kind.as_str())),
+            (":trigger".into(), attrs::s(claim.trigger.as_str())),
+        ]);
+        let mut conditions = vec![
+            "attribute_exists(token_id)".to_owned(),
+            format!(
+                "(attribute_not_exists({until}) OR {until} <= :now)",
+                until = attr::LEASE_UNTIL
+            ),
+        ];
+        let mut sets = vec![
+            format!("{} = :run", attr::LEASE_RUN_ID),
+            format!("{} = :until", attr::LEASE_UNTIL),
+            format!("{} = :kind", attr::LEASE_KIND),
+            format!("{} = :trigger", attr::LEASE_TRIGGER),
+            format!("{} = :now", attr::LEASE_STARTED_AT),
+            format!("{} = :run", attr::IMPORT_RUN_ID),
+        ];
+
+        if claim.trigger == Trigger::Manual {
+            values.insert(":manual_open".into(), attrs::millis(now - MANUAL_COOLDOWN));
+            values.insert(":large".into(), attrs::n(LARGE_TOKEN_DEVICES));
+            conditions.push(format!(
+                "(attribute_not_exists({last}) OR {last} <= :manual_open)",
+                last = attr::LAST_MANUAL_AT
+            ));
+            conditions.push(format!(
+                "(attribute_not_exists({until}) OR {until} <= :now OR attribute_not_exists({count}) OR {count} <= :large)",
+                until = attr::IMPORT_UNTIL,
+                count = attr::DEVICE_COUNT
+            ));
+            sets.push(format!("{} = :now", attr::LAST_MANUAL_AT));
+        }
+
+        values.insert(":yes".into(), attrs::bool(true));
+        match (claim.kind, claim.recovery) {
+            (SyncKind::Full, true) => {
+                conditions.push(format!("{} = :yes", attr::NEXT_SYNC_FULL));
+            }
+            (SyncKind::Full, false) => {
+                values.insert(
+                    ":full_open".into(),
+                    attrs::millis(now - sync::FULL_COOLDOWN),
+                );
+                conditions.push(format!(
+                    "(attribute_not_exists({last}) OR {last} <= :full_open)",
+                    last = attr::LAST_FULL_AT
+                ));
+                conditions.push(format!(
+                    "(attribute_not_exists({next}) OR {next} <> :yes)",
+                    next = attr::NEXT_SYNC_FULL
+                ));
+            }
+            (SyncKind::Delta, _) => {
+                conditions.push(format!(
+                    "(attribute_not_exists({next}) OR {next} <> :yes)",
+                    next = attr::NEXT_SYNC_FULL
+                ));
+            }
+        }
+        sets.push(match claim.kind {
+            SyncKind::Full => format!("{} = :now", attr::LAST_FULL_AT),
+            SyncKind::Delta => format!("{} = :now", attr::LAST_DELTA_AT),
+        });
+
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(conditions.join(" AND "))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.attributes.unwrap_or_default()),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(WriteClaimError::ConditionFailed(
+                        failed.item().cloned().filter(|i| !i.is_empty()),
+                    ))
+                }
+                _ => Err(WriteClaimError::Store(StoreError::dynamo(
+                    "UpdateItem(claim sync)",
+                    error,
+                ))),
+            },
+        }
+    }
+
+    /// Releases `run_id`'s lease on `token` and records how the run ended.
+    ///
+    /// Conditional on the lease still being held by `run_id`: a run whose
+    /// lease lapsed and was taken over must not release its successor.
+    /// Returns false when the lease was no longer this run's.
+    pub async fn finish_run(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        run_id: &RunId,
+        kind: SyncKind,
+        end: &RunEnd,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut values = HashMap::from([
+            (":run".to_owned(), attrs::s(run_id.as_str())),
+            (":now".to_owned(), attrs::millis(now)),
+        ]);
+        let mut sets = vec![format!("{} = :now", attr::LAST_FINISHED_AT)];
+        let mut removes = vec![
+            attr::LEASE_RUN_ID,
+            attr::LEASE_UNTIL,
+            attr::LEASE_KIND,
+            attr::LEASE_TRIGGER,
+            attr::LEASE_STARTED_AT,
+            attr::IMPORT_RUN_ID,
+            attr::IMPORT_UNTIL,
+        ];
+        match end {
+            RunEnd::Succeeded => {
+                values.insert(":outcome".into(), attrs::s("succeeded"));
+                sets.push(format!("{} = :outcome", attr::LAST_OUTCOME));
+                removes.push(attr::LAST_ERROR);
+                if kind == SyncKind::Full {
+                    // A completed full sync re-established the cursor.
+                    removes.push(attr::NEXT_SYNC_FULL);
+                }
+            }
+            RunEnd::NotStarted => {}
+            RunEnd::Failed { error } => {
+                values.insert(":outcome".into(), attrs::s("failed"));
+                values.insert(":error".into(), attrs::s(error.as_str()));
+                values.insert(":yes".into(), attrs::bool(true));
+                sets.push(format!("{} = :outcome", attr::LAST_OUTCOME));
+                sets.push(format!("{} = :error", attr::LAST_ERROR));
+                sets.push(format!("{} = :yes", attr::NEXT_SYNC_FULL));
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!("{} = :run", attr::LEASE_RUN_ID))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                sets.join(", "),
+                removes.join(", ")
+            ))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(StoreError::dynamo("UpdateItem(finish run)", error)),
+        }
+    }
+
+    /// Reads a token's sync state (None when the token does not exist).
+    pub async fn sync_state(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> Result<Option<SyncState>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(token)", e))?;
+        output.item().map(sync_state_from_item).transpose()
+    }
+}
+
+enum WriteClaimError {
+    ConditionFailed(Option<Item>),
+    Store(StoreError),
+}
+
+impl From<StoreError> for WriteClaimError {
+    fn from(error: StoreError) -> Self {
+        WriteClaimError::Store(error)
+    }
+}
+
+/// The sync state stored on a token item.
+pub fn sync_state_from_item(item: &Item) -> Result<SyncState, StoreError> {
+    let lease = match (
+        attrs::get_s(item, attr::LEASE_RUN_ID),
+        attrs::get_time(item, attr::LEASE_UNTIL)?,
+    ) {
+        (Some(run), Some(until)) => Some(Lease {
+            run_id: parse_run(run)?,
+            expires_at: until,
+        }),
+        _ => None,
+    };
+    let import = match (
+        attrs::get_s(item, attr::IMPORT_RUN_ID),
+        attrs::get_time(item, attr::IMPORT_UNTIL)?,
+    ) {
+        (Some(run), Some(until)) => Some(ImportInProgress {
+            run_id: parse_run(run)?,
+            expires_at: until,
+        }),
+        _ => None,
+    };
+    Ok(SyncState {
+        last_manual_at: attrs::get_time(item, attr::LAST_MANUAL_AT)?,
+        last_full_at: attrs::get_time(item, attr::LAST_FULL_AT)?,
+        lease,
+        next_sync_is_full: attrs::get_bool(item, attr::NEXT_SYNC_FULL),
+        import,
+        device_count: attrs::get_u64(item, attr::DEVICE_COUNT)?.unwrap_or(0),
+    })
+}
+
+fn parse_run(text: &str) -> Result<RunId, StoreError> {
+    RunId::parse(text).map_err(|e| StoreError::Malformed(e.to_string()))
+}

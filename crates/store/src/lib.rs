@@ -1,0 +1,59 @@
+//! The DynamoDB adapter.
+//!
+//! # Layout
+//! - [`Tables`]: the table names, read from the environment by the caller.
+//! - [`claims`]: starting and finishing sync runs: the cooldowns and the
+//!   one-at-a-time lease as single conditional writes on the token item.
+//! - [`runs`]: run history and progress counters.
+//! - [`tokens`]: token items.
+//! - [`attrs`]: reading and writing typed values in DynamoDB items.
+//!
+//! Every rule that must hold across concurrent callers is a condition
+//! expression here, never a read followed by a write. When a condition
+//! fails, the item DynamoDB returns (`ReturnValuesOnConditionCheckFailure`)
+//! is handed to the pure rule in `adesync-core` to explain the refusal.
+
+pub mod attrs;
+pub mod claims;
+mod error;
+pub mod runs;
+pub mod tokens;
+
+pub use error::StoreError;
+
+use std::sync::Arc;
+
+/// Names of the service's tables (from the environment on AWS, from the
+/// template's definitions locally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub accounts: String,
+    pub tokens: String,
+    pub devices: String,
+    pub policies: String,
+    pub runs: String,
+}
+
+/// Handle to the service's tables; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: aws_sdk_dynamodb::Client,
+    tables: Arc<Tables>,
+}
+
+impl Store {
+    pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables) -> Self {
+        Self {
+            client,
+            tables: Arc::new(tables),
+        }
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+}

@@ -1,0 +1,156 @@
+//! The sync-trigger function: an administrator's "Sync" request.
+//!
+//! Parse the request, start the run through [`adesync_service::start`],
+//! and map the outcome to the HTTP contract (202, 429 with `Retry-After`,
+//! 409). The rules themselves live in `adesync-core`; their enforcement in
+//! the conditional write of `adesync-store`.
+
+use std::sync::Arc;
+
+use adesync_core::clock::SharedClock;
+use adesync_core::ids::TokenId;
+use adesync_core::sync::{Refusal, SyncKind, SyncRequest, Trigger};
+use adesync_queue::Queues;
+use adesync_runtime::aws::Clients;
+use adesync_runtime::{ApiError, Caller, Config};
+use adesync_service::start::{StartError, Started, start_sync};
+use adesync_store::Store;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What the handler needs, built once per process.
+#[derive(Clone)]
+pub struct SyncTrigger {
+    store: Store,
+    queues: Queues,
+    clock: SharedClock,
+}
+
+impl SyncTrigger {
+    pub fn new(config: &Config, clients: &Clients, clock: SharedClock) -> Arc<Self> {
+        Arc::new(Self {
+            store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
+            queues: Queues::new(
+                clients.sqs.clone(),
+                &config.sync_jobs_queue_url,
+                &config.device_batches_queue_url,
+            ),
+            clock,
+        })
+    }
+}
+
+/// The routes this function serves.
+pub fn routes(state: Arc<SyncTrigger>) -> Router {
+    Router::new()
+        .route("/v1/tokens/{token_id}/sync", post(trigger))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SyncBody {
+    #[serde(default)]
+    kind: Option<SyncKind>,
+}
+
+#[tracing::instrument(skip(state, caller, body), fields(account = %caller.account))]
+async fn trigger(
+    State(state): State<Arc<SyncTrigger>>,
+    caller: Caller,
+    Path(token_id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_write()?;
+    let token = TokenId::parse(&token_id).map_err(|_| ApiError::not_found("token"))?;
+    let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncBody::default()
+    } else {
+        adesync_runtime::http::parse_object(&body).map_err(|problem| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "The request body must be {{\"kind\": \"delta\"}} or {{\"kind\": \"full\"}} ({problem})."
+                ),
+            )
+        })?
+    };
+    let request = SyncRequest {
+        trigger: Trigger::Manual,
+        kind: body.kind.unwrap_or(SyncKind::Delta),
+    };
+    let now = state.clock.now();
+    match start_sync(
+        &state.store,
+        &state.queues,
+        &caller.account,
+        &token,
+        request,
+        now,
+    )
+    .await
+    {
+        Ok(started) => Ok((StatusCode::ACCEPTED, Json(accepted(&started)))),
+        Err(error) => Err(refused(error, now)),
+    }
+}
+
+fn accepted(started: &Started) -> Value {
+    json!({
+        "run_id": started.claim.run_id,
+        "kind": started.claim.kind,
+        "estimated_seconds": started.estimated_seconds,
+        "lease_expires_at": started.claim.lease_expires_at,
+        "warnings": started.warnings,
+    })
+}
+
+/// The HTTP answer of each reason a sync did not start.
+fn refused(error: StartError, now: chrono::DateTime<chrono::Utc>) -> ApiError {
+    match error {
+        StartError::Refused(refusal) => {
+            let retry_after = refusal.retry_after_seconds(now);
+            let message = format!("{}.", capitalize(&refusal.to_string()));
+            match &refusal {
+                Refusal::ManualCooldown { retry_at } | Refusal::FullCooldown { retry_at } => {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.code(), message)
+                        .with("retry_at", retry_at.to_rfc3339())
+                        .retry_after(retry_after)
+                }
+                Refusal::SyncInProgress {
+                    run_id,
+                    lease_expires_at,
+                } => ApiError::conflict(refusal.code(), message)
+                    .with("run_id", run_id.as_str())
+                    .with("lease_expires_at", lease_expires_at.to_rfc3339())
+                    .retry_after(retry_after),
+                Refusal::LargeImportRunning {
+                    run_id,
+                    estimated_seconds,
+                    ..
+                } => ApiError::conflict(refusal.code(), message)
+                    .with("run_id", run_id.as_str())
+                    .with("estimated_seconds", *estimated_seconds)
+                    .retry_after(retry_after),
+            }
+        }
+        StartError::TokenNotFound => ApiError::not_found("token"),
+        StartError::Store(e) if e.is_transient() => ApiError::unavailable(&e),
+        StartError::Store(e) => ApiError::internal(&e),
+        StartError::Queue(e) => ApiError::unavailable(&e),
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,104 @@
+//! adesync on one machine: the local AWS, the Apple simulator and every
+//! function, wired exactly as template.yaml wires them on AWS.
+//!
+//! # Layout
+//! - [`tools`]: installs DynamoDB Local, moto and the SAM CLI into the
+//!   git-ignored `.local/` (pinned by files in `infra/local/`).
+//! - [`emulators`]: starts them (or reuses what `AWS_ENDPOINT_URL*` names)
+//!   and stops only what it started.
+//! - [`template`]: reads template.yaml and creates its tables, queues and
+//!   key under a stage name; resolves the functions' environment.
+//! - [`runner`]: hosts the functions: HTTP with API Gateway's identity
+//!   context, SQS pollers with partial-batch semantics, schedules on a
+//!   clock that tests move forward.
+//! - [`LocalService`]: all of the above in one value, for `serve`, the demo
+//!   and the end-to-end tests.
+
+pub mod emulators;
+pub mod runner;
+pub mod template;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use adesync_runtime::Config;
+use adesync_runtime::aws::Clients;
+use anyhow::{Context, Result};
+
+use crate::emulators::Endpoints;
+use crate::runner::{Runner, RunnerOptions};
+use crate::template::{Deployed, Template};
+use crate::tools::Workspace;
+
+/// Options of a local service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Resource name stage (`adesync-<stage>-tokens`, …).
+    pub stage: String,
+    pub runner: RunnerOptions,
+    /// Where the Apple simulator listens (port 0: any free port).
+    pub sim_addr: SocketAddr,
+    /// Devices each new simulated MDM server starts with.
+    pub sim_devices: usize,
+    pub sim_seed: u64,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            stage: "local".into(),
+            runner: RunnerOptions::default(),
+            sim_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sim_devices: 0,
+            sim_seed: 1,
+        }
+    }
+}
+
+/// The whole service running locally.
+pub struct LocalService {
+    pub endpoints: Endpoints,
+    pub clients: Clients,
+    pub deployed: Deployed,
+    pub config: Config,
+    pub sim: apple_sim::RunningSim,
+    pub runner: Runner,
+}
+
+impl LocalService {
+    /// Creates the template's resources on the local AWS at `endpoints`,
+    /// starts the Apple simulator and hosts every function.
+    pub async fn start(
+        workspace: &Workspace,
+        endpoints: Endpoints,
+        options: ServiceOptions,
+    ) -> Result<Self> {
+        let clients = endpoints.clients().await;
+        let template = Template::load(&workspace.template_path())?;
+        let deployed = template
+            .deploy(&clients, &options.stage)
+            .await
+            .context("creating the resources of template.yaml on the local AWS failed")?;
+        let sim = apple_sim::spawn(apple_sim::SimConfig {
+            addr: options.sim_addr,
+            seed: options.sim_seed,
+            default_device_count: options.sim_devices,
+            ..Default::default()
+        })
+        .await
+        .context("the Apple simulator did not start")?;
+        let parameters = HashMap::from([("AppleBaseUrl".to_owned(), sim.base_url())]);
+        let environment = deployed.environment(&parameters)?;
+        let config = Config::from_lookup(|name| environment.get(name).cloned())?;
+        let runner = Runner::start(deployed.clone(), &config, &clients, options.runner).await?;
+        Ok(Self {
+            endpoints,
+            clients,
+            deployed,
+            config,
+            sim,
+            runner,
+        })
+    }
+}

@@ -1,0 +1,563 @@
+//! Every function of template.yaml on one machine.
+//!
+//! - The HTTP functions (api, sync-trigger) are served on one address as
+//!   API Gateway would route them. Like API Gateway's JWT authorizer, the
+//!   runner verifies the bearer token (HS256 with `ADESYNC_DEV_JWT_SECRET`)
+//!   and hands the handlers the same request context — claims flattened to
+//!   strings — so the handler code is the Lambda code.
+//! - The SQS consumers are fed by pollers that receive real messages,
+//!   build the SQS event Lambda would send, and delete only the records the
+//!   handler did not report in `batchItemFailures`; failed ones become
+//!   visible again after a short delay and, past `maxReceiveCount`, SQS
+//!   moves them to the dead-letter queue as on AWS.
+//! - The schedules fire on the runner's clock, which `POST /_dev/clock`
+//!   moves forward: every rule about time reads that clock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adesync_core::clock::{Clock, OffsetClock, SharedClock};
+use adesync_runtime::aws::Clients;
+use adesync_runtime::{ApiError, Config};
+use anyhow::{Context, Result};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::template::Deployed;
+
+/// An SQS consumer function: the event Lambda would send and the deadline
+/// of the invocation.
+pub type Consumer =
+    Arc<dyn Fn(SqsEvent, Instant) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
+
+/// A scheduled function: the EventBridge event's `detail`-less input.
+pub type Scheduled = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// How the runner behaves.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    pub api_addr: SocketAddr,
+    pub jwt_secret: String,
+    /// Fire the template's schedules on the runner's clock.
+    pub schedules: bool,
+    /// How soon a failed SQS record is delivered again (Lambda waits for
+    /// the visibility timeout; locally that would only slow tests down).
+    pub retry_delay: Duration,
+    /// Concurrent invocations per SQS consumer (Lambda's scaling).
+    pub concurrency: usize,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            api_addr: "127.0.0.1:0"
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            jwt_secret: "adesync-dev-secret".into(),
+            schedules: true,
+            retry_delay: Duration::from_secs(1),
+            concurrency: 4,
+        }
+    }
+}
+
+/// The functions the runner hosts, built from one configuration.
+pub struct Functions {
+    pub http: Router,
+    /// queue logical id → consumer
+    pub consumers: HashMap<String, Consumer>,
+    /// function binary name → scheduled handler
+    pub scheduled: HashMap<String, Scheduled>,
+}
+
+/// Builds the functions for `config` on `clock`.
+pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Functions {
+    let http = Router::new()
+        .merge(adesync_sync_trigger::routes(
+            adesync_sync_trigger::SyncTrigger::new(config, clients, clock.clone()),
+        ))
+        .merge(adesync_api::routes(adesync_api::Api::new(
+            config, clients, clock,
+        )));
+    Functions {
+        http: adesync_runtime::http::service(http),
+        consumers: HashMap::new(),
+        scheduled: HashMap::new(),
+    }
+}
+
+/// The running functions.
+pub struct Runner {
+    api_addr: SocketAddr,
+    clock: Arc<OffsetClock>,
+    tasks: Vec<JoinHandle<()>>,
+    scheduled: HashMap<String, Scheduled>,
+    deployed: Deployed,
+}
+
+#[derive(Clone)]
+struct ServerState {
+    jwt_secret: Arc<String>,
+    clock: Arc<OffsetClock>,
+    scheduled: Arc<HashMap<String, Scheduled>>,
+    schedule_inputs: Arc<Vec<(String, Value)>>,
+}
+
+impl Runner {
+    /// Starts every function of `deployed` with the resolved `config`.
+    pub async fn start(
+        deployed: Deployed,
+        config: &Config,
+        clients: &Clients,
+        options: RunnerOptions,
+    ) -> Result<Self> {
+        let clock = Arc::new(OffsetClock::new());
+        let functions = functions(config, clients, clock.clone());
+        let mut tasks = Vec::new();
+
+        for function in &deployed.template.functions {
+            for (queue, batch_size) in &function.queue_events {
+                let Some(consumer) = functions.consumers.get(queue) else {
+                    continue;
+                };
+                let url = deployed.queue_url(queue)?.to_owned();
+                for _ in 0..options.concurrency.max(1) {
+                    tasks.push(tokio::spawn(poll(
+                        clients.sqs.clone(),
+                        url.clone(),
+                        *batch_size,
+                        function.timeout,
+                        options.retry_delay,
+                        consumer.clone(),
+                    )));
+                }
+            }
+        }
+
+        let schedule_inputs: Vec<(String, Value)> = deployed
+            .template
+            .functions
+            .iter()
+            .flat_map(|f| {
+                f.schedules
+                    .iter()
+                    .map(move |s| (f.binary.clone(), s.input.clone()))
+            })
+            .collect();
+        if options.schedules {
+            for function in &deployed.template.functions {
+                let Some(handler) = functions.scheduled.get(&function.binary) else {
+                    continue;
+                };
+                for schedule in &function.schedules {
+                    tasks.push(tokio::spawn(fire_on_clock(
+                        clock.clone(),
+                        schedule.every,
+                        schedule.input.clone(),
+                        handler.clone(),
+                    )));
+                }
+            }
+        }
+
+        let state = ServerState {
+            jwt_secret: Arc::new(options.jwt_secret.clone()),
+            clock: clock.clone(),
+            scheduled: Arc::new(functions.scheduled.clone()),
+            schedule_inputs: Arc::new(schedule_inputs),
+        };
+        let dev = Router::new()
+            .route("/_dev/clock", get(get_clock).post(advance_clock))
+            .route("/_dev/schedule", post(fire_schedule))
+            .with_state(state.clone());
+        let app = Router::new().merge(dev).merge(
+            functions
+                .http
+                .layer(middleware::from_fn_with_state(state, authorize)),
+        );
+        let listener = tokio::net::TcpListener::bind(options.api_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.api_addr))?;
+        let api_addr = listener.local_addr()?;
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the local API server stopped");
+            }
+        }));
+        Ok(Self {
+            api_addr,
+            clock,
+            tasks,
+            scheduled: functions.scheduled,
+            deployed,
+        })
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The clock every function of this runner reads.
+    pub fn clock(&self) -> Arc<OffsetClock> {
+        self.clock.clone()
+    }
+
+    pub fn deployed(&self) -> &Deployed {
+        &self.deployed
+    }
+
+    /// Runs a scheduled function now with `input` (as EventBridge would).
+    pub async fn fire(&self, binary: &str, input: Value) -> Result<()> {
+        let handler = self
+            .scheduled
+            .get(binary)
+            .with_context(|| format!("no scheduled function {binary}"))?;
+        handler(input).await.map_err(anyhow::Error::msg)
+    }
+
+    /// Stops every function (also done on drop).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Claims of a development JWT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevClaims {
+    pub sub: String,
+    #[serde(rename = "adesync:account")]
+    pub account: String,
+    #[serde(rename = "adesync:roles")]
+    pub roles: Vec<String>,
+    pub exp: i64,
+    pub iat: i64,
+}
+
+/// Mints an HS256 JWT that the local runner accepts.
+pub fn mint_jwt(
+    secret: &str,
+    sub: &str,
+    account: &str,
+    roles: &[&str],
+    ttl: Duration,
+) -> Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = DevClaims {
+        sub: sub.to_owned(),
+        account: account.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        iat: now,
+        exp: now + i64::try_from(ttl.as_secs()).unwrap_or(3600),
+    };
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// What API Gateway's JWT authorizer does: verify, then pass the claims
+/// (flattened to strings) in the request context.
+async fn authorize(State(state): State<ServerState>, mut request: Request, next: Next) -> Response {
+    if request.uri().path() == "/v1/health" {
+        return next.run(request).await;
+    }
+    let Some(token) = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+    else {
+        return ApiError::unauthorized(
+            "This request carries no access token; send `Authorization: Bearer <JWT>`.",
+        )
+        .into_response();
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let claims = match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(state.jwt_secret.as_bytes()),
+        &validation,
+    ) {
+        Ok(data) => data.claims,
+        Err(_) => {
+            return ApiError::unauthorized(
+                "The access token is invalid or expired; get a new one and retry.",
+            )
+            .into_response();
+        }
+    };
+    let flattened: serde_json::Map<String, Value> = claims
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(flatten_claim(&v))))
+        .collect();
+    let now = state.clock.now();
+    let context = json!({
+        "routeKey": "$default",
+        "accountId": "000000000000",
+        "stage": "$default",
+        "requestId": uuid::Uuid::new_v4().to_string(),
+        "apiId": "local",
+        "domainName": "localhost",
+        "time": now.to_rfc2822(),
+        "timeEpoch": now.timestamp_millis(),
+        "http": {
+            "method": request.method().as_str(),
+            "path": request.uri().path(),
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": "adesync-local"
+        },
+        "authorizer": {"jwt": {"claims": flattened, "scopes": null}}
+    });
+    match serde_json::from_value(context) {
+        Ok(context) => {
+            request
+                .extensions_mut()
+                .insert(lambda_http::request::RequestContext::ApiGatewayV2(context));
+            next.run(request).await
+        }
+        Err(error) => ApiError::internal(&error).into_response(),
+    }
+}
+
+/// API Gateway passes every claim as a string; arrays become `[a b]`.
+fn flatten_claim(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(flatten_claim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+async fn get_clock(State(state): State<ServerState>) -> Json<Value> {
+    Json(json!({
+        "now": state.clock.now().to_rfc3339(),
+        "offset_seconds": state.clock.offset().num_seconds(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    advance_seconds: i64,
+}
+
+async fn advance_clock(
+    State(state): State<ServerState>,
+    Json(body): Json<Advance>,
+) -> Result<Json<Value>, ApiError> {
+    if body.advance_seconds < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "advance_seconds must be zero or more: the clock only moves forward.",
+        ));
+    }
+    state
+        .clock
+        .advance(chrono::Duration::seconds(body.advance_seconds));
+    Ok(get_clock(State(state)).await)
+}
+
+#[derive(Deserialize)]
+struct Fire {
+    /// The schedule's input (e.g. `{"sweep": "delta"}`).
+    input: Value,
+}
+
+async fn fire_schedule(
+    State(state): State<ServerState>,
+    Json(body): Json<Fire>,
+) -> Result<StatusCode, ApiError> {
+    let Some((binary, _)) = state
+        .schedule_inputs
+        .iter()
+        .find(|(_, input)| *input == body.input)
+    else {
+        return Err(ApiError::bad_request(
+            "unknown_schedule",
+            "No schedule in template.yaml has that input.",
+        ));
+    };
+    let handler = state
+        .scheduled
+        .get(binary)
+        .ok_or_else(|| ApiError::bad_request("unknown_schedule", "That function is not hosted."))?;
+    handler(body.input)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Fires `handler` every `every` of the runner's clock.
+async fn fire_on_clock(clock: Arc<OffsetClock>, every: Duration, input: Value, handler: Scheduled) {
+    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::hours(1));
+    let mut next = clock.now() + every;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = clock.now();
+        if now >= next {
+            // Like EventBridge after downtime: one invocation, not a backlog.
+            while next <= now {
+                next += every;
+            }
+            if let Err(error) = handler(input.clone()).await {
+                tracing::warn!(%error, %input, "scheduled invocation failed");
+            }
+        }
+    }
+}
+
+/// Delivers messages of one queue to `consumer` as Lambda's event source
+/// mapping does.
+async fn poll(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    batch_size: u32,
+    timeout: Duration,
+    retry_delay: Duration,
+    consumer: Consumer,
+) {
+    let arn = format!(
+        "arn:aws:sqs:local:000000000000:{}",
+        queue_url.rsplit('/').next().unwrap_or("")
+    );
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(i32::try_from(batch_size.clamp(1, 10)).unwrap_or(10))
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await;
+        let messages = match received {
+            Ok(output) => output.messages.unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "receive failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let event = sqs_event(&messages, &arn);
+        let receipts: HashMap<String, String> = messages
+            .iter()
+            .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
+            .collect();
+        let response = consumer(event, Instant::now() + timeout).await;
+        let failed: std::collections::HashSet<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        for (id, receipt) in receipts {
+            let result = if failed.contains(&id) {
+                sqs.change_message_visibility()
+                    .queue_url(&queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(i32::try_from(retry_delay.as_secs()).unwrap_or(1))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                sqs.delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, message_id = %id, "could not settle a message");
+            }
+        }
+    }
+}
+
+/// The SQS event Lambda builds from received messages.
+fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> SqsEvent {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let message_attributes: serde_json::Map<String, Value> = m
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                json!({
+                                    "stringValue": v.string_value(),
+                                    "dataType": v.data_type(),
+                                    "stringListValues": [],
+                                    "binaryListValues": []
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap_or_default()
+}

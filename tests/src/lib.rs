@@ -1,0 +1,196 @@
+//! The end-to-end test harness.
+//!
+//! Every test starts its own adesync — its own tables and queues (a unique
+//! stage name), its own Apple simulator and functions on free ports — on
+//! the ONE local AWS of the test run, so tests run in parallel without
+//! seeing each other. The local AWS comes from the standard
+//! `AWS_ENDPOINT_URL*` variables that `adesync-local test` sets; without
+//! them a test fails at once, saying how to run it. Nothing is skipped.
+
+use std::time::Duration;
+
+use adesync_core::ids::{AccountId, TokenId};
+use adesync_local::emulators::Endpoints;
+use adesync_local::runner::{RunnerOptions, mint_jwt};
+use adesync_local::tools::Workspace;
+use adesync_local::{LocalService, ServiceOptions};
+use adesync_queue::Queues;
+use adesync_store::Store;
+use adesync_store::tokens::NewToken;
+use serde_json::Value;
+
+pub use adesync_local;
+
+const JWT_SECRET: &str = "adesync-test-secret";
+
+/// How to get a local AWS for the tests.
+pub const HOW_TO_RUN: &str = "No local AWS for the tests: AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_SQS and AWS_ENDPOINT_URL_KMS (or AWS_ENDPOINT_URL) are not set. Run every test with `cargo run -p adesync-local -- test`, or start the emulators with `cargo run -p adesync-local -- aws`, export the variables it prints, then run `cargo test`.";
+
+/// The local AWS of this test run.
+pub fn endpoints() -> Endpoints {
+    Endpoints::from_env().unwrap_or_else(|| panic!("{HOW_TO_RUN}"))
+}
+
+/// Options of a test service.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// Fire the template's schedules on the runner's clock.
+    pub schedules: bool,
+    /// Devices a new simulated MDM server starts with.
+    pub sim_devices: usize,
+}
+
+/// One test's adesync.
+pub struct TestService {
+    pub service: LocalService,
+    pub http: reqwest::Client,
+}
+
+impl TestService {
+    pub async fn start() -> Self {
+        Self::start_with(TestOptions::default()).await
+    }
+
+    pub async fn start_with(options: TestOptions) -> Self {
+        let workspace = Workspace::locate().expect("the adesync checkout");
+        let stage = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let service = LocalService::start(
+            &workspace,
+            endpoints(),
+            ServiceOptions {
+                stage,
+                runner: RunnerOptions {
+                    jwt_secret: JWT_SECRET.into(),
+                    schedules: options.schedules,
+                    ..RunnerOptions::default()
+                },
+                sim_devices: options.sim_devices,
+                ..ServiceOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the local service did not start: {e:#}\n{HOW_TO_RUN}"));
+        Self {
+            service,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.service.runner.api_url())
+    }
+
+    pub fn sim(&self, path: &str) -> String {
+        format!("{}{path}", self.service.sim.base_url())
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(
+            self.service.clients.dynamodb.clone(),
+            self.service.config.tables.clone(),
+        )
+    }
+
+    pub fn queues(&self) -> Queues {
+        Queues::new(
+            self.service.clients.sqs.clone(),
+            &self.service.config.sync_jobs_queue_url,
+            &self.service.config.device_batches_queue_url,
+        )
+    }
+
+    /// A bearer token of `account` with `roles`.
+    pub fn jwt(&self, account: &str, roles: &[&str]) -> String {
+        mint_jwt(
+            JWT_SECRET,
+            "test-user",
+            account,
+            roles,
+            Duration::from_secs(3600),
+        )
+        .expect("a JWT")
+    }
+
+    /// Inserts a token directly (until tests create tokens through the API).
+    pub async fn seed_token(&self, account: &str) -> TokenId {
+        let token = TokenId::new_at(chrono::Utc::now());
+        let inserted = self
+            .store()
+            .insert_token(&NewToken {
+                account: AccountId::parse(account).expect("account id"),
+                token: token.clone(),
+                name: "Seeded token".into(),
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .expect("insert token");
+        assert!(inserted);
+        token
+    }
+
+    /// Moves the service's clock forward (the runner's rules read it).
+    pub async fn advance(&self, seconds: i64) {
+        let response = self
+            .http
+            .post(self.api("/_dev/clock"))
+            .json(&serde_json::json!({ "advance_seconds": seconds }))
+            .send()
+            .await
+            .expect("POST /_dev/clock");
+        assert!(response.status().is_success(), "clock not advanced");
+    }
+
+    /// Sends `method path` with `account`'s admin identity and a JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        jwt: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, self.api(path)).bearer_auth(jwt);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request.send().await.expect("the API answers")).await
+    }
+}
+
+/// An API answer, read fully.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error code of an error answer.
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+}
