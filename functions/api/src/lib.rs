@@ -1,22 +1,63 @@
-//! The API function: every route of api.md except the manual sync trigger
-//! (its own function, so its concurrency and permissions stay narrow).
+//! The API function: every route of the HTTP contract except the manual
+//! sync trigger (its own function, so its concurrency and permissions stay
+//! narrow).
+//!
+//! # Layout
+//! - [`accounts`]: the account's public key certificate.
+//! - [`tokens`]: create, list, show, renew and delete tokens.
+//! - [`status`]: sync status and run history.
+//! - [`devices`]: device listing, details and deletion.
+//!
+//! Each module parses its requests, calls one operation of
+//! `adesync-service` and maps the result; statuses are chosen there.
+
+pub mod accounts;
+pub mod devices;
+pub mod status;
+pub mod tokens;
 
 use std::sync::Arc;
 
+use adesync_apple::{AppleClient, AppleConfig};
 use adesync_core::clock::SharedClock;
+use adesync_queue::Queues;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
+use adesync_secrets::Vault;
+use adesync_store::Store;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 /// What the handlers need, built once per process.
-#[derive(Clone)]
-pub struct Api {}
+pub struct Api {
+    pub store: Store,
+    pub queues: Queues,
+    pub vault: Vault,
+    pub apple: AppleClient,
+    pub clock: SharedClock,
+}
 
 impl Api {
-    pub fn new(_config: &Config, _clients: &Clients, _clock: SharedClock) -> Arc<Self> {
-        Arc::new(Self {})
+    pub fn new(
+        config: &Config,
+        clients: &Clients,
+        clock: SharedClock,
+    ) -> Result<Arc<Self>, adesync_apple::AppleError> {
+        Ok(Arc::new(Self {
+            store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
+            queues: Queues::new(
+                clients.sqs.clone(),
+                &config.sync_jobs_queue_url,
+                &config.device_batches_queue_url,
+            ),
+            vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
+            apple: AppleClient::new(AppleConfig {
+                base_url: config.apple_base_url.clone(),
+                ..AppleConfig::default()
+            })?,
+            clock,
+        }))
     }
 }
 
@@ -24,6 +65,10 @@ impl Api {
 pub fn routes(state: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .merge(accounts::routes())
+        .merge(tokens::routes())
+        .merge(status::routes())
+        .merge(devices::routes())
         .with_state(state)
 }
 

@@ -11,6 +11,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     logging::init();
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
-    let state = Api::new(&config, &clients, Arc::new(SystemClock));
+    let state = Api::new(&config, &clients, Arc::new(SystemClock))?;
     lambda_http::run(adesync_runtime::http::service(routes(state))).await
 }

@@ -82,19 +82,19 @@ pub struct Functions {
 }
 
 /// Builds the functions for `config` on `clock`.
-pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Functions {
+pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Result<Functions> {
     let http = Router::new()
         .merge(adesync_sync_trigger::routes(
             adesync_sync_trigger::SyncTrigger::new(config, clients, clock.clone()),
         ))
         .merge(adesync_api::routes(adesync_api::Api::new(
             config, clients, clock,
-        )));
-    Functions {
+        )?));
+    Ok(Functions {
         http: adesync_runtime::http::service(http),
         consumers: HashMap::new(),
         scheduled: HashMap::new(),
-    }
+    })
 }
 
 /// The running functions.
@@ -123,7 +123,7 @@ impl Runner {
         options: RunnerOptions,
     ) -> Result<Self> {
         let clock = Arc::new(OffsetClock::new());
-        let functions = functions(config, clients, clock.clone());
+        let functions = functions(config, clients, clock.clone())?;
         let mut tasks = Vec::new();
 
         for function in &deployed.template.functions {
