@@ -19,6 +19,8 @@ use adesync_store::Store;
 use adesync_store::tokens::NewToken;
 use serde_json::Value;
 
+pub mod flows;
+
 pub use adesync_local;
 
 const JWT_SECRET: &str = "adesync-test-secret";
@@ -52,6 +54,10 @@ impl TestService {
     }
 
     pub async fn start_with(options: TestOptions) -> Self {
+        // Logs show with `RUST_LOG=info cargo test -- --nocapture`.
+        if std::env::var_os("RUST_LOG").is_some() {
+            adesync_runtime::logging::init();
+        }
         let workspace = Workspace::locate().expect("the adesync checkout");
         let stage = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let service = LocalService::start(
@@ -65,6 +71,11 @@ impl TestService {
                     ..RunnerOptions::default()
                 },
                 sim_devices: options.sim_devices,
+                // Apple calls give up fast, so failure paths run in seconds.
+                environment: std::collections::HashMap::from([(
+                    "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS".to_owned(),
+                    "2".to_owned(),
+                )]),
                 ..ServiceOptions::default()
             },
         )
@@ -114,16 +125,24 @@ impl TestService {
         .expect("a JWT")
     }
 
-    /// Inserts a token directly (until tests create tokens through the API).
+    /// Inserts a token directly: counted and linked like a created one,
+    /// but without credentials (for tests of rules that never call Apple).
     pub async fn seed_token(&self, account: &str) -> TokenId {
-        let token = TokenId::new_at(chrono::Utc::now());
+        let now = chrono::Utc::now();
+        let token = TokenId::new_at(now);
         let inserted = self
             .store()
             .insert_token(&NewToken {
                 account: AccountId::parse(account).expect("account id"),
                 token: token.clone(),
                 name: "Seeded token".into(),
-                created_at: chrono::Utc::now(),
+                apple_id: "seeded@example.com".into(),
+                server_name: "Seeded MDM server".into(),
+                server_uuid: uuid::Uuid::new_v4().to_string(),
+                org_name: None,
+                admin_id: None,
+                token_expires_at: now + chrono::Duration::days(365),
+                created_at: now,
             })
             .await
             .expect("insert token");

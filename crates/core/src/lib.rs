@@ -6,6 +6,7 @@
 //! - [`sync`]: who may start a sync and when (cooldowns, the one-at-a-time lease).
 //! - [`cursor`]: the fetch → sync state machine over Apple's device cursors.
 //! - [`device`]: what the importer stores for each device record (versions, releases, admin deletes).
+//! - [`token`]: token names, expiry and health, the per-account token limit, certificate re-issue.
 //!
 //! Nothing here performs I/O: adapters (DynamoDB, SQS, Apple) enforce these rules
 //! with conditional writes and call back into them to explain refusals.
@@ -15,3 +16,4 @@ pub mod cursor;
 pub mod device;
 pub mod ids;
 pub mod sync;
+pub mod token;

@@ -267,6 +267,21 @@ pub fn claim(
     })
 }
 
+/// Seconds left until `total` devices are imported, `imported` of them after
+/// `elapsed_seconds`: at the measured rate once there is one worth trusting
+/// (at least 10 seconds and 100 devices), at Apple's 3,000 per minute before.
+pub fn eta_seconds(total: u64, imported: u64, elapsed_seconds: u64) -> u64 {
+    let remaining = total.saturating_sub(imported);
+    if remaining == 0 {
+        return 0;
+    }
+    if elapsed_seconds >= 10 && imported >= 100 {
+        // remaining / (imported / elapsed), rounded up, in integers.
+        return (remaining * elapsed_seconds).div_ceil(imported);
+    }
+    apple_delivery_seconds(remaining)
+}
+
 /// When the import of a run that starts `now` on a token of `device_count`
 /// devices may still be running: the lease plus Apple's delivery time.
 pub fn import_expires_at(now: DateTime<Utc>, device_count: u64) -> DateTime<Utc> {
@@ -481,6 +496,17 @@ mod tests {
             import_expires_at(t0(), 3_000),
             t0() + LEASE + Duration::seconds(60)
         );
+    }
+
+    #[test]
+    fn eta_uses_apple_rate_until_a_measured_rate_exists() {
+        // 6,000 left at 3,000 per minute: two minutes.
+        assert_eq!(eta_seconds(6_000, 0, 0), 120);
+        assert_eq!(eta_seconds(6_050, 50, 30), 120);
+        // Measured: 1,000 in 10 s → 100 per second → 50 s for 5,000.
+        assert_eq!(eta_seconds(6_000, 1_000, 10), 50);
+        assert_eq!(eta_seconds(1_000, 1_000, 10), 0);
+        assert_eq!(eta_seconds(500, 900, 10), 0);
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The SQS adapter.
 //!
 //! # Layout
+//! - [`batches`]: the `device-batches` FIFO queue: device records of a run
+//!   in Apple's order, then an end-of-run marker.
 //! - [`jobs`]: the `sync-jobs` queue: one message per run step, consumed by
 //!   the sync worker (a run re-queues its own continuation).
 //!
 //! This crate owns the wire format of every message: producers and
 //! consumers both go through these types, so they cannot drift apart.
 
+pub mod batches;
 pub mod jobs;
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
@@ -56,9 +59,26 @@ pub enum QueueError {
     },
     #[error("a message could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("a sender panicked while holding the batch state")]
+    Poisoned,
 }
 
 impl QueueError {
+    /// True when retrying later may succeed (throttling, transport).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            QueueError::Sqs { code, .. } => matches!(
+                code.as_str(),
+                "transport"
+                    | "ThrottlingException"
+                    | "RequestThrottled"
+                    | "ServiceUnavailable"
+                    | "InternalError"
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn sqs<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

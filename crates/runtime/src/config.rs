@@ -18,6 +18,8 @@ pub mod var {
     pub const DEVICE_BATCHES_QUEUE_URL: &str = "ADESYNC_DEVICE_BATCHES_QUEUE_URL";
     pub const KMS_KEY_ID: &str = "ADESYNC_KMS_KEY_ID";
     pub const APPLE_BASE_URL: &str = "ADESYNC_APPLE_BASE_URL";
+    /// Optional: how long one Apple call may keep retrying (default 120 s).
+    pub const APPLE_RETRY_DEADLINE_SECONDS: &str = "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS";
 }
 
 /// Everything a function needs to know about its environment.
@@ -28,6 +30,8 @@ pub struct Config {
     pub device_batches_queue_url: String,
     pub kms_key_id: String,
     pub apple_base_url: String,
+    /// How long one Apple call may keep retrying throttling and server errors.
+    pub apple_retry_deadline: std::time::Duration,
 }
 
 /// A setting is missing.
@@ -38,6 +42,18 @@ pub struct Config {
 pub struct MissingSetting(pub &'static str);
 
 impl Config {
+    /// Settings of the Apple client.
+    pub fn apple(&self) -> adesync_apple::AppleConfig {
+        adesync_apple::AppleConfig {
+            base_url: self.apple_base_url.clone(),
+            retry: adesync_apple::RetryPolicy {
+                deadline: self.apple_retry_deadline,
+                ..adesync_apple::RetryPolicy::default()
+            },
+            ..adesync_apple::AppleConfig::default()
+        }
+    }
+
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, MissingSetting> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -64,6 +80,11 @@ impl Config {
             apple_base_url: lookup(var::APPLE_BASE_URL)
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "https://mdmenrollment.apple.com".to_owned()),
+            apple_retry_deadline: std::time::Duration::from_secs(
+                lookup(var::APPLE_RETRY_DEADLINE_SECONDS)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(120),
+            ),
         })
     }
 }

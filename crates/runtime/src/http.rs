@@ -166,6 +166,61 @@ pub fn json_problem(error: &serde_json::Error) -> String {
     }
 }
 
+/// The token named by a route's `{token_id}`. Anything that is not a token
+/// id — hostile text, bad percent-encoding — names no token of the caller's:
+/// 404, the same answer as another account's token.
+#[derive(Debug, Clone)]
+pub struct TokenPath(pub adesync_core::ids::TokenId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TokenPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Path(params) = axum::extract::Path::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::not_found("token"))?;
+        params
+            .get("token_id")
+            .and_then(|id| adesync_core::ids::TokenId::parse(id).ok())
+            .map(TokenPath)
+            .ok_or_else(|| ApiError::not_found("token"))
+    }
+}
+
+/// The token and device named by `{token_id}` and `{serial}` (404 for
+/// anything unparsable, as [`TokenPath`]).
+#[derive(Debug, Clone)]
+pub struct DevicePath(
+    pub adesync_core::ids::TokenId,
+    pub adesync_core::ids::Serial,
+);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DevicePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let TokenPath(token) = TokenPath::from_request_parts(parts, state).await?;
+        let axum::extract::Path(params) = axum::extract::Path::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::not_found("device"))?;
+        params
+            .get("serial")
+            .and_then(|serial| adesync_core::ids::Serial::parse(serial).ok())
+            .map(|serial| DevicePath(token, serial))
+            .ok_or_else(|| ApiError::not_found("device"))
+    }
+}
+
 /// Reads a JSON object body into `T`. Only an object is accepted: serde
 /// would otherwise also read a struct from an array of its fields.
 pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {

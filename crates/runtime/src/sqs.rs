@@ -65,6 +65,68 @@ where
     response
 }
 
+/// Handles the records of a FIFO queue event: message groups run
+/// concurrently, the records of one group strictly in order. After a
+/// record fails, the later records of its group are not attempted and are
+/// reported as failed too, so SQS redelivers them after it, in order (what
+/// Lambda requires of FIFO consumers that report partial failures).
+pub async fn run_fifo_batch<F, Fut, E>(event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
+    for message in event.records {
+        let group = message
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, messages)) => messages.push(message),
+            None => groups.push((group, vec![message])),
+        }
+    }
+    let handle = &handle;
+    let failed: Vec<Vec<String>> = futures::future::join_all(groups.into_iter().map(
+        |(group, messages)| async move {
+            let mut failed = Vec::new();
+            for message in messages {
+                let id = message.message_id.clone().unwrap_or_default();
+                if !failed.is_empty() {
+                    failed.push(id);
+                    continue;
+                }
+                match AssertUnwindSafe(handle(message)).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(message_id = %id, %group, error = %error, "record failed; it and the rest of its group will be retried in order");
+                        failed.push(id);
+                    }
+                    Err(_) => {
+                        tracing::error!(message_id = %id, %group, "record handler panicked; it and the rest of its group will be retried in order");
+                        failed.push(id);
+                    }
+                }
+            }
+            failed
+        },
+    ))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .flatten()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +144,38 @@ mod tests {
             })
             .collect();
         event
+    }
+
+    #[tokio::test]
+    async fn a_fifo_failure_holds_back_the_rest_of_its_group_only() {
+        let mut event = event(&["a1", "b1", "a-bad", "b2", "a3"]);
+        for record in &mut event.records {
+            let group = record.body.as_deref().unwrap()[..1].to_owned();
+            record.attributes.insert("MessageGroupId".into(), group);
+        }
+        let seen = std::sync::Mutex::new(Vec::new());
+        let response = run_fifo_batch(event, |m| {
+            let body = m.body.clone().unwrap();
+            seen.lock().unwrap().push(body.clone());
+            async move {
+                if body.contains("bad") {
+                    Err("poison")
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        // a-bad (m2) failed, so a3 (m4) was held back; group b was unaffected.
+        assert_eq!(failed, vec!["m2", "m4"]);
+        let seen = seen.into_inner().unwrap();
+        assert!(!seen.contains(&"a3".to_owned()));
+        assert!(seen.contains(&"b2".to_owned()));
     }
 
     #[tokio::test]

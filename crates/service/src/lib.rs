@@ -2,10 +2,20 @@
 //! `adesync-core` and the adapters (DynamoDB, SQS, Apple).
 //!
 //! # Layout
+//! - [`accounts`]: the account's key pair and the certificate for Apple Business.
+//! - [`tokens`]: create, show, renew and delete tokens; credentials for the worker.
 //! - [`start`]: starting a sync run (manual, scheduled, or a new token's
 //!   first full sync): claim, record, queue.
+//! - [`schedule`]: the scheduler's sweeps over every token.
+//! - [`worker`]: one step of a run: page Apple, fan devices out, save the cursor.
+//! - [`import`]: apply device batches idempotently; close runs, sweep, recount.
 //!
 //! Handlers in `functions/*` parse their event, call one operation here and
 //! map its result; the operations never see an HTTP request or an SQS event.
 
+pub mod accounts;
+pub mod import;
+pub mod schedule;
 pub mod start;
+pub mod tokens;
+pub mod worker;

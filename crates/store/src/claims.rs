@@ -345,6 +345,116 @@ impl Store {
     }
 }
 
+/// What the sync status of a token shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncView {
+    pub state: SyncState,
+    pub lease_started_at: Option<DateTime<Utc>>,
+    pub last_delta_at: Option<DateTime<Utc>>,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl SyncView {
+    /// The run that holds the token or is still importing, if any.
+    pub fn current_run(&self, now: DateTime<Utc>) -> Option<&RunId> {
+        self.state
+            .lease
+            .as_ref()
+            .filter(|lease| now < lease.expires_at)
+            .map(|lease| &lease.run_id)
+            .or_else(|| {
+                self.state
+                    .import
+                    .as_ref()
+                    .filter(|import| now < import.expires_at)
+                    .map(|import| &import.run_id)
+            })
+    }
+}
+
+impl Store {
+    /// A token's sync status (None when the account has no such token).
+    pub async fn sync_view(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> Result<Option<SyncView>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(token sync view)", e))?;
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
+        Ok(Some(SyncView {
+            state: sync_state_from_item(item)?,
+            lease_started_at: attrs::get_time(item, attr::LEASE_STARTED_AT)?,
+            last_delta_at: attrs::get_time(item, attr::LAST_DELTA_AT)?,
+            last_finished_at: attrs::get_time(item, attr::LAST_FINISHED_AT)?,
+            last_outcome: attrs::get_s(item, attr::LAST_OUTCOME).map(str::to_owned),
+            last_error: attrs::get_s(item, attr::LAST_ERROR).map(str::to_owned),
+        }))
+    }
+}
+
+/// A token as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledToken {
+    pub account: AccountId,
+    pub token: TokenId,
+    pub state: SyncState,
+    /// `ok`, `terms_not_signed` or `token_invalid`.
+    pub status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// One page of every token of every account (a Scan), starting after
+    /// `after`; returns the tokens and where the next page starts.
+    pub async fn scan_tokens(
+        &self,
+        after: Option<Item>,
+    ) -> Result<(Vec<ScheduledToken>, Option<Item>), StoreError> {
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.tables.tokens)
+            .set_exclusive_start_key(after)
+            .limit(500)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Scan(tokens)", e))?;
+        let tokens = output
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let account = AccountId::parse(attrs::get_s(item, "account_id")?).ok()?;
+                let token = TokenId::parse(attrs::get_s(item, "token_id")?).ok()?;
+                Some((account, token, item))
+            })
+            .map(|(account, token, item)| {
+                Ok(ScheduledToken {
+                    account,
+                    token,
+                    state: sync_state_from_item(item)?,
+                    status: attrs::get_s(item, "status").unwrap_or("ok").to_owned(),
+                    expires_at: attrs::get_time(item, "token_expires_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = output.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((tokens, next))
+    }
+}
+
 enum WriteClaimError {
     ConditionFailed(Option<Item>),
     Store(StoreError),

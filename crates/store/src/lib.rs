@@ -4,8 +4,11 @@
 //! - [`Tables`]: the table names, read from the environment by the caller.
 //! - [`claims`]: starting and finishing sync runs: the cooldowns and the
 //!   one-at-a-time lease as single conditional writes on the token item.
+//! - [`devices`]: device items, written conditionally on their revision.
+//! - [`progress`]: the worker's saved walk and the importer's batch markers.
 //! - [`runs`]: run history and progress counters.
-//! - [`tokens`]: token items.
+//! - [`accounts`]: account items: the key pair, the token counter, server links.
+//! - [`tokens`]: token items: create, read, renew, delete; status and secrets.
 //! - [`attrs`]: reading and writing typed values in DynamoDB items.
 //!
 //! Every rule that must hold across concurrent callers is a condition
@@ -13,9 +16,12 @@
 //! fails, the item DynamoDB returns (`ReturnValuesOnConditionCheckFailure`)
 //! is handed to the pure rule in `adesync-core` to explain the refusal.
 
+pub mod accounts;
 pub mod attrs;
 pub mod claims;
+pub mod devices;
 mod error;
+pub mod progress;
 pub mod runs;
 pub mod tokens;
 

@@ -104,3 +104,135 @@ impl Store {
         Ok(())
     }
 }
+
+/// A run as the status API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub kind: String,
+    pub trigger: String,
+    pub recovery: bool,
+    /// `running` → `importing` → `succeeded` | `failed` | `abandoned`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub fetch_finished_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub pages: u64,
+    pub fetched: u64,
+    pub imported: u64,
+    pub batches_imported: u64,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+}
+
+impl RunRecord {
+    /// Whether the run has ended one way or another.
+    pub fn is_over(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "abandoned")
+    }
+}
+
+fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
+    let text = |name: &str| attrs::get_s(item, name).map(str::to_owned);
+    Ok(RunRecord {
+        run_id: text("run_id")
+            .and_then(|r| RunId::parse(&r).ok())
+            .ok_or_else(|| StoreError::Malformed("run without a run id".into()))?,
+        kind: text("kind").unwrap_or_default(),
+        trigger: text("trigger").unwrap_or_default(),
+        recovery: attrs::get_bool(item, "recovery"),
+        status: text("status").unwrap_or_default(),
+        started_at: attrs::get_time(item, "started_at")?.unwrap_or(DateTime::UNIX_EPOCH),
+        lease_expires_at: attrs::get_time(item, "lease_expires_at")?,
+        fetch_finished_at: attrs::get_time(item, "fetch_finished_at")?,
+        finished_at: attrs::get_time(item, "finished_at")?,
+        pages: attrs::get_u64(item, "pages")?.unwrap_or(0),
+        fetched: attrs::get_u64(item, "fetched")?.unwrap_or(0),
+        imported: attrs::get_u64(item, "imported")?.unwrap_or(0),
+        batches_imported: attrs::get_u64(item, "batches_imported")?.unwrap_or(0),
+        error: text("error"),
+        warning: text("warning"),
+    })
+}
+
+impl Store {
+    /// One run of a token.
+    pub async fn get_run(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.runs)
+            .key("token_id", attrs::s(token.as_str()))
+            .key("sk", attrs::s(run_sk(run)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(run)", e))?;
+        output.item().map(run_from_item).transpose()
+    }
+
+    /// The most recent runs of a token, newest first.
+    pub async fn recent_runs(
+        &self,
+        token: &TokenId,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.runs)
+            .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":token", attrs::s(token.as_str()))
+            .expression_attribute_values(":prefix", attrs::s("run#"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Query(runs)", e))?;
+        output.items().iter().map(run_from_item).collect()
+    }
+
+    /// Records how a run ended, with a warning worth showing, if any.
+    pub async fn record_run_closed(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+        status: &str,
+        error: Option<&str>,
+        warning: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut sets = vec!["#status = :status", "finished_at = :now"];
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.tables.runs)
+            .key("token_id", attrs::s(token.as_str()))
+            .key("sk", attrs::s(run_sk(run)))
+            .condition_expression("attribute_exists(sk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", attrs::s(status))
+            .expression_attribute_values(":now", attrs::millis(now));
+        if let Some(error) = error {
+            sets.push("#error = :error");
+            update = update
+                .expression_attribute_names("#error", "error")
+                .expression_attribute_values(":error", attrs::s(error));
+        }
+        if let Some(warning) = warning {
+            sets.push("warning = :warning");
+            update = update.expression_attribute_values(":warning", attrs::s(warning));
+        }
+        update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem(run closed)", e))?;
+        Ok(())
+    }
+}

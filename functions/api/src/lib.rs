@@ -18,7 +18,7 @@ pub mod tokens;
 
 use std::sync::Arc;
 
-use adesync_apple::{AppleClient, AppleConfig};
+use adesync_apple::AppleClient;
 use adesync_core::clock::SharedClock;
 use adesync_queue::Queues;
 use adesync_runtime::Config;
@@ -52,10 +52,7 @@ impl Api {
                 &config.device_batches_queue_url,
             ),
             vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
-            apple: AppleClient::new(AppleConfig {
-                base_url: config.apple_base_url.clone(),
-                ..AppleConfig::default()
-            })?,
+            apple: AppleClient::new(config.apple())?,
             clock,
         }))
     }

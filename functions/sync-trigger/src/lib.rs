@@ -8,17 +8,17 @@
 use std::sync::Arc;
 
 use adesync_core::clock::SharedClock;
-use adesync_core::ids::TokenId;
 use adesync_core::sync::{Refusal, SyncKind, SyncRequest, Trigger};
 use adesync_queue::Queues;
 use adesync_runtime::aws::Clients;
+use adesync_runtime::http::TokenPath;
 use adesync_runtime::{ApiError, Caller, Config};
 use adesync_service::start::{StartError, Started, start_sync};
 use adesync_store::Store;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
@@ -64,11 +64,10 @@ struct SyncBody {
 async fn trigger(
     State(state): State<Arc<SyncTrigger>>,
     caller: Caller,
-    Path(token_id): Path<String>,
+    TokenPath(token): TokenPath,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require_write()?;
-    let token = TokenId::parse(&token_id).map_err(|_| ApiError::not_found("token"))?;
     let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
         SyncBody::default()
     } else {

@@ -11,9 +11,11 @@
 //! - [`runner`]: hosts the functions: HTTP with API Gateway's identity
 //!   context, SQS pollers with partial-batch semantics, schedules on a
 //!   clock that tests move forward.
+//! - [`demo`]: the walk-through of `adesync-local demo`.
 //! - [`LocalService`]: all of the above in one value, for `serve`, the demo
 //!   and the end-to-end tests.
 
+pub mod demo;
 pub mod emulators;
 pub mod runner;
 pub mod template;
@@ -42,6 +44,8 @@ pub struct ServiceOptions {
     /// Devices each new simulated MDM server starts with.
     pub sim_devices: usize,
     pub sim_seed: u64,
+    /// Settings added to (or replacing) the template's environment.
+    pub environment: HashMap<String, String>,
 }
 
 impl Default for ServiceOptions {
@@ -52,6 +56,7 @@ impl Default for ServiceOptions {
             sim_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             sim_devices: 0,
             sim_seed: 1,
+            environment: HashMap::new(),
         }
     }
 }
@@ -89,9 +94,14 @@ impl LocalService {
         .await
         .context("the Apple simulator did not start")?;
         let parameters = HashMap::from([("AppleBaseUrl".to_owned(), sim.base_url())]);
-        let environment = deployed.environment(&parameters)?;
+        let mut environment = deployed.environment(&parameters)?;
+        environment.extend(options.environment.clone());
         let config = Config::from_lookup(|name| environment.get(name).cloned())?;
-        let runner = Runner::start(deployed.clone(), &config, &clients, options.runner).await?;
+        let mut runner_options = options.runner;
+        runner_options
+            .linked_clocks
+            .push(format!("{}/_sim/clock", sim.base_url()));
+        let runner = Runner::start(deployed.clone(), &config, &clients, runner_options).await?;
         Ok(Self {
             endpoints,
             clients,

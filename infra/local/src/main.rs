@@ -4,13 +4,11 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use adesync_core::ids::{AccountId, TokenId};
+use adesync_local::demo::{DemoClient, run_seconds};
 use adesync_local::emulators::LocalAws;
 use adesync_local::runner::{RunnerOptions, mint_jwt};
 use adesync_local::tools::{self, Workspace};
 use adesync_local::{LocalService, ServiceOptions};
-use adesync_store::Store;
-use adesync_store::tokens::NewToken;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
@@ -29,6 +27,15 @@ enum Commands {
     /// Start everything and keep serving: the local AWS (installed on first
     /// use), the Apple simulator and every function.
     Serve(ServeArgs),
+    /// Serve, then walk through the product: create a token through the real
+    /// flow and show its first full sync until every device is imported.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Exit after the walk-through instead of serving on.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Run every check CI runs: formatting, lints, the SAM template and all
     /// tests against one local AWS started for the run.
     Test {
@@ -60,7 +67,7 @@ struct ServeArgs {
     /// Where the Apple simulator listens.
     #[arg(long, env = "ADESYNC_SIM_ADDR", default_value = "127.0.0.1:3001")]
     sim_addr: SocketAddr,
-    /// Devices each new simulated MDM server starts with.
+    /// Devices of the demo's simulated MDM server.
     #[arg(long, default_value_t = 20_000)]
     devices: usize,
     /// Secret of the development JWTs (HS256).
@@ -87,7 +94,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Serve(args) => serve(args).await,
+            Commands::Serve(args) => serve(args, None).await,
+            Commands::Demo { serve: args, exit } => serve(args, Some(exit)).await,
             Commands::Test { cargo_test_args } => test(cargo_test_args).await,
             Commands::Aws => aws().await,
             Commands::DevToken {
@@ -120,8 +128,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<ExitCode> {
-    adesync_runtime::logging::init();
+/// Starts everything; with `demo` set, walks through a first sync (and
+/// exits afterwards when it is true).
+async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
+    if demo.is_none() {
+        adesync_runtime::logging::init();
+    }
     let workspace = Workspace::locate()?;
     let started = Instant::now();
     let aws = LocalAws::start(&workspace).await?;
@@ -133,30 +145,15 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             ..RunnerOptions::default()
         },
         sim_addr: args.sim_addr,
-        sim_devices: args.devices,
+        sim_devices: 0,
         sim_seed: 1,
+        environment: Default::default(),
     };
     let service = LocalService::start(&workspace, aws.endpoints.clone(), options).await?;
-
-    // A token to try the sync rules on until tokens are created through the API.
-    let store = Store::new(
-        service.clients.dynamodb.clone(),
-        service.config.tables.clone(),
-    );
-    let account = AccountId::parse("demo")?;
-    let token = TokenId::parse("demo-token")?;
-    store
-        .insert_token(&NewToken {
-            account: account.clone(),
-            token: token.clone(),
-            name: "Demo token".into(),
-            created_at: adesync_core::clock::Clock::now(&*service.runner.clock()),
-        })
-        .await?;
     let jwt = mint_jwt(
         &args.jwt_secret,
         "dev-user",
-        account.as_str(),
+        "demo",
         &["admin"],
         Duration::from_secs(12 * 3600),
     )?;
@@ -176,12 +173,63 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         println!("  export {name}={value}");
     }
     println!();
-    println!("Try the sync rules on the seeded token:");
+    println!("An administrator of account \"demo\" (12 hours):");
     println!("  export ADESYNC_TOKEN={jwt}");
     println!(
-        "  curl -s -XPOST -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens/{token}/sync",
+        "  curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens",
         service.runner.api_url()
     );
+
+    if let Some(exit) = demo {
+        let client = DemoClient::new(service.runner.api_url(), service.sim.base_url(), jwt)?;
+        println!();
+        println!(
+            "Creating a token for a simulated MDM server with {} devices (public key → token file → POST /v1/tokens)…",
+            args.devices
+        );
+        let (token, _server) = client.create_token(args.devices).await?;
+        println!("Token {token} created; its first full sync is running:");
+        let run = client.watch_sync(&token, args.devices as u64).await?;
+        let status = client.status(&token).await?;
+        let seconds = run_seconds(&run).unwrap_or(0.0);
+        let imported = run["imported"].as_u64().unwrap_or(0);
+        println!(
+            "Full sync {}: {} devices fetched, {} imported in {seconds:.1} s ({:.0} devices/min; Apple delivers about 3,000/min).",
+            run["status"].as_str().unwrap_or("?"),
+            run["fetched"],
+            imported,
+            if seconds > 0.0 {
+                imported as f64 * 60.0 / seconds
+            } else {
+                0.0
+            },
+        );
+        println!(
+            "The token now lists {} devices. The first five:",
+            status["device_count"]
+        );
+        let devices = client.devices(&token, 5).await?;
+        for device in devices["devices"].as_array().into_iter().flatten() {
+            println!(
+                "  {}  {:<10} {:<28} {}",
+                device["serial_number"].as_str().unwrap_or(""),
+                device["device_family"].as_str().unwrap_or(""),
+                device["model"].as_str().unwrap_or(""),
+                device["state"].as_str().unwrap_or(""),
+            );
+        }
+        if run["status"] != "succeeded" {
+            bail!("the demo's sync did not succeed: {run}");
+        }
+        if exit {
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!();
+        println!(
+            "Try: curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens/{token}/sync",
+            service.runner.api_url()
+        );
+    }
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     println!("stopping");

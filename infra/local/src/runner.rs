@@ -56,6 +56,9 @@ pub struct RunnerOptions {
     pub retry_delay: Duration,
     /// Concurrent invocations per SQS consumer (Lambda's scaling).
     pub concurrency: usize,
+    /// Clocks moved together with the runner's (the Apple simulator's
+    /// `POST /_sim/clock`): time passes for Apple too.
+    pub linked_clocks: Vec<String>,
 }
 
 impl Default for RunnerOptions {
@@ -68,6 +71,7 @@ impl Default for RunnerOptions {
             schedules: true,
             retry_delay: Duration::from_secs(1),
             concurrency: 4,
+            linked_clocks: Vec::new(),
         }
     }
 }
@@ -81,19 +85,53 @@ pub struct Functions {
     pub scheduled: HashMap<String, Scheduled>,
 }
 
-/// Builds the functions for `config` on `clock`.
+/// Builds the functions for `config` on `clock`: the same library code
+/// each Lambda binary's `main` wires.
 pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Result<Functions> {
     let http = Router::new()
         .merge(adesync_sync_trigger::routes(
             adesync_sync_trigger::SyncTrigger::new(config, clients, clock.clone()),
         ))
         .merge(adesync_api::routes(adesync_api::Api::new(
-            config, clients, clock,
+            config,
+            clients,
+            clock.clone(),
         )?));
+
+    let worker = adesync_sync_worker::worker(config, clients, clock.clone())?;
+    let importer = adesync_device_importer::importer(config, clients, clock.clone());
+    let scheduler = adesync_sync_scheduler::scheduler(config, clients, clock);
+    let mut consumers: HashMap<String, Consumer> = HashMap::new();
+    consumers.insert(
+        "SyncJobsQueue".into(),
+        Arc::new(move |event, deadline| {
+            let worker = worker.clone();
+            Box::pin(async move { adesync_sync_worker::handle(&worker, event, deadline).await })
+        }),
+    );
+    consumers.insert(
+        "DeviceBatchesQueue".into(),
+        Arc::new(move |event, _deadline| {
+            let importer = importer.clone();
+            Box::pin(async move { adesync_device_importer::handle(&importer, event).await })
+        }),
+    );
+    let mut scheduled: HashMap<String, Scheduled> = HashMap::new();
+    scheduled.insert(
+        "sync-scheduler".into(),
+        Arc::new(move |input| {
+            let scheduler = scheduler.clone();
+            Box::pin(async move {
+                adesync_sync_scheduler::handle(&scheduler, input)
+                    .await
+                    .map(|_| ())
+            })
+        }),
+    );
     Ok(Functions {
         http: adesync_runtime::http::service(http),
-        consumers: HashMap::new(),
-        scheduled: HashMap::new(),
+        consumers,
+        scheduled,
     })
 }
 
@@ -112,6 +150,7 @@ struct ServerState {
     clock: Arc<OffsetClock>,
     scheduled: Arc<HashMap<String, Scheduled>>,
     schedule_inputs: Arc<Vec<(String, Value)>>,
+    linked_clocks: Arc<Vec<String>>,
 }
 
 impl Runner {
@@ -132,7 +171,16 @@ impl Runner {
                     continue;
                 };
                 let url = deployed.queue_url(queue)?.to_owned();
-                for _ in 0..options.concurrency.max(1) {
+                // Lambda hands a FIFO queue's message group to one invocation
+                // at a time. moto keeps groups apart for sequential receives
+                // but not for concurrent long polls, so a FIFO queue gets one
+                // poller (its events still carry several groups at once).
+                let fifo = deployed.template.queues.iter().any(|q| {
+                    q.logical_id == *queue
+                        && q.attributes.get("FifoQueue").is_some_and(|f| f == "true")
+                });
+                let pollers = if fifo { 1 } else { options.concurrency.max(1) };
+                for _ in 0..pollers {
                     tasks.push(tokio::spawn(poll(
                         clients.sqs.clone(),
                         url.clone(),
@@ -176,6 +224,7 @@ impl Runner {
             clock: clock.clone(),
             scheduled: Arc::new(functions.scheduled.clone()),
             schedule_inputs: Arc::new(schedule_inputs),
+            linked_clocks: Arc::new(options.linked_clocks.clone()),
         };
         let dev = Router::new()
             .route("/_dev/clock", get(get_clock).post(advance_clock))
@@ -387,6 +436,20 @@ async fn advance_clock(
             "invalid_request",
             "advance_seconds must be zero or more: the clock only moves forward.",
         ));
+    }
+    let http = reqwest::Client::new();
+    for url in state.linked_clocks.iter() {
+        let linked = http
+            .post(url)
+            .json(&json!({ "advance_seconds": body.advance_seconds }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Err(error) = linked {
+            return Err(ApiError::internal(&format!(
+                "the linked clock {url} did not move: {error}"
+            )));
+        }
     }
     state
         .clock

@@ -1,0 +1,309 @@
+//! Device batches: the `device-batches` FIFO queue between the sync worker
+//! and the device importer.
+//!
+//! Messages of one token share a message group, so the importer sees them
+//! in the order the worker sent them: the device batches of a run, then
+//! its end-of-run marker. Each message fits SQS's 256 KiB limit with room
+//! for attributes; a `SendMessageBatch` call carries as many messages as
+//! fit in that same limit (at most 10), and every entry SQS refuses is
+//! retried, never silently dropped.
+
+use adesync_core::device::{DeviceRecord, Version};
+use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::sync::SyncKind;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use backon::Retryable;
+use serde::{Deserialize, Serialize};
+
+use crate::{QueueError, Queues};
+
+/// Largest message body we build (SQS allows 256 KiB per message and per
+/// batch call, attributes included).
+pub const MAX_MESSAGE_BYTES: usize = 240 * 1024;
+/// Entries per `SendMessageBatch` (SQS's limit).
+pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// What travels on the device-batches queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BatchMessage {
+    Devices(DeviceBatch),
+    EndOfRun(EndOfRun),
+}
+
+/// Device records of one run, in Apple's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBatch {
+    pub account_id: AccountId,
+    pub token_id: TokenId,
+    pub run_id: RunId,
+    /// The batch's number within its run, from 0.
+    pub seq: u64,
+    /// Records of a full snapshot (fetch), whose serials the sweep needs.
+    pub snapshot: bool,
+    pub records: Vec<DeviceRecord>,
+}
+
+/// Sent after a run's last batch: the importer that reads it closes the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndOfRun {
+    pub account_id: AccountId,
+    pub token_id: TokenId,
+    pub run_id: RunId,
+    /// The kind the run ended as (a delta may have become full).
+    pub kind: SyncKind,
+    /// Device batches the run sent.
+    pub batches: u64,
+    /// Device records the run fetched from Apple.
+    pub fetched: u64,
+    pub outcome: RunOutcome,
+}
+
+/// How the fetching part of a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RunOutcome {
+    Finished {
+        /// Set when the run saw a complete snapshot: devices of the token
+        /// it did not see are released, as of this version.
+        sweep_at: Option<Version>,
+        /// Something to report although the run finished.
+        warning: Option<String>,
+    },
+    Failed {
+        /// What went wrong, in words for the administrator.
+        error: String,
+    },
+}
+
+impl BatchMessage {
+    pub fn decode(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    fn ids(&self) -> (&TokenId, &RunId) {
+        match self {
+            BatchMessage::Devices(b) => (&b.token_id, &b.run_id),
+            BatchMessage::EndOfRun(e) => (&e.token_id, &e.run_id),
+        }
+    }
+
+    /// FIFO deduplication id: a re-send of the same batch within five
+    /// minutes (a worker that crashed before saving its cursor) is dropped.
+    fn deduplication_id(&self) -> String {
+        match self {
+            BatchMessage::Devices(b) => format!("{}-{}", b.run_id, b.seq),
+            BatchMessage::EndOfRun(e) => format!("{}-end", e.run_id),
+        }
+    }
+}
+
+/// Splits `records` into device batches numbered from `first_seq` whose
+/// bodies fit [`MAX_MESSAGE_BYTES`].
+pub fn split(
+    account: &AccountId,
+    token: &TokenId,
+    run: &RunId,
+    snapshot: bool,
+    first_seq: u64,
+    records: Vec<DeviceRecord>,
+) -> Result<Vec<DeviceBatch>, QueueError> {
+    let empty = DeviceBatch {
+        account_id: account.clone(),
+        token_id: token.clone(),
+        run_id: run.clone(),
+        seq: first_seq,
+        snapshot,
+        records: Vec::new(),
+    };
+    // Envelope size plus a margin for the sequence number growing.
+    let envelope = serde_json::to_vec(&BatchMessage::Devices(empty.clone()))?.len() + 32;
+    let mut batches = Vec::new();
+    let mut current = empty.clone();
+    let mut size = envelope;
+    for record in records {
+        let record_size = serde_json::to_vec(&record)?.len() + 1;
+        if !current.records.is_empty() && size + record_size > MAX_MESSAGE_BYTES {
+            let next_seq = current.seq + 1;
+            batches.push(std::mem::replace(
+                &mut current,
+                DeviceBatch {
+                    seq: next_seq,
+                    ..empty.clone()
+                },
+            ));
+            size = envelope;
+        }
+        size += record_size;
+        current.records.push(record);
+    }
+    if !current.records.is_empty() {
+        batches.push(current);
+    }
+    Ok(batches)
+}
+
+impl Queues {
+    /// Sends `messages` to the device-batches queue in order, in as few
+    /// `SendMessageBatch` calls as fit, retrying every entry SQS refuses.
+    /// Returns once SQS accepted all of them.
+    pub async fn send_batch_messages(&self, messages: &[BatchMessage]) -> Result<(), QueueError> {
+        let mut call: Vec<SendMessageBatchRequestEntry> = Vec::new();
+        let mut call_bytes = 0;
+        for (index, message) in messages.iter().enumerate() {
+            let body = serde_json::to_string(message)?;
+            let (token, run) = message.ids();
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .message_body(body.clone())
+                .message_group_id(token.as_str())
+                .message_deduplication_id(message.deduplication_id())
+                .message_attributes("token_id", string_attribute(token.as_str())?)
+                .message_attributes("run_id", string_attribute(run.as_str())?)
+                .build()
+                .map_err(|e| QueueError::Encode(serde::ser::Error::custom(e.to_string())))?;
+            let bytes = body.len() + 256;
+            if !call.is_empty()
+                && (call.len() == MAX_BATCH_ENTRIES
+                    || call_bytes + bytes > MAX_MESSAGE_BYTES + 16 * 1024)
+            {
+                self.send_entries(std::mem::take(&mut call)).await?;
+                call_bytes = 0;
+            }
+            call_bytes += bytes;
+            call.push(entry);
+        }
+        if !call.is_empty() {
+            self.send_entries(call).await?;
+        }
+        Ok(())
+    }
+
+    /// One `SendMessageBatch`, re-sending only the entries SQS refused.
+    async fn send_entries(
+        &self,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<(), QueueError> {
+        let total = entries.len();
+        let pending = std::sync::Mutex::new(entries);
+        let round = || async {
+            let entries = pending.lock().map_err(|_| QueueError::Poisoned)?.clone();
+            let output = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.device_batches_url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| QueueError::sqs("SendMessageBatch(device batches)", e))?;
+            let failed = output.failed();
+            if failed.is_empty() {
+                return Ok(());
+            }
+            // Refusals SQS itself calls permanent (sender fault) will not get
+            // better by retrying: report them.
+            if let Some(permanent) = failed.iter().find(|f| f.sender_fault()) {
+                return Err(QueueError::Rejected {
+                    failed: failed.len(),
+                    total,
+                    first_code: permanent.code().to_owned(),
+                });
+            }
+            let retry: Vec<_> = entries
+                .into_iter()
+                .filter(|e| failed.iter().any(|f| f.id() == e.id()))
+                .collect();
+            let first_code = failed[0].code().to_owned();
+            let count = retry.len();
+            *pending.lock().map_err(|_| QueueError::Poisoned)? = retry;
+            Err(QueueError::Rejected {
+                failed: count,
+                total,
+                first_code,
+            })
+        };
+        round
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_jitter()
+                    .with_max_times(6),
+            )
+            .when(|e| matches!(e, QueueError::Rejected { .. }) || e.is_transient())
+            .await
+    }
+}
+
+fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| QueueError::Encode(serde::ser::Error::custom(e.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adesync_core::device::{AppleAttributes, Observation};
+    use adesync_core::ids::Serial;
+
+    fn record(i: usize) -> DeviceRecord {
+        DeviceRecord {
+            serial: Serial::parse(&format!("SER{i:09}")).unwrap(),
+            observation: Observation::Snapshot,
+            version: Version::for_snapshot(chrono::Utc::now(), i as u64),
+            attributes: AppleAttributes {
+                model: Some("MacBook Pro".into()),
+                description: Some("MBP 13.3 SPACE GRAY/2.0GHZ/8GB/256GB-USA".into()),
+                color: Some("SPACE GRAY".into()),
+                os: Some("OSX".into()),
+                device_family: Some("Mac".into()),
+                profile_status: Some("empty".into()),
+                device_assigned_by: Some("apple-dep@acme.co".into()),
+                device_assigned_date: Some("2017-10-16T01:55:30Z".into()),
+                ..AppleAttributes::default()
+            },
+        }
+    }
+
+    #[test]
+    fn batches_fit_sqs_and_keep_every_record_in_order() {
+        let records: Vec<_> = (0..5_000).map(record).collect();
+        let batches = split(
+            &AccountId::parse("a").unwrap(),
+            &TokenId::parse("t").unwrap(),
+            &RunId::parse("r").unwrap(),
+            true,
+            7,
+            records.clone(),
+        )
+        .unwrap();
+        assert!(batches.len() > 1);
+        for (i, batch) in batches.iter().enumerate() {
+            assert_eq!(batch.seq, 7 + i as u64);
+            let body = serde_json::to_string(&BatchMessage::Devices(batch.clone())).unwrap();
+            assert!(body.len() <= MAX_MESSAGE_BYTES, "{} bytes", body.len());
+        }
+        let again: Vec<_> = batches.into_iter().flat_map(|b| b.records).collect();
+        assert_eq!(again, records);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let end = BatchMessage::EndOfRun(EndOfRun {
+            account_id: AccountId::parse("a").unwrap(),
+            token_id: TokenId::parse("t").unwrap(),
+            run_id: RunId::parse("r").unwrap(),
+            kind: SyncKind::Full,
+            batches: 3,
+            fetched: 1200,
+            outcome: RunOutcome::Finished {
+                sweep_at: Some(Version::for_snapshot(chrono::Utc::now(), 0)),
+                warning: None,
+            },
+        });
+        let text = serde_json::to_string(&end).unwrap();
+        assert_eq!(BatchMessage::decode(&text).unwrap(), end);
+        assert!(BatchMessage::decode("{\"type\":\"devices\"}").is_err());
+    }
+}

@@ -1,0 +1,472 @@
+//! Enrollment program tokens: create, show, renew and delete them, and
+//! hand their credentials to the sync worker.
+//!
+//! Creating and renewing both open the uploaded token file with the
+//! account's key, then ask Apple (`GET /account`) whether it accepts the
+//! credentials before anything is stored: a file that is not a token, is
+//! for another key, is expired, or that Apple refuses leaves no trace.
+//! Credentials and Apple's session token are sealed with KMS, each bound to
+//! its account, token and purpose.
+
+use std::time::Duration;
+
+use adesync_apple::{Account, AppleClient, AppleError, AppleSession, Credentials};
+use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
+use adesync_core::token::{self, DeleteBlocker, InvalidInput};
+use adesync_queue::Queues;
+use adesync_secrets::{Context, Sealed, Vault, VaultError};
+use adesync_store::tokens::{
+    CreateTokenError, DeleteTokenError, NewToken, Renewal, SealedSecrets, TokenRecord,
+};
+use adesync_store::{Store, StoreError};
+use adesync_tokenfile::{AccountKey, ServerToken, TokenFileError};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::accounts::{self, AccountKeyError};
+use crate::start::start_sync;
+
+/// Longest wait for Apple to confirm an uploaded token. The API answers
+/// within API Gateway's 29 seconds; past this Apple is called unavailable.
+pub const APPLE_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Purpose of a sealed Apple session token (`X-ADM-Auth-Session`).
+pub const APPLE_SESSION_PURPOSE: &str = "apple-session";
+
+/// The adapters token operations use.
+#[derive(Debug, Clone, Copy)]
+pub struct Adapters<'a> {
+    pub store: &'a Store,
+    pub queues: &'a Queues,
+    pub vault: &'a Vault,
+    pub apple: &'a AppleClient,
+}
+
+/// An uploaded token file with what the administrator typed.
+pub struct TokenUpload {
+    pub name: String,
+    pub apple_id: String,
+    /// The `.p7m` file's bytes (already base64-decoded).
+    pub token_file: Vec<u8>,
+}
+
+/// A newly downloaded token file for an existing token.
+pub struct RenewalUpload {
+    pub apple_id: String,
+    pub token_file: Vec<u8>,
+}
+
+/// Whether a new token's first full sync was queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstSync {
+    Queued {
+        run_id: RunId,
+    },
+    /// It could not be queued now; the scheduler starts it with its next run.
+    NextSchedule,
+}
+
+/// A created token.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub token: TokenRecord,
+    pub first_sync: FirstSync,
+}
+
+/// Why a token operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("no such token")]
+    NotFound,
+    /// The account has no key pair yet, so no file can have been encrypted to it.
+    #[error("the account has no public key yet")]
+    NoAccountKey,
+    /// The file is not a usable token file (expired included).
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
+    /// Apple refused the credentials, or could not be asked.
+    #[error(transparent)]
+    Apple(#[from] AppleError),
+    /// Apple did not confirm the token within [`APPLE_CHECK_TIMEOUT`].
+    #[error("Apple did not answer in time")]
+    AppleTimeout,
+    #[error("the account already holds {} tokens", token::MAX_TOKENS_PER_ACCOUNT)]
+    LimitReached,
+    /// The Apple MDM server is already linked (to `existing`, when known).
+    #[error("this Apple MDM server is already linked to a token")]
+    Exists { existing: Option<TokenId> },
+    #[error("the Apple ID is not the one that created the token")]
+    AppleIdMismatch,
+    /// The renewal file belongs to another Apple MDM server.
+    #[error("the token file is for another MDM server")]
+    DifferentServer,
+    /// The token has devices or policies; every failing condition with its count.
+    #[error("the token still has devices or enrollment policies")]
+    NotEmpty {
+        conditions: Vec<(DeleteBlocker, u64)>,
+    },
+    #[error("a sync of this token is running")]
+    SyncInProgress {
+        run_id: Option<RunId>,
+        until: DateTime<Utc>,
+    },
+    /// The token changed while the request ran; retrying is safe.
+    #[error("the token changed during the request")]
+    Changed,
+    #[error(transparent)]
+    AccountKey(#[from] AccountKeyError),
+    #[error("a secret could not be sealed or opened: {0}")]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a token's credentials could not be handed to the sync worker.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("no such token")]
+    TokenNotFound,
+    /// The token was stored without credentials (a seeded test token).
+    #[error("the token has no stored credentials")]
+    NoCredentials,
+    #[error("the stored credentials could not be opened: {0}")]
+    Vault(#[from] VaultError),
+    /// The opened credentials are not a server token.
+    #[error("the stored credentials are not a server token")]
+    Malformed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The sealing context of a token's Apple session token.
+pub fn apple_session_context(account: &AccountId, token: &TokenId) -> Context {
+    Context::new()
+        .with(Context::ACCOUNT, account.as_str())
+        .with(Context::PURPOSE, APPLE_SESSION_PURPOSE)
+        .with(Context::TOKEN, token.as_str())
+}
+
+fn credentials_context(account: &AccountId, token: &TokenId) -> Context {
+    Context::token_credentials(account.as_str(), token.as_str())
+}
+
+fn apple_credentials(token: &ServerToken) -> Credentials {
+    Credentials {
+        consumer_key: token.consumer_key.clone(),
+        consumer_secret: token.consumer_secret.clone(),
+        access_token: token.access_token.clone(),
+        access_secret: token.access_secret.clone(),
+    }
+}
+
+/// A file opened with the account's key and confirmed by Apple.
+struct Verified {
+    server_token: ServerToken,
+    account: Account,
+    session: AppleSession,
+}
+
+/// Opens `file` with the account's key and asks Apple whether it accepts it.
+async fn open_and_verify(
+    adapters: Adapters<'_>,
+    account: &AccountId,
+    token: &TokenId,
+    file: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Verified, TokenError> {
+    let key: AccountKey = accounts::account_key(adapters.store, adapters.vault, account)
+        .await?
+        .ok_or(TokenError::NoAccountKey)?;
+    let server_token = adesync_tokenfile::open(file, &key, now)?;
+    let session = adapters
+        .apple
+        .session(token.as_str(), apple_credentials(&server_token), None);
+    let apple_account = tokio::time::timeout(APPLE_CHECK_TIMEOUT, session.account())
+        .await
+        .map_err(|_| TokenError::AppleTimeout)??;
+    Ok(Verified {
+        server_token,
+        account: apple_account,
+        session,
+    })
+}
+
+/// Seals the verified credentials and Apple's session for `token`.
+async fn seal_secrets(
+    vault: &Vault,
+    account: &AccountId,
+    token: &TokenId,
+    verified: &Verified,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), VaultError> {
+    let credentials = vault
+        .seal(
+            verified.server_token.to_json_bytes().expose_secret(),
+            &credentials_context(account, token),
+        )
+        .await?;
+    // Keeping the session spares the first sync a `/session` round trip.
+    let session = match verified.session.current_auth_session() {
+        Some(session) => Some(
+            vault
+                .seal(
+                    session.expose_secret().as_bytes(),
+                    &apple_session_context(account, token),
+                )
+                .await?
+                .to_bytes(),
+        ),
+        None => None,
+    };
+    Ok((credentials.to_bytes(), session))
+}
+
+/// Creates a token from an uploaded file and queues its first full sync.
+pub async fn create_token(
+    adapters: Adapters<'_>,
+    account: &AccountId,
+    upload: &TokenUpload,
+    now: DateTime<Utc>,
+) -> Result<Created, TokenError> {
+    let name = token::token_name(&upload.name)?;
+    let apple_id = token::apple_id(&upload.apple_id)?;
+    let token_id = TokenId::new_at(now);
+    let verified = open_and_verify(adapters, account, &token_id, &upload.token_file, now).await?;
+    let (credentials, session) =
+        seal_secrets(adapters.vault, account, &token_id, &verified).await?;
+    let new = NewToken {
+        account: account.clone(),
+        token: token_id.clone(),
+        name,
+        apple_id,
+        server_name: verified.account.server_name.clone(),
+        server_uuid: verified.account.server_uuid.clone(),
+        org_name: verified.account.org_name.clone(),
+        admin_id: verified.account.admin_id.clone(),
+        token_expires_at: verified.server_token.access_token_expiry,
+        created_at: now,
+    };
+    adapters
+        .store
+        .create_token(
+            &new,
+            &SealedSecrets {
+                credentials: Some(credentials),
+                session,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            CreateTokenError::LimitReached => TokenError::LimitReached,
+            CreateTokenError::ServerLinked { existing } => TokenError::Exists { existing },
+            // Ids are random: a collision is a bug, not a user's mistake.
+            CreateTokenError::IdTaken => TokenError::Store(StoreError::Malformed(format!(
+                "token id {token_id} was already taken"
+            ))),
+            CreateTokenError::Store(e) => TokenError::Store(e),
+        })?;
+    tracing::info!(account = %account, token = %token_id, server_uuid = %new.server_uuid, "token created");
+
+    let first = SyncRequest {
+        trigger: Trigger::Scheduled,
+        kind: SyncKind::Full,
+    };
+    let first_sync = match start_sync(
+        adapters.store,
+        adapters.queues,
+        account,
+        &token_id,
+        first,
+        now,
+    )
+    .await
+    {
+        Ok(started) => FirstSync::Queued {
+            run_id: started.claim.run_id,
+        },
+        Err(error) => {
+            // The token is stored and valid; the scheduler's next run
+            // syncs it, so the administrator's upload must not fail.
+            tracing::warn!(%error, token = %token_id, "the first full sync could not be queued; it runs with the next schedule");
+            FirstSync::NextSchedule
+        }
+    };
+    let token = adapters
+        .store
+        .token(account, &token_id)
+        .await?
+        .ok_or(TokenError::Changed)?;
+    Ok(Created { token, first_sync })
+}
+
+/// One token of the account.
+pub async fn get_token(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+) -> Result<TokenRecord, TokenError> {
+    store
+        .token(account, token)
+        .await?
+        .ok_or(TokenError::NotFound)
+}
+
+/// Renews a token with a newly downloaded file for the same Apple MDM
+/// server, uploaded with the Apple ID that created the token. Keeps the
+/// token's id, devices, policies and sync state.
+pub async fn renew_token(
+    adapters: Adapters<'_>,
+    account: &AccountId,
+    token: &TokenId,
+    upload: &RenewalUpload,
+    now: DateTime<Utc>,
+) -> Result<TokenRecord, TokenError> {
+    let apple_id = token::apple_id(&upload.apple_id)?;
+    let current = get_token(adapters.store, account, token).await?;
+    if !token::same_apple_id(&apple_id, &current.apple_id) {
+        return Err(TokenError::AppleIdMismatch);
+    }
+    let verified = open_and_verify(adapters, account, token, &upload.token_file, now).await?;
+    if verified.account.server_uuid != current.server_uuid {
+        return Err(TokenError::DifferentServer);
+    }
+    let (credentials, session) = seal_secrets(adapters.vault, account, token, &verified).await?;
+    let renewal = Renewal {
+        apple_id: current.apple_id.clone(),
+        server_uuid: current.server_uuid.clone(),
+        server_name: verified.account.server_name.clone(),
+        org_name: verified.account.org_name.clone(),
+        admin_id: verified.account.admin_id.clone(),
+        token_expires_at: verified.server_token.access_token_expiry,
+        credentials_sealed: credentials,
+        session_sealed: session,
+        renewed_at: now,
+    };
+    match adapters.store.renew_token(account, token, &renewal).await? {
+        Some(renewed) => {
+            tracing::info!(account = %account, token = %token, "token renewed");
+            Ok(renewed)
+        }
+        None => match adapters.store.token(account, token).await? {
+            None => Err(TokenError::NotFound),
+            Some(_) => Err(TokenError::Changed),
+        },
+    }
+}
+
+/// Deletes a token with no devices, no policies and no running sync.
+pub async fn delete_token(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+    now: DateTime<Utc>,
+) -> Result<(), TokenError> {
+    match store.delete_token(account, token, now).await {
+        Ok(()) => {
+            tracing::info!(account = %account, token = %token, "token deleted");
+            Ok(())
+        }
+        Err(DeleteTokenError::NotFound) => Err(TokenError::NotFound),
+        Err(DeleteTokenError::NotEmpty {
+            device_count,
+            policy_count,
+            default_policy_id,
+        }) => {
+            let default_policy_devices = match &default_policy_id {
+                Some(policy) => store.policy_device_count(token, policy).await?,
+                None => 0,
+            };
+            Err(TokenError::NotEmpty {
+                conditions: token::delete_blockers(
+                    device_count,
+                    default_policy_devices,
+                    policy_count,
+                ),
+            })
+        }
+        Err(DeleteTokenError::SyncInProgress { run_id, until }) => {
+            Err(TokenError::SyncInProgress { run_id, until })
+        }
+        Err(DeleteTokenError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The token's OAuth credentials and its cached Apple session, for the
+/// sync worker. A cached session that no longer opens is dropped (the
+/// client authenticates again); credentials that do not open are an error.
+pub async fn load_credentials(
+    store: &Store,
+    vault: &Vault,
+    account: &AccountId,
+    token: &TokenId,
+) -> Result<(Credentials, Option<SecretString>), CredentialsError> {
+    let secrets = store
+        .token_secrets(account, token)
+        .await?
+        .ok_or(CredentialsError::TokenNotFound)?;
+    let sealed = secrets.credentials.ok_or(CredentialsError::NoCredentials)?;
+    let json = vault
+        .open(
+            &Sealed::from_bytes(&sealed)?,
+            &credentials_context(account, token),
+        )
+        .await?;
+    let server_token = ServerToken::from_json_bytes(json.expose_secret())
+        .map_err(|_| CredentialsError::Malformed)?;
+    let session = match secrets.session {
+        Some(sealed) => open_session(vault, account, token, &sealed).await,
+        None => None,
+    };
+    Ok((apple_credentials(&server_token), session))
+}
+
+async fn open_session(
+    vault: &Vault,
+    account: &AccountId,
+    token: &TokenId,
+    sealed: &[u8],
+) -> Option<SecretString> {
+    let opened = match Sealed::from_bytes(sealed) {
+        Ok(sealed) => {
+            vault
+                .open(&sealed, &apple_session_context(account, token))
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(bytes) => match std::str::from_utf8(bytes.expose_secret()) {
+            Ok(text) => Some(SecretString::from(text)),
+            Err(_) => {
+                tracing::warn!(token = %token, "the cached Apple session is not text; authenticating again");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, token = %token, "the cached Apple session did not open; authenticating again");
+            None
+        }
+    }
+}
+
+/// Keeps Apple's session token for the token's next calls (sealed with
+/// purpose `apple-session`). Returns false when the token no longer exists.
+pub async fn save_apple_session(
+    store: &Store,
+    vault: &Vault,
+    account: &AccountId,
+    token: &TokenId,
+    session: &SecretString,
+) -> Result<bool, CredentialsError> {
+    let sealed = vault
+        .seal(
+            session.expose_secret().as_bytes(),
+            &apple_session_context(account, token),
+        )
+        .await?;
+    Ok(store
+        .set_session_sealed(account, token, Some(&sealed.to_bytes()))
+        .await?)
+}

@@ -1,0 +1,513 @@
+//! A run's progress: the worker's walk through Apple's cursor and the
+//! importer's batch markers.
+//!
+//! The worker saves its position only after the devices of a page were
+//! accepted by SQS, and only while its run still holds the token's lease:
+//! a worker whose lease lapsed and was taken over cannot move the cursor
+//! under its successor. The importer marks each batch it applied in the
+//! same transaction that counts it, so a redelivered batch is never
+//! counted twice; the markers of a full sync also name the serials its
+//! snapshot contained, which is what the end-of-run sweep compares with.
+
+use std::collections::{HashMap, HashSet};
+
+use adesync_core::cursor::{Phase, Position};
+use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
+use adesync_core::sync::SyncKind;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+
+use crate::attrs::{self, Item};
+use crate::claims::{attr, sync_state_from_item};
+use crate::error::retry_policy;
+use crate::runs::{RUN_HISTORY, run_sk};
+use crate::{Store, StoreError};
+
+/// Token item attributes of the worker's position.
+pub mod progress_attr {
+    /// The walk of the run in progress (JSON of `adesync_core::cursor::Walk`).
+    pub const WALK: &str = "walk";
+    /// The run the walk belongs to.
+    pub const WALK_RUN_ID: &str = "walk_run_id";
+    /// Run-specific worker state (JSON), e.g. the snapshot's start time.
+    pub const WALK_STATE: &str = "walk_state";
+    /// Where the next run starts: Apple's cursor and the endpoint to send it to.
+    pub const CURSOR: &str = "cursor";
+    pub const CURSOR_PHASE: &str = "cursor_phase";
+    pub const CURSOR_SAVED_AT: &str = "cursor_saved_at";
+    /// The next device batch number of the run in progress.
+    pub const BATCH_SEQ: &str = "batch_seq";
+}
+use progress_attr as p;
+
+/// What the worker needs from the token item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    pub lease_run_id: Option<RunId>,
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The stored position, for a run that starts now.
+    pub position: Option<Position>,
+    /// The walk saved by an earlier step of `walk_run_id`.
+    pub walk: Option<(RunId, String, String)>,
+    pub batch_seq: u64,
+    pub device_count: u64,
+    pub next_sync_is_full: bool,
+}
+
+impl WorkerView {
+    /// Whether `run` holds the token at `now`.
+    pub fn held_by(&self, run: &RunId, now: DateTime<Utc>) -> bool {
+        self.lease_run_id.as_ref() == Some(run) && self.lease_until.is_some_and(|u| now < u)
+    }
+
+    /// The walk and worker state an earlier step of `run` saved.
+    pub fn walk_of(&self, run: &RunId) -> Option<(&str, &str)> {
+        match &self.walk {
+            Some((walk_run, walk, state)) if walk_run == run => {
+                Some((walk.as_str(), state.as_str()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One page's worth of progress to save.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub run: &'a RunId,
+    pub kind: SyncKind,
+    /// JSON of the walk, positioned at the next request.
+    pub walk: &'a str,
+    /// JSON of the worker's run state.
+    pub walk_state: &'a str,
+    /// The position the next run should start from.
+    pub position: &'a Position,
+    pub batch_seq: u64,
+    pub fetched: u64,
+    pub pages: u64,
+    /// Set on the first step: until when the import may block large tokens.
+    pub import_until: Option<DateTime<Utc>>,
+    /// Set on the last step: the run's fetch is over.
+    pub fetch_finished: bool,
+}
+
+fn phase_text(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Fetch => "fetch",
+        Phase::Sync => "sync",
+    }
+}
+
+/// A batch marker's sort key.
+fn batch_sk(run: &RunId, seq: u64) -> String {
+    format!("batch#{run}#{seq:010}")
+}
+
+impl Store {
+    /// Reads the token as the sync worker needs it (None: no such token).
+    pub async fn worker_view(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> Result<Option<WorkerView>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(token for worker)", e))?;
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
+        let state = sync_state_from_item(item)?;
+        let position = match (
+            attrs::get_s(item, p::CURSOR),
+            attrs::get_s(item, p::CURSOR_PHASE),
+        ) {
+            (Some(cursor), Some(phase)) => Some(Position {
+                phase: if phase == "fetch" {
+                    Phase::Fetch
+                } else {
+                    Phase::Sync
+                },
+                cursor: Some(cursor.to_owned()),
+            }),
+            _ => None,
+        };
+        let walk = match (
+            attrs::get_s(item, p::WALK_RUN_ID),
+            attrs::get_s(item, p::WALK),
+            attrs::get_s(item, p::WALK_STATE),
+        ) {
+            (Some(run), Some(walk), Some(walk_state)) => RunId::parse(run)
+                .ok()
+                .map(|run| (run, walk.to_owned(), walk_state.to_owned())),
+            _ => None,
+        };
+        Ok(Some(WorkerView {
+            lease_run_id: state.lease.as_ref().map(|l| l.run_id.clone()),
+            lease_until: state.lease.as_ref().map(|l| l.expires_at),
+            position,
+            walk,
+            batch_seq: attrs::get_u64(item, p::BATCH_SEQ)?.unwrap_or(0),
+            device_count: state.device_count,
+            next_sync_is_full: state.next_sync_is_full,
+        }))
+    }
+
+    /// Saves a page's progress: the walk and position on the token (only
+    /// while `progress.run` holds the lease) and the counters on the run,
+    /// in one transaction. Returns false when the run lost the token.
+    pub async fn save_progress(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        progress: &Progress<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut sets = vec![
+            format!("{} = :walk", p::WALK),
+            format!("{} = :run", p::WALK_RUN_ID),
+            format!("{} = :walk_state", p::WALK_STATE),
+            format!("{} = :phase", p::CURSOR_PHASE),
+            format!("{} = :now", p::CURSOR_SAVED_AT),
+            format!("{} = :seq", p::BATCH_SEQ),
+        ];
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":walk".into(), attrs::s(progress.walk)),
+            (":walk_state".into(), attrs::s(progress.walk_state)),
+            (":run".into(), attrs::s(progress.run.as_str())),
+            (
+                ":phase".into(),
+                attrs::s(phase_text(progress.position.phase)),
+            ),
+            (":now".into(), attrs::millis(now)),
+            (":seq".into(), attrs::n(progress.batch_seq)),
+        ]);
+        let mut removes = Vec::new();
+        match &progress.position.cursor {
+            // CURSOR is a DynamoDB reserved word: named through #cursor.
+            Some(cursor) => {
+                sets.push("#cursor = :cursor".to_owned());
+                values.insert(":cursor".into(), attrs::s(cursor.as_str()));
+            }
+            None => removes.push("#cursor"),
+        }
+        if let Some(until) = progress.import_until {
+            sets.push(format!("{} = :import_until", attr::IMPORT_UNTIL));
+            values.insert(":import_until".into(), attrs::millis(until));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let token_update = Update::builder()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!(
+                "{} = :run AND {} > :now",
+                attr::LEASE_RUN_ID,
+                attr::LEASE_UNTIL
+            ))
+            .update_expression(expression)
+            .expression_attribute_names("#cursor", p::CURSOR)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+
+        let mut run_sets = vec![
+            "#status = :status".to_owned(),
+            "#kind = :kind".to_owned(),
+            "updated_at = :now".to_owned(),
+        ];
+        if progress.fetch_finished {
+            run_sets.push("fetch_finished_at = :now".into());
+        }
+        let run_update = Update::builder()
+            .table_name(&self.tables.runs)
+            .key("token_id", attrs::s(token.as_str()))
+            .key("sk", attrs::s(run_sk(progress.run)))
+            .update_expression(format!(
+                "SET {} ADD fetched :fetched, #pages :pages",
+                run_sets.join(", ")
+            ))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#pages", "pages")
+            .expression_attribute_values(
+                ":status",
+                attrs::s(if progress.fetch_finished {
+                    "importing"
+                } else {
+                    "running"
+                }),
+            )
+            .expression_attribute_values(":kind", attrs::s(progress.kind.as_str()))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .expression_attribute_values(":fetched", attrs::n(progress.fetched))
+            .expression_attribute_values(":pages", attrs::n(progress.pages))
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+
+        let items = vec![
+            TransactWriteItem::builder().update(token_update).build(),
+            TransactWriteItem::builder().update(run_update).build(),
+        ];
+        self.transact_conditionally("TransactWriteItems(save progress)", items)
+            .await
+            .map(|outcome| outcome.is_none())
+    }
+
+    /// Marks batch `seq` of `run` as imported and counts its records, once.
+    /// Returns false when it was marked before (a redelivery).
+    pub async fn mark_batch_imported(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+        seq: u64,
+        imported: u64,
+        snapshot_serials: Option<&[Serial]>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut marker: Item = HashMap::from([
+            ("token_id".to_owned(), attrs::s(token.as_str())),
+            ("sk".to_owned(), attrs::s(batch_sk(run, seq))),
+            ("imported".to_owned(), attrs::n(imported)),
+            ("at".to_owned(), attrs::millis(now)),
+            (
+                "expires_at".to_owned(),
+                attrs::ttl_seconds(now + RUN_HISTORY),
+            ),
+        ]);
+        if let Some(serials) = snapshot_serials.filter(|s| !s.is_empty()) {
+            // One string keeps the marker small: ~13 bytes per serial.
+            let joined = serials
+                .iter()
+                .map(Serial::as_str)
+                .collect::<Vec<_>>()
+                .join(" ");
+            marker.insert("serials".into(), attrs::s(joined));
+        }
+        let put = Put::builder()
+            .table_name(&self.tables.runs)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let count = Update::builder()
+            .table_name(&self.tables.runs)
+            .key("token_id", attrs::s(token.as_str()))
+            .key("sk", attrs::s(run_sk(run)))
+            .update_expression("ADD imported :n, batches_imported :one SET updated_at = :now")
+            .expression_attribute_values(":n", attrs::n(imported))
+            .expression_attribute_values(":one", attrs::n(1))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(count).build(),
+        ];
+        self.transact_conditionally("TransactWriteItems(mark batch)", items)
+            .await
+            .map(|outcome| outcome.is_none())
+    }
+
+    /// How many of the batches numbered below `seq` of `run` were applied.
+    /// Fewer than `seq` means this batch arrived before an earlier one.
+    pub async fn batches_applied_before(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        if seq == 0 {
+            return Ok(0);
+        }
+        let mut count = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.tables.runs)
+                .key_condition_expression("token_id = :token AND sk BETWEEN :first AND :last")
+                .expression_attribute_values(":token", attrs::s(token.as_str()))
+                .expression_attribute_values(":first", attrs::s(batch_sk(run, 0)))
+                .expression_attribute_values(":last", attrs::s(batch_sk(run, seq - 1)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query(count batch markers)", e))?;
+            count += u64::try_from(output.count()).unwrap_or(0);
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    /// The batch markers of `run`: how many, and the serials of its snapshot.
+    pub async fn run_markers(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+    ) -> Result<(u64, HashSet<Serial>), StoreError> {
+        let mut count = 0;
+        let mut serials = HashSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.tables.runs)
+                .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":token", attrs::s(token.as_str()))
+                .expression_attribute_values(":prefix", attrs::s(format!("batch#{run}#")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query(batch markers)", e))?;
+            for item in output.items() {
+                count += 1;
+                if let Some(joined) = attrs::get_s(item, "serials") {
+                    serials.extend(joined.split(' ').filter_map(|s| Serial::parse(s).ok()));
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok((count, serials)),
+            }
+        }
+    }
+
+    /// Sets the token's device count (after a recount at the end of a run).
+    pub async fn set_device_count(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression("attribute_exists(token_id)")
+            .update_expression(format!("SET {} = :count", attr::DEVICE_COUNT))
+            .expression_attribute_values(":count", attrs::n(count))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(device count)", e)),
+        }
+    }
+
+    /// Adds `delta` to the token's device count (an administrator's delete).
+    /// Run ends recount exactly; between them this keeps the count from
+    /// going stale, erring on the high side if it fails.
+    pub async fn add_device_count(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression("attribute_exists(token_id)")
+            .update_expression(format!("ADD {} :delta", attr::DEVICE_COUNT))
+            .expression_attribute_values(":delta", attrs::n(delta))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(add device count)", e)),
+        }
+    }
+
+    /// Whether the token exists (consistent read).
+    pub async fn token_exists(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .projection_expression("token_id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(token exists)", e))?;
+        Ok(output.item().is_some())
+    }
+
+    /// Runs a transaction whose conditions may legitimately fail. Returns
+    /// `Some(index)` of the first item whose condition failed, `None` on
+    /// success; transient failures (conflicts, throttling) are retried.
+    pub(crate) async fn transact_conditionally(
+        &self,
+        operation: &'static str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<usize>, StoreError> {
+        let attempt = || async {
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(None),
+                Err(error) => match error.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                        let reasons = cancelled.cancellation_reasons();
+                        if let Some(index) = reasons
+                            .iter()
+                            .position(|r| r.code() == Some("ConditionalCheckFailed"))
+                        {
+                            return Ok(Some(index));
+                        }
+                        Err(StoreError::Unprocessed(operation))
+                    }
+                    _ => Err(StoreError::dynamo(operation, error)),
+                },
+            }
+        };
+        attempt
+            .retry(retry_policy())
+            .when(StoreError::is_transient)
+            .await
+    }
+}

@@ -1,0 +1,539 @@
+//! Authentication, roles, account isolation and hostile input on every
+//! route the service serves, through the runner (which verifies JWTs as API
+//! Gateway's authorizer does).
+//!
+//! [`routes`] is the table of routes: add a row when a route is added, and
+//! every check below covers it.
+
+use adesync_core::ids::AccountId;
+use adesync_local::runner::mint_jwt;
+use adesync_tests::flows::CreatedToken;
+use adesync_tests::{Reply, TestService};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The secret the test harness signs JWTs with (`adesync_tests`). The
+/// first check of [`no_token_bad_token_or_expired_token_is_401_everywhere`]
+/// proves it is still the right one, so an expired token is refused for
+/// being expired, not for its signature.
+const HARNESS_JWT_SECRET: &str = "adesync-test-secret";
+
+/// Whether a route acts on the caller's account or on one of its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Always the caller's own account (there is no id to point elsewhere).
+    Account,
+    /// A token named in the path (`{token}`).
+    Token,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    method: Method,
+    /// `{token}` stands for a token id.
+    path: &'static str,
+    /// Needs `admin` or `dem`.
+    write: bool,
+    scope: Scope,
+    /// A well-formed body, so a refusal is about the caller, not the body.
+    body: Option<Value>,
+    /// The token's owner gets a 2xx for this exact request (so the other
+    /// account's 404 proves hiding, not absence).
+    owner_succeeds: bool,
+}
+
+fn route(method: Method, path: &'static str, write: bool, scope: Scope) -> Route {
+    Route {
+        method,
+        path,
+        write,
+        scope,
+        body: None,
+        owner_succeeds: !write,
+    }
+}
+
+/// Every route of api.md the service serves today.
+fn routes() -> Vec<Route> {
+    let token_file = json!({"apple_id": "admin@acme.test", "token_file": "AAAA"});
+    vec![
+        route(Method::GET, "/v1/public-key", false, Scope::Account),
+        route(Method::GET, "/v1/tokens", false, Scope::Account),
+        Route {
+            body: Some(json!({"name": "New", "apple_id": "admin@acme.test", "token_file": "AAAA"})),
+            ..route(Method::POST, "/v1/tokens", true, Scope::Account)
+        },
+        route(Method::GET, "/v1/tokens/{token}", false, Scope::Token),
+        Route {
+            body: Some(token_file),
+            ..route(
+                Method::PUT,
+                "/v1/tokens/{token}/renewal",
+                true,
+                Scope::Token,
+            )
+        },
+        route(Method::DELETE, "/v1/tokens/{token}", true, Scope::Token),
+        Route {
+            body: Some(json!({"kind": "delta"})),
+            ..route(Method::POST, "/v1/tokens/{token}/sync", true, Scope::Token)
+        },
+        route(Method::GET, "/v1/tokens/{token}/sync", false, Scope::Token),
+        route(Method::GET, "/v1/tokens/{token}/runs", false, Scope::Token),
+        route(
+            Method::GET,
+            "/v1/tokens/{token}/devices",
+            false,
+            Scope::Token,
+        ),
+        Route {
+            owner_succeeds: false,
+            ..route(
+                Method::GET,
+                "/v1/tokens/{token}/devices/C02TEST00001",
+                false,
+                Scope::Token,
+            )
+        },
+        route(
+            Method::DELETE,
+            "/v1/tokens/{token}/devices/C02TEST00001",
+            true,
+            Scope::Token,
+        ),
+    ]
+}
+
+impl Route {
+    fn path_for(&self, token: &str) -> String {
+        self.path.replace("{token}", token)
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+async fn send(env: &TestService, route: &Route, path: &str, auth: Option<&str>) -> Reply {
+    let mut request = env.http.request(route.method.clone(), env.api(path));
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    if let Some(body) = &route.body {
+        request = request.json(body);
+    }
+    Reply::from(request.send().await.expect("the API answers")).await
+}
+
+/// Every refusal is the contract's JSON error.
+fn assert_error_body(reply: &Reply, context: &str) {
+    assert!(
+        reply.body["error"].is_string() && reply.body["message"].is_string(),
+        "{context}: not an error body: {reply:?}"
+    );
+}
+
+/// A token of "acme" created through the real flow, and its account's count.
+async fn acme_token(env: &TestService) -> CreatedToken {
+    env.create_token("acme", 0).await
+}
+
+async fn token_count(env: &TestService, account: &str) -> u64 {
+    env.store()
+        .token_count(&AccountId::parse(account).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn another_accounts_objects_are_not_found_on_every_route() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    let acme_pem = env
+        .call(Method::GET, "/v1/public-key", &token.jwt, None)
+        .await;
+    let globex = format!("Bearer {}", env.jwt("globex", &["admin"]));
+    let acme = format!("Bearer {}", token.jwt);
+
+    for route in routes().iter().filter(|r| r.scope == Scope::Token) {
+        let path = route.path_for(&token.token_id);
+        if route.owner_succeeds {
+            let owner = send(&env, route, &path, Some(&acme)).await;
+            assert!(
+                (200..300).contains(&owner.status),
+                "{}: the owner should succeed: {owner:?}",
+                route.label()
+            );
+        }
+        let other = send(&env, route, &path, Some(&globex)).await;
+        assert_eq!(other.status, 404, "{}: {other:?}", route.label());
+        assert_eq!(other.error(), "not_found", "{}", route.label());
+        assert_error_body(&other, &route.label());
+    }
+
+    // Account routes answer for the caller's own account only.
+    let globex_jwt = env.jwt("globex", &["admin"]);
+    let own_pem = env
+        .call(Method::GET, "/v1/public-key", &globex_jwt, None)
+        .await;
+    assert_eq!(own_pem.status, 200);
+    assert_ne!(
+        own_pem.body, acme_pem.body,
+        "globex gets its own certificate"
+    );
+    let listed = env.call(Method::GET, "/v1/tokens", &globex_jwt, None).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["tokens"], json!([]));
+
+    // Nothing the other account tried changed acme's token.
+    let still = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(still.status, 200);
+    assert_eq!(still.body["renewed_at"], Value::Null);
+    assert_eq!(still.body["last_manual_sync_at"], Value::Null);
+    assert_eq!(token_count(&env, "acme").await, 1);
+    assert_eq!(token_count(&env, "globex").await, 0);
+}
+
+#[tokio::test]
+async fn readers_may_read_but_every_write_is_forbidden() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    let reader = format!("Bearer {}", env.jwt("acme", &["reader"]));
+    let nobody = format!("Bearer {}", env.jwt("acme", &["superuser"]));
+
+    for route in routes() {
+        let path = route.path_for(&token.token_id);
+        let reply = send(&env, &route, &path, Some(&reader)).await;
+        if route.write {
+            assert_eq!(reply.status, 403, "{}: {reply:?}", route.label());
+            assert_eq!(reply.error(), "forbidden");
+            assert_error_body(&reply, &route.label());
+        } else if route.owner_succeeds {
+            assert!(
+                (200..300).contains(&reply.status),
+                "{}: {reply:?}",
+                route.label()
+            );
+        }
+        // A token without any adesync role may do nothing at all.
+        let none = send(&env, &route, &path, Some(&nobody)).await;
+        assert_eq!(
+            none.status,
+            403,
+            "{} without a role: {none:?}",
+            route.label()
+        );
+    }
+
+    let still = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(still.status, 200, "the reader deleted nothing");
+    assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
+    assert_eq!(token_count(&env, "acme").await, 1, "nor created a token");
+}
+
+#[tokio::test]
+async fn no_token_bad_token_or_expired_token_is_401_everywhere() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+
+    // The harness's secret is the one copied here: a fresh token signed
+    // with it is accepted.
+    let valid = mint_jwt(
+        HARNESS_JWT_SECRET,
+        "u1",
+        "acme",
+        &["admin"],
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
+    let control = env.call(Method::GET, "/v1/tokens", &valid, None).await;
+    assert_eq!(control.status, 200, "{control:?}");
+
+    let forged = mint_jwt(
+        "not-the-secret",
+        "u1",
+        "acme",
+        &["admin"],
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({
+            "sub": "u1",
+            "adesync:account": "acme",
+            "adesync:roles": ["admin"],
+            "iat": now - 7200,
+            "exp": now - 3600,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let unsigned_account = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "u1", "adesync:roles": ["admin"], "iat": now, "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let refused_credentials = [
+        ("no Authorization header", None),
+        ("a forged signature", Some(format!("Bearer {forged}"))),
+        ("an expired token", Some(format!("Bearer {expired}"))),
+        (
+            "a token without an account",
+            Some(format!("Bearer {unsigned_account}")),
+        ),
+        ("garbage", Some("Bearer not.a.jwt".to_owned())),
+        ("another scheme", Some(format!("Basic {valid}"))),
+        ("an empty bearer", Some("Bearer ".to_owned())),
+    ];
+    for route in routes() {
+        let path = route.path_for(&token.token_id);
+        for (what, auth) in &refused_credentials {
+            let reply = send(&env, &route, &path, auth.as_deref()).await;
+            assert_eq!(
+                reply.status,
+                401,
+                "{} with {what}: {reply:?}",
+                route.label()
+            );
+            assert_error_body(&reply, &route.label());
+        }
+    }
+    assert_eq!(token_count(&env, "acme").await, 1);
+}
+
+#[tokio::test]
+async fn hostile_token_ids_name_no_token() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    let admin = format!("Bearer {}", token.jwt);
+    let hostile = [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2E%2E",
+        "%C3%A9t%C3%A9",
+        "%E2%80%AEtoken",
+        "a%00b",
+        "a%0Ab",
+        "a%20b",
+        "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "'%20OR%20'1'%3D'1",
+        &"A".repeat(65),
+        &format!("{}%2F", token.token_id),
+    ];
+    for route in routes().iter().filter(|r| r.scope == Scope::Token) {
+        for id in hostile {
+            let reply = send(&env, route, &route.path_for(id), Some(&admin)).await;
+            assert_eq!(reply.status, 404, "{} with {id}: {reply:?}", route.label());
+            assert_error_body(&reply, &route.label());
+        }
+    }
+    let still = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(still.status, 200);
+    assert_eq!(token_count(&env, "acme").await, 1);
+}
+
+async fn send_raw(
+    env: &TestService,
+    method: Method,
+    path: &str,
+    jwt: &str,
+    body: Vec<u8>,
+) -> Reply {
+    let response = env
+        .http
+        .request(method, env.api(path))
+        .bearer_auth(jwt)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the API answers");
+    Reply::from(response).await
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_with_nothing_stored() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    let jwt = &token.jwt;
+    let good_file = "AAAA";
+    let secretish = "CK_0123456789abcdef0123456789abcdef";
+    let create_bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed JSON", b"{\"name\": \"x\",".to_vec()),
+        ("not JSON", b"name=x&apple_id=y".to_vec()),
+        ("an array", b"[\"x\", \"admin@acme.test\", \"AAAA\"]".to_vec()),
+        ("null", b"null".to_vec()),
+        ("empty", Vec::new()),
+        (
+            "a number for a string",
+            json!({"name": 5, "apple_id": "admin@acme.test", "token_file": good_file}).to_string().into_bytes(),
+        ),
+        (
+            "an unknown field",
+            json!({"name": "x", "apple_id": "admin@acme.test", "token_file": good_file, "account_id": secretish})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "a missing field",
+            json!({"name": "x", "apple_id": "admin@acme.test"}).to_string().into_bytes(),
+        ),
+        (
+            "a name too long",
+            json!({"name": "é".repeat(129), "apple_id": "admin@acme.test", "token_file": good_file})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "a control character in the name",
+            json!({"name": "Paris\u{0}\u{1b}[31m", "apple_id": "admin@acme.test", "token_file": good_file})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "a blank name",
+            json!({"name": " \t ", "apple_id": "admin@acme.test", "token_file": good_file}).to_string().into_bytes(),
+        ),
+        (
+            "an Apple ID that is not an e-mail address",
+            json!({"name": "x", "apple_id": "../../etc", "token_file": good_file}).to_string().into_bytes(),
+        ),
+        (
+            "a token file that is not base64",
+            json!({"name": "x", "apple_id": "admin@acme.test", "token_file": format!("{secretish}!*")})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"name\": \"\xff\xfe\", \"apple_id\": \"admin@acme.test\", \"token_file\": \"AAAA\"}".to_vec(),
+        ),
+    ];
+    for (what, body) in create_bodies {
+        let reply = send_raw(&env, Method::POST, "/v1/tokens", jwt, body).await;
+        assert_eq!(reply.status, 400, "{what}: {reply:?}");
+        assert_eq!(reply.error(), "invalid_request", "{what}");
+        assert_error_body(&reply, what);
+        assert!(
+            !reply.body.to_string().contains(secretish),
+            "{what} echoed: {reply:?}"
+        );
+    }
+
+    // Far over the 256 KiB cap: refused before it is read.
+    let huge =
+        json!({"name": "x", "apple_id": "admin@acme.test", "token_file": "A".repeat(300 * 1024)});
+    let reply = send_raw(
+        &env,
+        Method::POST,
+        "/v1/tokens",
+        jwt,
+        huge.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_error_body(&reply, "a 300 KiB body");
+    let renewal = format!("/v1/tokens/{}/renewal", token.token_id);
+    let reply = send_raw(
+        &env,
+        Method::PUT,
+        &renewal,
+        jwt,
+        huge.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+
+    let renew_bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed JSON", b"{".to_vec()),
+        (
+            "an unknown field",
+            json!({"apple_id": "admin@acme.test", "token_file": good_file, "name": "x"})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "a missing file",
+            json!({"apple_id": "admin@acme.test"})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "an Apple ID that is not an e-mail address",
+            json!({"apple_id": "admin", "token_file": good_file})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "a token file that is not base64",
+            json!({"apple_id": "admin@acme.test", "token_file": "%%%"})
+                .to_string()
+                .into_bytes(),
+        ),
+    ];
+    for (what, body) in renew_bodies {
+        let reply = send_raw(&env, Method::PUT, &renewal, jwt, body).await;
+        assert_eq!(reply.status, 400, "renewal with {what}: {reply:?}");
+        assert_eq!(reply.error(), "invalid_request", "{what}");
+    }
+    // Base64 of something that is not a token file: the file is refused, saying why.
+    let not_a_file = send_raw(
+        &env,
+        Method::PUT,
+        &renewal,
+        jwt,
+        json!({"apple_id": "admin@acme.test", "token_file": "aGVsbG8gd29ybGQ="})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(not_a_file.status, 400, "{not_a_file:?}");
+    assert_eq!(not_a_file.error(), "invalid_token_file");
+
+    // Nothing was stored or changed.
+    let listed = env.call(Method::GET, "/v1/tokens", jwt, None).await;
+    let tokens = listed.body["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1, "{listed:?}");
+    assert_eq!(tokens[0]["renewed_at"], Value::Null);
+    assert_eq!(token_count(&env, "acme").await, 1);
+}
+
+#[tokio::test]
+async fn token_ids_that_are_not_utf8_name_no_token() {
+    // Percent-encoded bytes that decode to no text at all: a path
+    // extractor's own rejection would answer 400 in plain text, outside
+    // the contract; every route must answer its JSON 404 instead.
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    let admin = format!("Bearer {}", token.jwt);
+    for route in routes().iter().filter(|r| r.scope == Scope::Token) {
+        for id in ["%FF%FE", "%C3", "ok%80"] {
+            let reply = send(&env, route, &route.path_for(id), Some(&admin)).await;
+            assert_eq!(reply.status, 404, "{} with {id}: {reply:?}", route.label());
+            assert_error_body(&reply, &route.label());
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The sync pipeline end to end: the API, the sync worker, SQS, the
+//! importer and DynamoDB, against the Apple simulator.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use adesync_tests::TestService;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn serials(devices: &[Value]) -> HashSet<String> {
+    devices
+        .iter()
+        .map(|d| d["serial_number"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_first_full_sync_imports_every_device() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 2_500).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["kind"], "full", "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["fetched"], 2_500);
+    assert_eq!(run["imported"], 2_500);
+    assert_eq!(run["estimated_seconds_left"], 0);
+
+    let listed = env.all_devices(&token, "").await;
+    assert_eq!(listed.len(), 2_500);
+    let in_apple = serials(&env.sim_devices(&token.server_uuid).await);
+    assert_eq!(
+        serials(&listed),
+        in_apple,
+        "every Apple device, exactly once"
+    );
+    let one = &listed[0];
+    assert_eq!(one["state"], "active");
+    assert!(
+        one["model"].is_string() && one["device_family"].is_string(),
+        "{one}"
+    );
+
+    let status = env.sync_status(&token).await;
+    assert_eq!(status["state"], "idle");
+    assert_eq!(status["device_count"], 2_500);
+    assert_eq!(status["last_outcome"], "succeeded");
+    assert!(status["last_full_sync_at"].is_string());
+    assert_eq!(status["next_sync_is_full"], false);
+
+    // Pages: 1,000 at most, cursors chain, no duplicates.
+    let first = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}/devices?limit=1000", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(first.body["devices"].as_array().unwrap().len(), 1000);
+    assert!(first.body["next_cursor"].is_string());
+}
+
+#[tokio::test]
+async fn manual_syncs_follow_the_cooldowns_on_the_services_clock() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 50).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+
+    let first = env.request_sync(&token, "delta").await;
+    assert_eq!(first.status, 202, "{first:?}");
+    env.wait_for_run(&token, first.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    let again = env.request_sync(&token, "delta").await;
+    assert_eq!(again.status, 429, "{again:?}");
+    assert_eq!(again.error(), "manual_sync_cooldown");
+    let retry: u64 = again.header("retry-after").unwrap().parse().unwrap();
+    assert!((880..=900).contains(&retry), "Retry-After {retry}");
+
+    env.advance(15 * 60).await;
+    let later = env.request_sync(&token, "delta").await;
+    assert_eq!(later.status, 202, "{later:?}");
+    env.wait_for_run(&token, later.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+
+    // The token's first full sync ran minutes ago: a full is refused for 7 days.
+    env.advance(15 * 60).await;
+    let full = env.request_sync(&token, "full").await;
+    assert_eq!(full.status, 429, "{full:?}");
+    assert_eq!(full.error(), "full_sync_cooldown");
+    let retry: u64 = full.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 6 * 24 * 3600, "Retry-After {retry}");
+}
+
+#[tokio::test]
+async fn deltas_pick_up_added_modified_and_reassigned_devices() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 30).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let before = env.sim_devices(&token.server_uuid).await;
+    let modified = before[0]["serial_number"].as_str().unwrap().to_owned();
+    let reassigned = before[1]["serial_number"].as_str().unwrap().to_owned();
+
+    let added = env
+        .sim_post(
+            &format!("/_sim/servers/{}/devices", token.server_uuid),
+            json!({"count": 5}),
+        )
+        .await;
+    let added: HashSet<String> = added["serials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let patched = env
+        .http
+        .patch(env.sim(&format!(
+            "/_sim/servers/{}/devices/{modified}",
+            token.server_uuid
+        )))
+        .json(&json!({"asset_tag": "IT-4711", "color": "MIDNIGHT"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(patched.status().is_success());
+    // Moved to another MDM server of the organisation: a `deleted` event here.
+    let pem = env
+        .http
+        .get(env.api("/v1/public-key"))
+        .bearer_auth(&token.jwt)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let other = env
+        .sim_post(
+            "/_sim/servers",
+            json!({"name": "Other server", "public_key_pem": pem, "devices": 0}),
+        )
+        .await;
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{reassigned}/reassign",
+            token.server_uuid
+        ),
+        json!({"to_server_uuid": other["server_uuid"]}),
+    )
+    .await;
+
+    let sync = env.request_sync(&token, "delta").await;
+    assert_eq!(sync.status, 202, "{sync:?}");
+    let run = env
+        .wait_for_run(&token, sync.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(run["kind"], "delta", "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let active = env.all_devices(&token, "&state=active").await;
+    let active = serials(&active);
+    assert!(added.is_subset(&active), "added devices imported");
+    assert!(
+        !active.contains(&reassigned),
+        "a reassigned device is no longer active: run {run}"
+    );
+    let device = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}/devices/{modified}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(device.body["asset_tag"], "IT-4711", "{device:?}");
+    assert_eq!(device.body["color"], "MIDNIGHT");
+    let gone = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}/devices/{reassigned}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(gone.body["state"], "removed_from_apple", "{gone:?}");
+    assert_eq!(env.sync_status(&token).await["device_count"], 35);
+}
+
+#[tokio::test]
+async fn released_devices_are_marked_removed_and_expire_in_30_to_45_days() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 20).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let released = env.sim_devices(&token.server_uuid).await[3]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{released}/release",
+            token.server_uuid
+        ),
+        json!({}),
+    )
+    .await;
+
+    // Apple sends no delta event for a release: a delta keeps the device…
+    env.advance(15 * 60).await;
+    let delta = env.request_sync(&token, "delta").await;
+    env.wait_for_run(&token, delta.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    let path = format!("/v1/tokens/{}/devices/{released}", token.token_id);
+    assert_eq!(
+        env.call(Method::GET, &path, &token.jwt, None).await.body["state"],
+        "active"
+    );
+
+    // …the next full sync does not see it and marks it removed.
+    env.advance(7 * 24 * 3600).await;
+    let full = env.request_sync(&token, "full").await;
+    assert_eq!(full.status, 202, "{full:?}");
+    let run = env
+        .wait_for_run(&token, full.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let device = env.call(Method::GET, &path, &token.jwt, None).await;
+    assert_eq!(device.body["state"], "removed_from_apple", "{device:?}");
+    let removed_at: chrono::DateTime<chrono::Utc> =
+        device.body["removed_at"].as_str().unwrap().parse().unwrap();
+    let deletes_at: chrono::DateTime<chrono::Utc> =
+        device.body["deletes_at"].as_str().unwrap().parse().unwrap();
+    let days = (deletes_at - removed_at).num_hours() as f64 / 24.0;
+    assert!(
+        (30.0..=45.0).contains(&days),
+        "deleted {days} days after release"
+    );
+    let removed = env.all_devices(&token, "&state=removed_from_apple").await;
+    assert_eq!(serials(&removed), HashSet::from([released.clone()]));
+    assert_eq!(env.all_devices(&token, "&state=active").await.len(), 19);
+
+    // An administrator may delete it before then.
+    let deleted = env.call(Method::DELETE, &path, &token.jwt, None).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(
+        env.call(Method::GET, &path, &token.jwt, None).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn an_admin_deleted_device_stays_away_on_deltas_and_returns_on_the_next_full_sync() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 10).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let serial = env.sim_devices(&token.server_uuid).await[0]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/tokens/{}/devices/{serial}", token.token_id);
+
+    let deleted = env.call(Method::DELETE, &path, &token.jwt, None).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert!(
+        deleted.body["warning"]
+            .as_str()
+            .unwrap()
+            .contains("reappears on the next full sync"),
+        "{deleted:?}"
+    );
+    assert_eq!(
+        env.call(Method::GET, &path, &token.jwt, None).await.status,
+        404
+    );
+    assert_eq!(env.sync_status(&token).await["device_count"], 9);
+
+    // A change in Apple Business arrives on the next delta: still away.
+    env.http
+        .patch(env.sim(&format!(
+            "/_sim/servers/{}/devices/{serial}",
+            token.server_uuid
+        )))
+        .json(&json!({"asset_tag": "CHANGED"}))
+        .send()
+        .await
+        .unwrap();
+    let delta = env.request_sync(&token, "delta").await;
+    env.wait_for_run(&token, delta.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(
+        env.call(Method::GET, &path, &token.jwt, None).await.status,
+        404
+    );
+
+    env.advance(7 * 24 * 3600).await;
+    let full = env.request_sync(&token, "full").await;
+    env.wait_for_run(&token, full.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    let back = env.call(Method::GET, &path, &token.jwt, None).await;
+    assert_eq!(
+        back.status, 200,
+        "the device reappears on the next full sync"
+    );
+    assert_eq!(back.body["state"], "active");
+    assert_eq!(back.body["asset_tag"], "CHANGED");
+    assert_eq!(env.sync_status(&token).await["device_count"], 10);
+}
+
+#[tokio::test]
+async fn a_delta_failing_with_server_errors_makes_the_next_sync_full() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 10).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+
+    // More 503s than the client's retries cover within its deadline.
+    env.sim_post(
+        "/_sim/faults",
+        json!({"route": "/devices/sync", "status": 500, "body": "", "times": 1000}),
+    )
+    .await;
+    let delta = env.request_sync(&token, "delta").await;
+    assert_eq!(delta.status, 202);
+    let run = env
+        .wait_for_run(
+            &token,
+            delta.body["run_id"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap().contains("Apple"), "{run}");
+    let status = env.sync_status(&token).await;
+    assert_eq!(status["next_sync_is_full"], true, "{status}");
+    assert!(status["last_error"].is_string());
+    env.http
+        .delete(env.sim("/_sim/faults"))
+        .send()
+        .await
+        .unwrap();
+
+    env.advance(15 * 60).await;
+    let next = env.request_sync(&token, "delta").await;
+    assert_eq!(next.status, 202, "{next:?}");
+    assert_eq!(
+        next.body["kind"], "full",
+        "the next sync after a failed delta is full"
+    );
+    let run = env
+        .wait_for_run(&token, next.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(env.sync_status(&token).await["next_sync_is_full"], false);
+}
+
+#[tokio::test]
+async fn the_schedule_runs_a_delta_of_every_token_and_a_full_when_7_days_passed() {
+    let env = TestService::start().await;
+    let a = env.create_token("acme", 5).await;
+    let b = env.create_token("globex", 5).await;
+    env.wait_until_idle(&a, RUN_TIMEOUT).await;
+    env.wait_until_idle(&b, RUN_TIMEOUT).await;
+
+    env.service
+        .runner
+        .fire("sync-scheduler", json!({"sweep": "delta"}))
+        .await
+        .unwrap();
+    for token in [&a, &b] {
+        let run = env.wait_until_idle(token, RUN_TIMEOUT).await;
+        assert_eq!(run["kind"], "delta", "{run}");
+        assert_eq!(run["trigger"], "scheduled");
+    }
+    // The weekly sweep finds nothing due…
+    env.service
+        .runner
+        .fire("sync-scheduler", json!({"sweep": "full"}))
+        .await
+        .unwrap();
+    let runs = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}/runs", a.token_id),
+            &a.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(runs.body["runs"].as_array().unwrap().len(), 2);
+    // …until 7 days have passed.
+    env.advance(7 * 24 * 3600).await;
+    env.service
+        .runner
+        .fire("sync-scheduler", json!({"sweep": "full"}))
+        .await
+        .unwrap();
+    let run = env.wait_until_idle(&a, RUN_TIMEOUT).await;
+    assert_eq!(run["kind"], "full", "{run}");
+    assert_eq!(run["status"], "succeeded");
+}
