@@ -618,3 +618,36 @@ async fn bad_sync_requests_are_refused_and_change_nothing() {
         202
     );
 }
+
+#[tokio::test]
+async fn an_abandoned_claim_gives_back_the_lease_and_the_cooldowns() {
+    let env = TestService::start().await;
+    let store = env.store();
+    let token = env.seed_token("acme").await;
+    let claimed = store
+        .claim_sync(&acme(), &token, MANUAL_FULL, t0(), RunId::new_at(t0()))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .abandon_claim(&acme(), &token, &claimed)
+            .await
+            .unwrap()
+    );
+    // Neither the lease nor the 15-minute and 7-day cooldowns hold it back.
+    let again = claim(&store, &token, MANUAL_FULL, t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(again.kind, SyncKind::Full);
+    // Undoing a claim that is no longer the token's changes nothing.
+    assert!(
+        !store
+            .abandon_claim(&acme(), &token, &claimed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        refusal(claim(&store, &token, MANUAL_DELTA, t0() + Duration::seconds(2)).await).code(),
+        "manual_sync_cooldown"
+    );
+}

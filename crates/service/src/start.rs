@@ -4,7 +4,7 @@ use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::sync::{self, Claim, Refusal, SyncKind, SyncRequest};
 use adesync_queue::jobs::SyncJob;
 use adesync_queue::{QueueError, Queues};
-use adesync_store::claims::{ClaimError, RunEnd};
+use adesync_store::claims::ClaimError;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -69,8 +69,8 @@ pub async fn start_sync(
             tracing::warn!(%error, run = %abandoned, "could not mark the abandoned run");
         }
     }
-    store.record_run_started(account, token, &claim).await?;
-
+    // A run that cannot be recorded or queued never starts: undo the claim
+    // (lease and cooldowns) so our failure blocks nobody.
     let job = SyncJob {
         account_id: account.clone(),
         token_id: token.clone(),
@@ -79,28 +79,25 @@ pub async fn start_sync(
         trigger: claim.trigger,
         step: 0,
     };
-    if let Err(error) = queues.send_sync_job(&job).await {
-        tracing::error!(%error, run = %claim.run_id, "could not queue the sync job; releasing the lease");
-        store
-            .finish_run(
-                account,
-                token,
-                &claim.run_id,
-                claim.kind,
-                &RunEnd::NotStarted,
-                now,
-            )
-            .await?;
-        store
+    let queued = match store.record_run_started(account, token, &claim).await {
+        Ok(()) => queues.send_sync_job(&job).await.map_err(StartError::from),
+        Err(error) => Err(StartError::from(error)),
+    };
+    if let Err(error) = queued {
+        tracing::error!(%error, run = %claim.run_id, "the sync could not be started; undoing its claim");
+        if let Err(undo) = store.abandon_claim(account, token, &claimed).await {
+            tracing::error!(error = %undo, "the claim could not be undone; its lease lapses in 15 minutes");
+        }
+        let _ = store
             .record_run_ended(
                 token,
                 &claim.run_id,
                 "failed",
-                Some("The sync could not be queued."),
+                Some("The sync could not be started; nothing was fetched. Retry it."),
                 now,
             )
-            .await?;
-        return Err(error.into());
+            .await;
+        return Err(error);
     }
 
     let device_count = claimed.previous.device_count;

@@ -248,6 +248,71 @@ impl Store {
         }
     }
 
+    /// Undoes a claim whose run never started (its job or record could not
+    /// be written): releases the lease and puts the cooldown timestamps back
+    /// as they were, so a failure of ours costs the administrator no
+    /// cooldown. Conditional on the lease still being the claim's.
+    pub async fn abandon_claim(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        claimed: &Claimed,
+    ) -> Result<bool, StoreError> {
+        let claim = &claimed.claim;
+        let mut sets = Vec::new();
+        let mut removes = vec![
+            attr::LEASE_RUN_ID,
+            attr::LEASE_UNTIL,
+            attr::LEASE_KIND,
+            attr::LEASE_TRIGGER,
+            attr::LEASE_STARTED_AT,
+            attr::IMPORT_RUN_ID,
+            attr::IMPORT_UNTIL,
+        ];
+        let mut values = HashMap::from([(":run".to_owned(), attrs::s(claim.run_id.as_str()))]);
+        let mut restore = |name: &'static str, previous: Option<DateTime<Utc>>| match previous {
+            Some(at) => {
+                sets.push(format!("{name} = :{name}"));
+                values.insert(format!(":{name}"), attrs::millis(at));
+            }
+            None => removes.push(name),
+        };
+        if claim.trigger == Trigger::Manual {
+            restore(attr::LAST_MANUAL_AT, claimed.previous.last_manual_at);
+        }
+        if claim.kind == SyncKind::Full {
+            restore(attr::LAST_FULL_AT, claimed.previous.last_full_at);
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {} ", sets.join(", ")));
+        }
+        expression.push_str(&format!("REMOVE {}", removes.join(", ")));
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!("{} = :run", attr::LEASE_RUN_ID))
+            .update_expression(expression)
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(abandon claim)", e)),
+        }
+    }
+
     /// Releases `run_id`'s lease on `token` and records how the run ended.
     ///
     /// Conditional on the lease still being held by `run_id`: a run whose
