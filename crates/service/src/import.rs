@@ -10,6 +10,7 @@
 //! contain, the token's device count is recounted, and the lease released.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use adesync_core::clock::SharedClock;
 use adesync_core::device::{self, Decision, Device, SerialRecords, Version};
@@ -21,6 +22,8 @@ use adesync_store::devices::{DeviceWrite, Stored};
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
+use crate::faults::{CrashPoint, Crashed, Faults};
+
 /// Rounds of re-reading devices an API request changed under us before
 /// the batch is failed and retried by SQS.
 const CONFLICT_ROUNDS: usize = 5;
@@ -29,6 +32,7 @@ const CONFLICT_ROUNDS: usize = 5;
 pub struct Importer {
     pub store: Store,
     pub clock: SharedClock,
+    pub faults: Arc<Faults>,
 }
 
 /// What a batch did (for logs and tests).
@@ -62,6 +66,8 @@ pub enum ImportError {
     Store(#[from] StoreError),
     #[error("{0} devices kept changing while this batch was applied")]
     Contended(usize),
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
 }
 
 impl Importer {
@@ -132,6 +138,7 @@ impl Importer {
             return Ok(Applied::default());
         }
 
+        self.faults.check(CrashPoint::ImporterBeforeMark)?;
         let snapshot = batch.snapshot.then_some(serials.as_slice());
         let first_time = self
             .store
@@ -195,7 +202,13 @@ impl Importer {
                     }
                 })
                 .collect();
-            let outcome = self.store.write_devices(token, writes).await?;
+            // The crash point splits the writes: the first half lands.
+            let (first, rest) = split_half(writes);
+            let mut outcome = self.store.write_devices(token, first).await?;
+            self.faults.check(CrashPoint::ImporterMidBatch)?;
+            let second = self.store.write_devices(token, rest).await?;
+            outcome.written += second.written;
+            outcome.conflicts.extend(second.conflicts);
             written += outcome.written;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
             groups.retain(|g| conflicted.contains(&g.serial));
@@ -333,6 +346,11 @@ impl Importer {
         }
         Err(ImportError::Contended(0))
     }
+}
+
+fn split_half<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
+    let rest = items.split_off(items.len() / 2);
+    (items, rest)
 }
 
 fn release(device: &Device, sweep_at: Version, now: DateTime<Utc>) -> Option<Device> {

@@ -8,12 +8,14 @@
 //!   first full sync): claim, record, queue.
 //! - [`schedule`]: the scheduler's sweeps over every token.
 //! - [`worker`]: one step of a run: page Apple, fan devices out, save the cursor.
+//! - [`faults`]: crash points fault tests arm (never armed in Lambda).
 //! - [`import`]: apply device batches idempotently; close runs, sweep, recount.
 //!
 //! Handlers in `functions/*` parse their event, call one operation here and
 //! map its result; the operations never see an HTTP request or an SQS event.
 
 pub mod accounts;
+pub mod faults;
 pub mod import;
 pub mod schedule;
 pub mod start;

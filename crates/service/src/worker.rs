@@ -10,6 +10,7 @@
 //! continuation. The run ends with an end-of-run marker behind its last
 //! batch; the importer that reads it closes the run.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adesync_apple::{AppleClient, AppleError, DevicePage};
@@ -28,6 +29,7 @@ use adesync_store::{Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::faults::{CrashPoint, Crashed, Faults};
 use crate::tokens;
 
 /// Time kept in hand before the Lambda deadline: one slow Apple page plus
@@ -41,6 +43,7 @@ pub struct Worker {
     pub vault: Vault,
     pub apple: AppleClient,
     pub clock: SharedClock,
+    pub faults: Arc<Faults>,
 }
 
 /// How a step ended.
@@ -66,6 +69,8 @@ pub enum WorkerError {
     Credentials(String),
     #[error("the saved walk of the run is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
 }
 
 /// What a run remembers between steps besides the walk.
@@ -157,6 +162,7 @@ impl Worker {
             // once SQS has accepted them.
             let mut page_devices = 0;
             if let (Ok(page), Step::Request(_) | Step::Done(_)) = (&result, &step) {
+                self.faults.check(CrashPoint::WorkerAfterFetch)?;
                 page_devices = page.devices.len() as u64;
                 let records = self.records(page, records_kind, &mut state, now);
                 let batches = batches::split(
@@ -170,7 +176,11 @@ impl Worker {
                 batch_seq += batches.len() as u64;
                 let messages: Vec<BatchMessage> =
                     batches.into_iter().map(BatchMessage::Devices).collect();
-                self.queues.send_batch_messages(&messages).await?;
+                let (first, rest) = messages.split_at(messages.len().min(1));
+                self.queues.send_batch_messages(first).await?;
+                self.faults.check(CrashPoint::WorkerAfterPartialSend)?;
+                self.queues.send_batch_messages(rest).await?;
+                self.faults.check(CrashPoint::WorkerBeforeSave)?;
             }
             state.fetched += page_devices;
 

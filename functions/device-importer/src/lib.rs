@@ -12,15 +12,22 @@ use adesync_core::clock::SharedClock;
 use adesync_queue::batches::BatchMessage;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
+use adesync_service::faults::Faults;
 use adesync_service::import::Importer;
 use adesync_store::Store;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 /// Builds the importer once per process.
-pub fn importer(config: &Config, clients: &Clients, clock: SharedClock) -> Arc<Importer> {
+pub fn importer(
+    config: &Config,
+    clients: &Clients,
+    clock: SharedClock,
+    faults: Arc<Faults>,
+) -> Arc<Importer> {
     Arc::new(Importer {
         store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
         clock,
+        faults,
     })
 }
 

@@ -12,7 +12,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     logging::init();
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
-    let importer = adesync_device_importer::importer(&config, &clients, Arc::new(SystemClock));
+    let importer =
+        adesync_device_importer::importer(&config, &clients, Arc::new(SystemClock), Arc::default());
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let importer = importer.clone();
         async move {

@@ -15,6 +15,7 @@ use adesync_queue::jobs::SyncJob;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
 use adesync_secrets::Vault;
+use adesync_service::faults::Faults;
 use adesync_service::worker::Worker;
 use adesync_store::Store;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -24,6 +25,7 @@ pub fn worker(
     config: &Config,
     clients: &Clients,
     clock: SharedClock,
+    faults: Arc<Faults>,
 ) -> Result<Arc<Worker>, AppleError> {
     Ok(Arc::new(Worker {
         store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
@@ -35,6 +37,7 @@ pub fn worker(
         vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
         apple: AppleClient::new(config.apple())?,
         clock,
+        faults,
     }))
 }
 

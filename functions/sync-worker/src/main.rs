@@ -13,7 +13,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     logging::init();
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
-    let worker = adesync_sync_worker::worker(&config, &clients, Arc::new(SystemClock))?;
+    let worker =
+        adesync_sync_worker::worker(&config, &clients, Arc::new(SystemClock), Arc::default())?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move {

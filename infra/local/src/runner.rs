@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use adesync_core::clock::{Clock, OffsetClock, SharedClock};
 use adesync_runtime::aws::Clients;
 use adesync_runtime::{ApiError, Config};
+use adesync_service::faults::Faults;
 use anyhow::{Context, Result};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use axum::extract::{Request, State};
@@ -87,7 +88,12 @@ pub struct Functions {
 
 /// Builds the functions for `config` on `clock`: the same library code
 /// each Lambda binary's `main` wires.
-pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Result<Functions> {
+pub fn functions(
+    config: &Config,
+    clients: &Clients,
+    clock: SharedClock,
+    faults: Arc<Faults>,
+) -> Result<Functions> {
     let http = Router::new()
         .merge(adesync_sync_trigger::routes(
             adesync_sync_trigger::SyncTrigger::new(config, clients, clock.clone()),
@@ -98,8 +104,8 @@ pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Resu
             clock.clone(),
         )?));
 
-    let worker = adesync_sync_worker::worker(config, clients, clock.clone())?;
-    let importer = adesync_device_importer::importer(config, clients, clock.clone());
+    let worker = adesync_sync_worker::worker(config, clients, clock.clone(), faults.clone())?;
+    let importer = adesync_device_importer::importer(config, clients, clock.clone(), faults);
     let scheduler = adesync_sync_scheduler::scheduler(config, clients, clock);
     let mut consumers: HashMap<String, Consumer> = HashMap::new();
     consumers.insert(
@@ -139,6 +145,7 @@ pub fn functions(config: &Config, clients: &Clients, clock: SharedClock) -> Resu
 pub struct Runner {
     api_addr: SocketAddr,
     clock: Arc<OffsetClock>,
+    faults: Arc<Faults>,
     tasks: Vec<JoinHandle<()>>,
     scheduled: HashMap<String, Scheduled>,
     deployed: Deployed,
@@ -162,7 +169,8 @@ impl Runner {
         options: RunnerOptions,
     ) -> Result<Self> {
         let clock = Arc::new(OffsetClock::new());
-        let functions = functions(config, clients, clock.clone())?;
+        let faults = Arc::new(Faults::default());
+        let functions = functions(config, clients, clock.clone(), faults.clone())?;
         let mut tasks = Vec::new();
 
         for function in &deployed.template.functions {
@@ -171,6 +179,14 @@ impl Runner {
                     continue;
                 };
                 let url = deployed.queue_url(queue)?.to_owned();
+                let redrive = deployed
+                    .template
+                    .queues
+                    .iter()
+                    .find(|q| q.logical_id == *queue)
+                    .and_then(|q| q.redrive.clone())
+                    .map(|(dlq, max)| deployed.queue_url(&dlq).map(|url| (url.to_owned(), max)))
+                    .transpose()?;
                 // Lambda hands a FIFO queue's message group to one invocation
                 // at a time. moto keeps groups apart for sequential receives
                 // but not for concurrent long polls, so a FIFO queue gets one
@@ -180,13 +196,18 @@ impl Runner {
                         && q.attributes.get("FifoQueue").is_some_and(|f| f == "true")
                 });
                 let pollers = if fifo { 1 } else { options.concurrency.max(1) };
+                let source = Source {
+                    queue_url: url,
+                    fifo,
+                    redrive,
+                    batch_size: *batch_size,
+                    timeout: function.timeout,
+                    retry_delay: options.retry_delay,
+                };
                 for _ in 0..pollers {
                     tasks.push(tokio::spawn(poll(
                         clients.sqs.clone(),
-                        url.clone(),
-                        *batch_size,
-                        function.timeout,
-                        options.retry_delay,
+                        source.clone(),
                         consumer.clone(),
                     )));
                 }
@@ -247,6 +268,7 @@ impl Runner {
         Ok(Self {
             api_addr,
             clock,
+            faults,
             tasks,
             scheduled: functions.scheduled,
             deployed,
@@ -264,6 +286,11 @@ impl Runner {
     /// The clock every function of this runner reads.
     pub fn clock(&self) -> Arc<OffsetClock> {
         self.clock.clone()
+    }
+
+    /// The crash points of the hosted worker and importer (fault tests).
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
     }
 
     pub fn deployed(&self) -> &Deployed {
@@ -506,25 +533,32 @@ async fn fire_on_clock(clock: Arc<OffsetClock>, every: Duration, input: Value, h
     }
 }
 
-/// Delivers messages of one queue to `consumer` as Lambda's event source
-/// mapping does.
-async fn poll(
-    sqs: aws_sdk_sqs::Client,
+/// One SQS event source: a queue and how Lambda consumes it.
+#[derive(Debug, Clone)]
+struct Source {
     queue_url: String,
+    fifo: bool,
+    /// The dead-letter queue and the queue's `maxReceiveCount`.
+    redrive: Option<(String, u32)>,
     batch_size: u32,
     timeout: Duration,
     retry_delay: Duration,
-    consumer: Consumer,
-) {
+}
+
+/// Delivers messages of one queue to `consumer` as Lambda's event source
+/// mapping does: only records not reported in `batchItemFailures` are
+/// deleted; failed ones come back after a delay, and after the queue's
+/// `maxReceiveCount` receives they move to its dead-letter queue.
+async fn poll(sqs: aws_sdk_sqs::Client, source: Source, consumer: Consumer) {
     let arn = format!(
         "arn:aws:sqs:local:000000000000:{}",
-        queue_url.rsplit('/').next().unwrap_or("")
+        source.queue_url.rsplit('/').next().unwrap_or("")
     );
     loop {
         let received = sqs
             .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(i32::try_from(batch_size.clamp(1, 10)).unwrap_or(10))
+            .queue_url(&source.queue_url)
+            .max_number_of_messages(i32::try_from(source.batch_size.clamp(1, 10)).unwrap_or(10))
             .wait_time_seconds(1)
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .message_attribute_names("All")
@@ -541,39 +575,167 @@ async fn poll(
         if messages.is_empty() {
             continue;
         }
-        let event = sqs_event(&messages, &arn);
-        let receipts: HashMap<String, String> = messages
-            .iter()
-            .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
-            .collect();
-        let response = consumer(event, Instant::now() + timeout).await;
-        let failed: std::collections::HashSet<String> = response
-            .batch_item_failures
-            .into_iter()
-            .map(|f| f.item_identifier)
-            .collect();
-        for (id, receipt) in receipts {
-            let result = if failed.contains(&id) {
-                sqs.change_message_visibility()
-                    .queue_url(&queue_url)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(i32::try_from(retry_delay.as_secs()).unwrap_or(1))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            } else {
-                sqs.delete_message()
-                    .queue_url(&queue_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+        if source.fifo {
+            deliver_fifo(&sqs, &source, &arn, messages, &consumer).await;
+        } else {
+            deliver(&sqs, &source, &arn, messages, &consumer).await;
+        }
+    }
+}
+
+/// Standard queue: failed records become visible again after the delay;
+/// SQS's redrive policy moves them to the dead-letter queue.
+async fn deliver(
+    sqs: &aws_sdk_sqs::Client,
+    source: &Source,
+    arn: &str,
+    messages: Vec<aws_sdk_sqs::types::Message>,
+    consumer: &Consumer,
+) {
+    let failed = invoke(consumer, source, arn, &messages).await;
+    for message in &messages {
+        let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
+            continue;
+        };
+        let result = if failed.contains(id) {
+            sqs.change_message_visibility()
+                .queue_url(&source.queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(i32::try_from(source.retry_delay.as_secs()).unwrap_or(1))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            delete(sqs, &source.queue_url, receipt).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, message_id = %id, "could not settle a message");
+        }
+    }
+}
+
+/// FIFO queue: Lambda keeps a message group blocked while it retries its
+/// failed records, so they are retried here, in order, while still in
+/// flight (moto loses a group's order when visibility is changed), and
+/// moved to the dead-letter queue after `maxReceiveCount` attempts, as
+/// SQS's redrive would.
+async fn deliver_fifo(
+    sqs: &aws_sdk_sqs::Client,
+    source: &Source,
+    arn: &str,
+    mut pending: Vec<aws_sdk_sqs::types::Message>,
+    consumer: &Consumer,
+) {
+    let max_receives = source.redrive.as_ref().map_or(u32::MAX, |(_, max)| *max);
+    loop {
+        let failed = invoke(consumer, source, arn, &pending).await;
+        let mut retry = Vec::new();
+        for mut message in pending {
+            let (Some(id), Some(receipt)) = (
+                message.message_id().map(str::to_owned),
+                message.receipt_handle().map(str::to_owned),
+            ) else {
+                continue;
             };
-            if let Err(error) = result {
-                tracing::warn!(%error, message_id = %id, "could not settle a message");
+            if !failed.contains(&id) {
+                if let Err(error) = delete(sqs, &source.queue_url, &receipt).await {
+                    tracing::warn!(%error, message_id = %id, "could not delete a message");
+                }
+                continue;
             }
+            let receives = receive_count(&message) + 1;
+            if receives > max_receives {
+                if let Some((dlq, _)) = &source.redrive {
+                    dead_letter(sqs, source, dlq, &message, &receipt).await;
+                }
+                continue;
+            }
+            set_receive_count(&mut message, receives);
+            retry.push(message);
+        }
+        if retry.is_empty() {
+            return;
+        }
+        tokio::time::sleep(source.retry_delay).await;
+        pending = retry;
+    }
+}
+
+/// Runs the consumer on `messages`; returns the ids it reported failed.
+async fn invoke(
+    consumer: &Consumer,
+    source: &Source,
+    arn: &str,
+    messages: &[aws_sdk_sqs::types::Message],
+) -> std::collections::HashSet<String> {
+    let response = consumer(sqs_event(messages, arn), Instant::now() + source.timeout).await;
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+fn receive_count(message: &aws_sdk_sqs::types::Message) -> u32 {
+    message
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+}
+
+fn set_receive_count(message: &mut aws_sdk_sqs::types::Message, count: u32) {
+    let mut attributes = message.attributes().cloned().unwrap_or_default();
+    attributes.insert(
+        aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        count.to_string(),
+    );
+    message.attributes = Some(attributes);
+}
+
+async fn delete(sqs: &aws_sdk_sqs::Client, queue_url: &str, receipt: &str) -> Result<(), String> {
+    sqs.delete_message()
+        .queue_url(queue_url)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn dead_letter(
+    sqs: &aws_sdk_sqs::Client,
+    source: &Source,
+    dlq: &str,
+    message: &aws_sdk_sqs::types::Message,
+    receipt: &str,
+) {
+    let group = message
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+        .cloned()
+        .unwrap_or_default();
+    let sent = sqs
+        .send_message()
+        .queue_url(dlq)
+        .message_body(message.body().unwrap_or_default())
+        .message_group_id(group)
+        .message_deduplication_id(message.message_id().unwrap_or_default())
+        .set_message_attributes(message.message_attributes().cloned())
+        .send()
+        .await;
+    match sent {
+        Ok(_) => {
+            tracing::warn!(message_id = ?message.message_id(), "message moved to the dead-letter queue after its last receive");
+            if let Err(error) = delete(sqs, &source.queue_url, receipt).await {
+                tracing::warn!(%error, "could not delete a dead-lettered message");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "could not move a message to the dead-letter queue")
         }
     }
 }

@@ -576,7 +576,7 @@ mod tests {
         assert_eq!(delta.every, Duration::from_secs(12 * 3600));
         assert_eq!(
             t.function("device-importer").unwrap().queue_events,
-            vec![("DeviceBatchesQueue".to_owned(), 10)]
+            vec![("DeviceBatchesQueue".to_owned(), 1)]
         );
     }
 

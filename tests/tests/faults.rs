@@ -1,0 +1,293 @@
+//! Crashes and delivery faults: whatever is killed where, and however SQS
+//! delivers, every device ends up present exactly once in its newest state
+//! and the run's counts and outcome say what happened.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use adesync_core::clock::Clock;
+use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
+use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
+use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
+use adesync_queue::batches::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
+use adesync_service::faults::CrashPoint;
+use adesync_tests::TestService;
+use adesync_tests::flows::CreatedToken;
+use reqwest::Method;
+use serde_json::Value;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn serials(devices: &[Value]) -> HashSet<String> {
+    devices
+        .iter()
+        .map(|d| d["serial_number"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Syncs `devices` devices with `point` armed `times`, then checks that
+/// the run recovered with every device exactly once and exact counts.
+async fn sync_through_a_crash(point: CrashPoint, times: u32, devices: usize) {
+    let env = TestService::start().await;
+    env.service.runner.faults().arm(point, times);
+    let token = env.create_token("acme", devices).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(
+        env.service.runner.faults().remaining(point),
+        0,
+        "{point:?} was never reached"
+    );
+    assert_eq!(run["status"], "succeeded", "{point:?}: {run}");
+    assert_eq!(run["fetched"], devices as u64, "{point:?}: {run}");
+    assert_eq!(run["imported"], devices as u64, "{point:?}: {run}");
+    let listed = env.all_devices(&token, "").await;
+    assert_eq!(listed.len(), devices, "{point:?}");
+    assert_eq!(
+        serials(&listed),
+        serials(&env.sim_devices(&token.server_uuid).await),
+        "{point:?}"
+    );
+    assert_eq!(
+        env.sync_status(&token).await["device_count"],
+        devices as u64
+    );
+}
+
+#[tokio::test]
+async fn the_worker_killed_after_sending_batches_before_saving_its_cursor_loses_nothing() {
+    sync_through_a_crash(CrashPoint::WorkerBeforeSave, 1, 3_000).await;
+}
+
+#[tokio::test]
+async fn the_worker_killed_after_part_of_a_pages_batches_loses_nothing() {
+    sync_through_a_crash(CrashPoint::WorkerAfterPartialSend, 2, 3_000).await;
+}
+
+#[tokio::test]
+async fn the_worker_killed_after_a_fetch_loses_nothing() {
+    sync_through_a_crash(CrashPoint::WorkerAfterFetch, 1, 1_500).await;
+}
+
+#[tokio::test]
+async fn the_importer_killed_mid_batch_loses_nothing() {
+    sync_through_a_crash(CrashPoint::ImporterMidBatch, 2, 2_000).await;
+}
+
+#[tokio::test]
+async fn the_importer_killed_before_marking_a_batch_counts_it_once() {
+    sync_through_a_crash(CrashPoint::ImporterBeforeMark, 2, 2_000).await;
+}
+
+/// A run the test feeds by hand, as the worker would.
+struct HandRun {
+    account: AccountId,
+    token: TokenId,
+    run: RunId,
+}
+
+async fn hand_run(env: &TestService, created: &CreatedToken) -> HandRun {
+    let account = AccountId::parse("acme").unwrap();
+    let token = TokenId::parse(&created.token_id).unwrap();
+    let now = env.service.runner.clock().now();
+    let claimed = env
+        .store()
+        .claim_sync(
+            &account,
+            &token,
+            SyncRequest {
+                trigger: Trigger::Scheduled,
+                kind: SyncKind::Delta,
+            },
+            now,
+            RunId::new_at(now),
+        )
+        .await
+        .unwrap();
+    env.store()
+        .record_run_started(&account, &token, &claimed.claim)
+        .await
+        .unwrap();
+    HandRun {
+        account,
+        token,
+        run: claimed.claim.run_id,
+    }
+}
+
+fn batch(run: &HandRun, seq: u64, records: Vec<DeviceRecord>) -> String {
+    serde_json::to_string(&BatchMessage::Devices(DeviceBatch {
+        account_id: run.account.clone(),
+        token_id: run.token.clone(),
+        run_id: run.run.clone(),
+        seq,
+        snapshot: false,
+        records,
+    }))
+    .unwrap()
+}
+
+fn end(run: &HandRun, batches: u64) -> String {
+    serde_json::to_string(&BatchMessage::EndOfRun(EndOfRun {
+        account_id: run.account.clone(),
+        token_id: run.token.clone(),
+        run_id: run.run.clone(),
+        kind: SyncKind::Delta,
+        batches,
+        fetched: 0,
+        outcome: RunOutcome::Finished {
+            sweep_at: None,
+            warning: None,
+        },
+    }))
+    .unwrap()
+}
+
+fn modified(serial: &str, at: chrono::DateTime<chrono::Utc>, color: &str) -> DeviceRecord {
+    DeviceRecord {
+        serial: Serial::parse(serial).unwrap(),
+        observation: Observation::Modified,
+        version: Version::for_change(at, 0),
+        attributes: AppleAttributes {
+            model: Some("iPad Pro".into()),
+            color: Some(color.into()),
+            ..AppleAttributes::default()
+        },
+    }
+}
+
+/// Sends raw bodies to the token's FIFO group, each with its own
+/// deduplication id, so SQS delivers every copy (as a re-send after the
+/// five-minute deduplication window would).
+async fn deliver(env: &TestService, token: &TokenId, bodies: &[String]) {
+    for body in bodies {
+        env.service
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(&env.service.config.device_batches_queue_url)
+            .message_group_id(token.as_str())
+            .message_deduplication_id(uuid::Uuid::new_v4().to_string())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn duplicate_and_reordered_batches_leave_the_newest_state() {
+    let env = TestService::start().await;
+    let created = env.create_token("acme", 3).await;
+    env.wait_until_idle(&created, RUN_TIMEOUT).await;
+    let serials: Vec<String> = env
+        .sim_devices(&created.server_uuid)
+        .await
+        .iter()
+        .map(|d| d["serial_number"].as_str().unwrap().to_owned())
+        .collect();
+    let run = hand_run(&env, &created).await;
+    let t = chrono::Utc::now() + chrono::Duration::hours(1);
+    let older = batch(
+        &run,
+        0,
+        serials.iter().map(|s| modified(s, t, "RED")).collect(),
+    );
+    let newer = batch(
+        &run,
+        1,
+        serials
+            .iter()
+            .map(|s| modified(s, t + chrono::Duration::seconds(5), "BLUE"))
+            .collect(),
+    );
+    // Newest first, then the older one, then both again.
+    deliver(
+        &env,
+        &run.token,
+        &[newer.clone(), older.clone(), newer, older, end(&run, 2)],
+    )
+    .await;
+    let record = env
+        .wait_for_run(&created, run.run.as_str(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["imported"], 6, "each batch counted once: {record}");
+    for serial in &serials {
+        let device = env
+            .call(
+                Method::GET,
+                &format!("/v1/tokens/{}/devices/{serial}", created.token_id),
+                &created.jwt,
+                None,
+            )
+            .await;
+        assert_eq!(device.body["color"], "BLUE", "{device:?}");
+    }
+    assert_eq!(env.all_devices(&created, "").await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_poison_batch_goes_to_the_dead_letter_queue_and_the_run_reports_it() {
+    let env = TestService::start().await;
+    let created = env.create_token("acme", 2).await;
+    env.wait_until_idle(&created, RUN_TIMEOUT).await;
+    let run = hand_run(&env, &created).await;
+    let t = chrono::Utc::now() + chrono::Duration::hours(1);
+    deliver(
+        &env,
+        &run.token,
+        &[
+            batch(&run, 0, vec![modified("POISONTEST01", t, "GREEN")]),
+            "{\"type\":\"devices\",\"records\":\"not a list\"}".to_owned(),
+            batch(&run, 2, vec![modified("POISONTEST02", t, "GREEN")]),
+            end(&run, 3),
+        ],
+    )
+    .await;
+    let record = env
+        .wait_for_run(&created, run.run.as_str(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 3 device batches could not be imported"),
+        "{record}"
+    );
+    // The other batches were applied.
+    for serial in ["POISONTEST01", "POISONTEST02"] {
+        let device = env
+            .call(
+                Method::GET,
+                &format!("/v1/tokens/{}/devices/{serial}", created.token_id),
+                &created.jwt,
+                None,
+            )
+            .await;
+        assert_eq!(device.status, 200, "{serial}: {device:?}");
+    }
+    // The poison message waits in the dead-letter queue.
+    let dlq = &env.service.deployed.queues["DeviceBatchesDeadLetterQueue"];
+    let received = env
+        .service
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(dlq)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<_> = received
+        .messages()
+        .iter()
+        .filter_map(|m| m.body())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec!["{\"type\":\"devices\",\"records\":\"not a list\"}"]
+    );
+    // The failed run makes the next sync a full one.
+    assert_eq!(env.sync_status(&created).await["next_sync_is_full"], true);
+}
