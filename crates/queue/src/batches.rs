@@ -41,6 +41,11 @@ pub struct DeviceBatch {
     pub seq: u64,
     /// Records of a full snapshot (fetch), whose serials the sweep needs.
     pub snapshot: bool,
+    /// The token had no devices when this snapshot began: none of these
+    /// serials can be stored yet except by an earlier batch of the run,
+    /// which the later record supersedes — the importer need not read them.
+    #[serde(default)]
+    pub new_token: bool,
     pub records: Vec<DeviceRecord>,
 }
 
@@ -98,23 +103,16 @@ impl BatchMessage {
     }
 }
 
-/// Splits `records` into device batches numbered from `first_seq` whose
-/// bodies fit [`MAX_MESSAGE_BYTES`].
+/// Splits `records` into device batches like `header` (its `records` are
+/// ignored), numbered from `header.seq`, whose bodies fit
+/// [`MAX_MESSAGE_BYTES`].
 pub fn split(
-    account: &AccountId,
-    token: &TokenId,
-    run: &RunId,
-    snapshot: bool,
-    first_seq: u64,
+    header: DeviceBatch,
     records: Vec<DeviceRecord>,
 ) -> Result<Vec<DeviceBatch>, QueueError> {
     let empty = DeviceBatch {
-        account_id: account.clone(),
-        token_id: token.clone(),
-        run_id: run.clone(),
-        seq: first_seq,
-        snapshot,
         records: Vec::new(),
+        ..header
     };
     // Envelope size plus a margin for the sequence number growing.
     let envelope = serde_json::to_vec(&BatchMessage::Devices(empty.clone()))?.len() + 32;
@@ -269,15 +267,16 @@ mod tests {
     #[test]
     fn batches_fit_sqs_and_keep_every_record_in_order() {
         let records: Vec<_> = (0..5_000).map(record).collect();
-        let batches = split(
-            &AccountId::parse("a").unwrap(),
-            &TokenId::parse("t").unwrap(),
-            &RunId::parse("r").unwrap(),
-            true,
-            7,
-            records.clone(),
-        )
-        .unwrap();
+        let header = DeviceBatch {
+            account_id: AccountId::parse("a").unwrap(),
+            token_id: TokenId::parse("t").unwrap(),
+            run_id: RunId::parse("r").unwrap(),
+            seq: 7,
+            snapshot: true,
+            new_token: false,
+            records: Vec::new(),
+        };
+        let batches = split(header, records.clone()).unwrap();
         assert!(batches.len() > 1);
         for (i, batch) in batches.iter().enumerate() {
             assert_eq!(batch.seq, 7 + i as u64);

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use adesync_core::clock::SharedClock;
 use adesync_core::device::{self, Decision, Device, SerialRecords, Version};
-use adesync_core::ids::{Serial, TokenId};
+use adesync_core::ids::{PolicyId, Serial, TokenId};
 use adesync_core::token::TokenStatus;
+use adesync_queue::Queues;
 use adesync_queue::batches::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_store::claims::RunEnd;
 use adesync_store::devices::{DeviceWrite, Stored};
@@ -33,6 +34,8 @@ pub struct Importer {
     pub store: Store,
     pub clock: SharedClock,
     pub faults: Arc<Faults>,
+    /// For the assignment job queued when a run closes.
+    pub queues: Queues,
 }
 
 /// What a batch did (for logs and tests).
@@ -87,16 +90,10 @@ impl Importer {
     /// the token's next sync was a full one, whose snapshot supersedes it.
     #[tracing::instrument(skip(self, batch), fields(token = %batch.token_id, run = %batch.run_id, seq = batch.seq))]
     async fn apply_batch(&self, batch: &DeviceBatch) -> Result<Applied, ImportError> {
-        if !self
-            .store
-            .token_exists(&batch.account_id, &batch.token_id)
-            .await?
-        {
-            tracing::info!("the token was deleted; dropping its device batch");
-            return Ok(Applied::default());
-        }
-        match self.store.get_run(&batch.token_id, &batch.run_id).await? {
-            Some(run) if !run.is_over() => {}
+        // A running run implies its token exists: deleting a token waits
+        // for its import. (Writes are re-checked below all the same.)
+        let run = match self.store.get_run(&batch.token_id, &batch.run_id).await? {
+            Some(run) if !run.is_over() => run,
             _ => {
                 tracing::warn!("the batch's run is closed (or unknown); dropping the late batch");
                 return Ok(Applied {
@@ -104,25 +101,32 @@ impl Importer {
                     ..Applied::default()
                 });
             }
-        }
-        let applied_before = self
-            .store
-            .batches_applied_before(&batch.token_id, &batch.run_id, batch.seq)
-            .await?;
-        let refreshes = if applied_before >= batch.seq {
+        };
+        // In order: every earlier batch is marked and no later one is.
+        let in_order = run.batches_imported == batch.seq
+            && !self
+                .store
+                .batch_marked_after(&batch.token_id, &batch.run_id, batch.seq)
+                .await?;
+        let refreshes = if in_order {
             Refreshes::Skip
         } else {
             tracing::warn!(
-                missing = batch.seq - applied_before,
-                "batch arrived before earlier ones; writing unchanged devices too"
+                marked = run.batches_imported,
+                "batch out of order (or redelivered); writing unchanged devices too"
             );
             Refreshes::Write
         };
         let now = self.clock.now();
+        // Newly synced devices join the token's default policy in the same write.
+        let default = self
+            .store
+            .default_policy_id(&batch.account_id, &batch.token_id)
+            .await?;
         let groups = device::group_by_serial(batch.records.clone());
         let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
         let written = self
-            .converge(&batch.token_id, groups, refreshes, now)
+            .converge(&batch.token_id, groups, refreshes, default.as_ref(), now)
             .await?;
 
         // A device written after the token was deleted would be orphaned:
@@ -172,6 +176,7 @@ impl Importer {
         token: &TokenId,
         mut groups: Vec<SerialRecords>,
         refreshes: Refreshes,
+        default: Option<&PolicyId>,
         now: DateTime<Utc>,
     ) -> Result<usize, ImportError> {
         let mut written = 0;
@@ -181,7 +186,7 @@ impl Importer {
             }
             let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
             let stored = self.store.get_devices(token, &serials).await?;
-            let writes: Vec<DeviceWrite> = groups
+            let mut writes: Vec<DeviceWrite> = groups
                 .iter()
                 .filter_map(|group| {
                     let current = stored.get(&group.serial);
@@ -202,6 +207,9 @@ impl Importer {
                     }
                 })
                 .collect();
+            let moves =
+                crate::assign::prepare_writes(&self.store, token, default, &stored, &mut writes, now)
+                    .await?;
             // The crash point splits the writes: the first half lands.
             let (first, rest) = split_half(writes);
             let mut outcome = self.store.write_devices(token, first).await?;
@@ -209,6 +217,7 @@ impl Importer {
             let second = self.store.write_devices(token, rest).await?;
             outcome.written += second.written;
             outcome.conflicts.extend(second.conflicts);
+            crate::assign::settle_counts(&self.store, token, moves, &outcome.conflicts).await?;
             written += outcome.written;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
             groups.retain(|g| conflicted.contains(&g.serial));
@@ -297,6 +306,21 @@ impl Importer {
         {
             tracing::warn!(error = %e, "could not clear the token's status after a successful sync");
         }
+        // Devices the run put into the default policy are assigned with Apple now.
+        match crate::assign::queue_if_due(
+            &self.store,
+            &self.queues,
+            &end.account_id,
+            &end.token_id,
+            now,
+        )
+        .await
+        {
+            Ok(queued) => tracing::debug!(queued, "assignment job checked"),
+            Err(error) => {
+                tracing::warn!(%error, "the assignment job waits for the hourly sweep")
+            }
+        }
         tracing::info!(status, listed, released, "run closed");
         Ok(())
     }
@@ -312,6 +336,9 @@ impl Importer {
     ) -> Result<u64, ImportError> {
         for _ in 0..CONFLICT_ROUNDS {
             let devices = self.store.all_devices(token).await?;
+            // Expired devices the TTL must not delete (they count in a policy) go now.
+            let devices =
+                crate::assign::drop_expired_counted(&self.store, token, devices, now).await?;
             let mut listed: HashMap<Serial, bool> = devices
                 .iter()
                 .map(|s| (s.device.serial.clone(), s.device.is_listed(now)))

@@ -20,7 +20,7 @@ use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::Serial;
 use adesync_core::sync::{self, SyncKind};
 use adesync_core::token::TokenStatus;
-use adesync_queue::batches::{self, BatchMessage, EndOfRun, RunOutcome};
+use adesync_queue::batches::{self, BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_queue::jobs::SyncJob;
 use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
@@ -86,6 +86,10 @@ struct RunState {
     records: u64,
     /// Records fetched from Apple (all pages, all phases).
     fetched: u64,
+    /// The token had no devices when this run's snapshot began (the first
+    /// sync of a token): the importer can write its devices without reading.
+    #[serde(default)]
+    new_token: bool,
     warning: Option<String>,
 }
 
@@ -121,11 +125,14 @@ impl Worker {
                     SyncKind::Full => Walk::full(),
                     SyncKind::Delta => Walk::delta(view.position.as_ref()),
                 };
+                let new_token = walk.is_full()
+                    && !self.store.token_has_devices(&job.token_id).await?;
                 let state = RunState {
                     snapshot_at: None,
                     seq_base: seq_base(now),
                     records: 0,
                     fetched: 0,
+                    new_token,
                     warning: None,
                 };
                 (walk, state, 0)
@@ -165,14 +172,17 @@ impl Worker {
                 self.faults.check(CrashPoint::WorkerAfterFetch)?;
                 page_devices = page.devices.len() as u64;
                 let records = self.records(page, records_kind, &mut state, now);
-                let batches = batches::split(
-                    &job.account_id,
-                    &job.token_id,
-                    &job.run_id,
-                    records_kind == Records::Snapshot,
-                    batch_seq,
-                    records,
-                )?;
+                let snapshot = records_kind == Records::Snapshot;
+                let header = DeviceBatch {
+                    account_id: job.account_id.clone(),
+                    token_id: job.token_id.clone(),
+                    run_id: job.run_id.clone(),
+                    seq: batch_seq,
+                    snapshot,
+                    new_token: snapshot && state.new_token,
+                    records: Vec::new(),
+                };
+                let batches = batches::split(header, records)?;
                 batch_seq += batches.len() as u64;
                 let messages: Vec<BatchMessage> =
                     batches.into_iter().map(BatchMessage::Devices).collect();
@@ -208,6 +218,7 @@ impl Worker {
                         "Apple refused the cursor; the run fetches every device again"
                     );
                     state.snapshot_at = None;
+                    state.new_token = !self.store.token_has_devices(&job.token_id).await?;
                     state.warning = Some(restart_warning(reason).to_owned());
                     if !self
                         .save(job, &next, &state, batch_seq, 0, &mut import_until, now)

@@ -13,11 +13,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use adesync_core::device::{AppleAttributes, Device, DeviceState, Version};
-use adesync_core::ids::{PolicyId, Serial, TokenId};
+use adesync_core::assignment::{Assignment, AssignmentStatus};
+use adesync_core::device::{AppleAttributes, Device, DeviceState, Management, Version};
+use adesync_core::enrollment::{DeviceAction, EnrollmentState};
+use adesync_core::ids::{PolicyId, Serial, TokenId, UserId};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, WriteRequest,
+    DeleteRequest, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use backon::Retryable;
 use chrono::DateTime;
@@ -113,14 +115,113 @@ pub fn device_item(token: &TokenId, device: &Device, revision: u64) -> Item {
             item.insert(name.into(), attrs::millis(at));
         }
     }
-    if let Some(at) = device.deletes_at {
+    // A device counted by a policy is never left to the TTL, which would delete it
+    // without uncounting it: the end-of-run sweep deletes it with its count instead.
+    if let Some(at) = device.deletes_at
+        && device.policy_id.is_none()
+    {
         item.insert("expires_at".into(), attrs::ttl_seconds(at));
     }
     if let Some(policy) = &device.policy_id {
         item.insert("policy_id".into(), attrs::s(policy.as_str()));
         item.insert("policy_key".into(), attrs::s(policy_key(token, policy)));
     }
+    insert_management(&mut item, token, &device.management);
     item
+}
+
+/// Device item attribute names of the MDM side ([`Management`]).
+pub mod management_attr {
+    pub const ASSIGN_STATUS: &str = "assign_status";
+    pub const ASSIGN_AT: &str = "assign_at";
+    pub const ASSIGN_PROFILE_UUID: &str = "assign_profile_uuid";
+    pub const ASSIGN_RETRY_AT: &str = "assign_retry_at";
+    /// Key of the sparse `by-assignment-due` index: the token, set only while an
+    /// assignment waits for Apple (pending, or failed/throttled until retried).
+    pub const ASSIGN_DUE_TOKEN: &str = "assign_due_token";
+    /// Sort key of that index: when the assignment is due (epoch milliseconds).
+    pub const ASSIGN_DUE_AT: &str = "assign_due_at";
+    pub const ENROLLMENT_STATE: &str = "enrollment_state";
+    pub const LAST_ACTION: &str = "last_action";
+    pub const ENROLLMENT_CHANGED_AT: &str = "enrollment_changed_at";
+    pub const USER_ID: &str = "user_id";
+}
+use management_attr as m;
+
+/// Name of the sparse index of assignments waiting for Apple.
+pub const ASSIGNMENT_DUE_INDEX: &str = "by-assignment-due";
+/// Name of the index that finds a serial number's tokens.
+pub const SERIAL_INDEX: &str = "by-serial";
+
+fn insert_management(item: &mut Item, token: &TokenId, management: &Management) {
+    if let Some(assignment) = &management.assignment {
+        item.insert(
+            m::ASSIGN_STATUS.into(),
+            attrs::s(assignment.status.as_str()),
+        );
+        item.insert(m::ASSIGN_AT.into(), attrs::millis(assignment.at));
+        if let Some(uuid) = &assignment.profile_uuid {
+            item.insert(m::ASSIGN_PROFILE_UUID.into(), attrs::s(uuid.as_str()));
+        }
+        if let Some(at) = assignment.retry_at {
+            item.insert(m::ASSIGN_RETRY_AT.into(), attrs::millis(at));
+        }
+        if let Some(due) = assignment.due_at() {
+            item.insert(m::ASSIGN_DUE_TOKEN.into(), attrs::s(token.as_str()));
+            item.insert(m::ASSIGN_DUE_AT.into(), attrs::millis(due));
+        }
+    }
+    if management.enrollment != EnrollmentState::NotEnrolled {
+        item.insert(
+            m::ENROLLMENT_STATE.into(),
+            attrs::s(management.enrollment.as_str()),
+        );
+    }
+    if let Some(action) = management.last_action {
+        item.insert(m::LAST_ACTION.into(), attrs::s(action.as_str()));
+    }
+    if let Some(at) = management.enrollment_changed_at {
+        item.insert(m::ENROLLMENT_CHANGED_AT.into(), attrs::millis(at));
+    }
+    if let Some(user) = &management.user_id {
+        item.insert(m::USER_ID.into(), attrs::s(user.as_str()));
+    }
+}
+
+fn management_from(item: &Item) -> Result<Management, StoreError> {
+    let assignment = match attrs::get_s(item, m::ASSIGN_STATUS) {
+        None => None,
+        Some(text) => Some(Assignment {
+            status: AssignmentStatus::parse(text).ok_or_else(|| {
+                StoreError::Malformed(format!("unknown assignment status {text}"))
+            })?,
+            at: attrs::get_time(item, m::ASSIGN_AT)?
+                .ok_or_else(|| StoreError::Malformed("an assignment without a time".into()))?,
+            profile_uuid: attrs::get_s(item, m::ASSIGN_PROFILE_UUID).map(str::to_owned),
+            retry_at: attrs::get_time(item, m::ASSIGN_RETRY_AT)?,
+        }),
+    };
+    let enrollment = match attrs::get_s(item, m::ENROLLMENT_STATE) {
+        None => EnrollmentState::NotEnrolled,
+        Some(text) => EnrollmentState::parse(text)
+            .ok_or_else(|| StoreError::Malformed(format!("unknown enrollment state {text}")))?,
+    };
+    let last_action = attrs::get_s(item, m::LAST_ACTION)
+        .map(|text| {
+            DeviceAction::parse(text)
+                .ok_or_else(|| StoreError::Malformed(format!("unknown device action {text}")))
+        })
+        .transpose()?;
+    let user_id = attrs::get_s(item, m::USER_ID)
+        .map(|text| UserId::parse(text).map_err(|e| StoreError::Malformed(e.to_string())))
+        .transpose()?;
+    Ok(Management {
+        assignment,
+        enrollment,
+        last_action,
+        enrollment_changed_at: attrs::get_time(item, m::ENROLLMENT_CHANGED_AT)?,
+        user_id,
+    })
 }
 
 fn state_from(text: &str) -> Result<DeviceState, StoreError> {
@@ -177,6 +278,7 @@ pub fn device_from_item(item: &Item) -> Result<Stored, StoreError> {
         deletes_at: attrs::get_time(item, "deletes_at")?,
         deleted_at: attrs::get_time(item, "deleted_at")?,
         policy_id: get("policy_id").and_then(|p| PolicyId::parse(&p).ok()),
+        management: management_from(item)?,
         first_seen_at: attrs::get_time(item, "first_seen_at")?.unwrap_or(DateTime::UNIX_EPOCH),
     };
     Ok(Stored {
@@ -269,29 +371,90 @@ impl Store {
         found.into_inner().map_err(poisoned)
     }
 
-    /// Writes `writes`, each conditional on the revision it was read at, in
-    /// transactions of up to 100 devices run in parallel. A device changed
-    /// since it was read is returned in [`Written::conflicts`] (the rest of
-    /// its transaction is written on the next try).
+    /// Writes `writes`, each conditional on what was read. Devices that
+    /// exist are written in transactions of up to 100, conditional on the
+    /// revision read; a device changed since is returned in
+    /// [`Written::conflicts`] (the rest of its transaction is written on the
+    /// next try). Devices that did not exist go in plain `BatchWriteItem`
+    /// calls of 25 — cheaper, and safe because only the importer creates
+    /// devices and it handles one token's batches one at a time (FIFO);
+    /// every other writer (the API) acts on devices that exist.
     pub async fn write_devices(
         &self,
         token: &TokenId,
         writes: Vec<DeviceWrite>,
     ) -> Result<Written, StoreError> {
-        let chunks: Vec<Vec<DeviceWrite>> = writes
+        let (new, existing): (Vec<DeviceWrite>, Vec<DeviceWrite>) =
+            writes.into_iter().partition(|w| w.expected.is_none());
+        let new_count = new.len();
+        let creates = new
+            .chunks(MAX_BATCH_WRITE)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|w| {
+                        let put = PutRequest::builder()
+                            .set_item(Some(device_item(token, &w.device, 1)))
+                            .build()
+                            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+                        Ok(WriteRequest::builder().put_request(put).build())
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let updates: Vec<Vec<DeviceWrite>> = existing
             .chunks(MAX_TRANSACTION_ITEMS)
             .map(<[DeviceWrite]>::to_vec)
             .collect();
-        let results: Vec<Written> = futures::stream::iter(chunks)
+        let create_calls = futures::stream::iter(creates)
+            .map(|requests| self.batch_write(requests))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect::<Vec<()>>();
+        let update_calls = futures::stream::iter(updates)
             .map(|chunk| self.write_chunk(token, chunk))
             .buffer_unordered(WRITE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(results.into_iter().fold(Written::default(), |mut all, w| {
-            all.written += w.written;
-            all.conflicts.extend(w.conflicts);
-            all
-        }))
+            .try_collect::<Vec<Written>>();
+        let (_, results) = futures::try_join!(create_calls, update_calls)?;
+        Ok(results.into_iter().fold(
+            Written {
+                written: new_count,
+                conflicts: Vec::new(),
+            },
+            |mut all, w| {
+                all.written += w.written;
+                all.conflicts.extend(w.conflicts);
+                all
+            },
+        ))
+    }
+
+    /// One `BatchWriteItem`, re-sending what DynamoDB leaves unprocessed.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let pending = Mutex::new(requests);
+        let round = || async {
+            let requests = pending.lock().map_err(poisoned)?.clone();
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.tables.devices, requests)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("BatchWriteItem(devices)", e))?;
+            match output
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.tables.devices))
+            {
+                Some(rest) if !rest.is_empty() => {
+                    *pending.lock().map_err(poisoned)? = rest;
+                    Err(StoreError::Unprocessed("BatchWriteItem(devices)"))
+                }
+                _ => Ok(()),
+            }
+        };
+        round
+            .retry(retry_policy())
+            .when(StoreError::is_transient)
+            .await
     }
 
     async fn write_chunk(
@@ -430,6 +593,23 @@ impl Store {
         Ok((devices, next))
     }
 
+    /// Whether the token has any device item at all.
+    pub async fn token_has_devices(&self, token: &TokenId) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.devices)
+            .key_condition_expression("token_id = :token")
+            .expression_attribute_values(":token", attrs::s(token.as_str()))
+            .projection_expression("serial")
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Query(token has devices)", e))?;
+        Ok(output.count() > 0)
+    }
+
     /// A page of the serials assigned to `policy` (the `by-policy` index),
     /// after `after`.
     pub async fn list_policy_serials(
@@ -477,7 +657,7 @@ impl Store {
         serials: &[Serial],
     ) -> Result<(), StoreError> {
         for chunk in serials.chunks(MAX_BATCH_WRITE) {
-            let requests: Vec<WriteRequest> = chunk
+            let requests = chunk
                 .iter()
                 .map(|serial| {
                     let delete = DeleteRequest::builder()
@@ -487,32 +667,8 @@ impl Store {
                         .map_err(|e| StoreError::Malformed(e.to_string()))?;
                     Ok(WriteRequest::builder().delete_request(delete).build())
                 })
-                .collect::<Result<_, StoreError>>()?;
-            let pending = Mutex::new(requests);
-            let round = || async {
-                let requests = pending.lock().map_err(poisoned)?.clone();
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.tables.devices, requests)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::dynamo("BatchWriteItem(delete devices)", e))?;
-                match output
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.tables.devices))
-                {
-                    Some(rest) if !rest.is_empty() => {
-                        *pending.lock().map_err(poisoned)? = rest;
-                        Err(StoreError::Unprocessed("BatchWriteItem(delete devices)"))
-                    }
-                    _ => Ok(()),
-                }
-            };
-            round
-                .retry(retry_policy())
-                .when(StoreError::is_transient)
-                .await?;
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            self.batch_write(requests).await?;
         }
         Ok(())
     }
@@ -545,4 +701,108 @@ impl Store {
 
 fn poisoned<T>(_: T) -> StoreError {
     StoreError::Malformed("a writer panicked while holding the batch state".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adesync_core::assignment::{AppleAnswer, outcome};
+
+    fn device() -> Device {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        Device {
+            serial: Serial::parse("C02T0HL0GGC0").unwrap(),
+            state: DeviceState::Active,
+            attributes: AppleAttributes {
+                model: Some("iPhone".into()),
+                profile_status: Some("assigned".into()),
+                ..AppleAttributes::default()
+            },
+            version: Version::for_change(at, 3),
+            attributes_version: Some(Version::for_change(at, 3)),
+            removed_at: None,
+            deletes_at: None,
+            deleted_at: None,
+            policy_id: Some(PolicyId::parse("p1").unwrap()),
+            management: Management {
+                assignment: Some(outcome(
+                    AppleAnswer::Throttled {
+                        retry_after_seconds: Some(60),
+                    },
+                    "PROFILE1",
+                    at,
+                )),
+                enrollment: EnrollmentState::PendingReset,
+                last_action: Some(DeviceAction::Retire),
+                enrollment_changed_at: Some(at),
+                user_id: Some(UserId::parse("ada@example.com").unwrap()),
+            },
+            first_seen_at: at,
+        }
+    }
+
+    #[test]
+    fn every_field_round_trips_through_the_item() {
+        let token = TokenId::parse("t1").unwrap();
+        let device = device();
+        let item = device_item(&token, &device, 7);
+        let stored = device_from_item(&item).unwrap();
+        assert_eq!(stored.device, device);
+        assert_eq!(stored.revision, 7);
+        // A throttled assignment is in the due index, keyed by its retry time.
+        assert_eq!(attrs::get_s(&item, m::ASSIGN_DUE_TOKEN), Some("t1"));
+        assert_eq!(
+            attrs::get_time(&item, m::ASSIGN_DUE_AT).unwrap(),
+            device.management.assignment.as_ref().unwrap().retry_at
+        );
+        // An untouched MDM side writes nothing.
+        let plain = Device {
+            policy_id: None,
+            management: Management::default(),
+            ..device
+        };
+        let item = device_item(&token, &plain, 1);
+        for name in [
+            m::ASSIGN_STATUS,
+            m::ASSIGN_DUE_TOKEN,
+            m::ENROLLMENT_STATE,
+            m::USER_ID,
+            "policy_key",
+        ] {
+            assert!(!item.contains_key(name), "{name}");
+        }
+        assert_eq!(device_from_item(&item).unwrap().device, plain);
+    }
+
+    #[test]
+    fn done_assignments_leave_the_due_index() {
+        let token = TokenId::parse("t1").unwrap();
+        let mut device = device();
+        device.management.assignment = Some(outcome(
+            AppleAnswer::Success,
+            "PROFILE1",
+            DateTime::UNIX_EPOCH,
+        ));
+        let item = device_item(&token, &device, 1);
+        assert!(!item.contains_key(m::ASSIGN_DUE_TOKEN));
+        assert!(!item.contains_key(m::ASSIGN_DUE_AT));
+        assert_eq!(device_from_item(&item).unwrap().device, device);
+    }
+
+    #[test]
+    fn devices_counted_by_a_policy_are_not_left_to_the_ttl() {
+        let token = TokenId::parse("t1").unwrap();
+        let removed = Device {
+            state: DeviceState::RemovedFromApple,
+            removed_at: Some(DateTime::UNIX_EPOCH),
+            deletes_at: Some(DateTime::UNIX_EPOCH + chrono::Duration::days(31)),
+            ..device()
+        };
+        assert!(!device_item(&token, &removed, 1).contains_key("expires_at"));
+        let unassigned = Device {
+            policy_id: None,
+            ..removed
+        };
+        assert!(device_item(&token, &unassigned, 1).contains_key("expires_at"));
+    }
 }

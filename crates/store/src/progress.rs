@@ -320,40 +320,29 @@ impl Store {
             .map(|outcome| outcome.is_none())
     }
 
-    /// How many of the batches numbered below `seq` of `run` were applied.
-    /// Fewer than `seq` means this batch arrived before an earlier one.
-    pub async fn batches_applied_before(
+    /// Whether a batch numbered `seq` or higher of `run` is already marked
+    /// (this one redelivered, or a later one applied first).
+    pub async fn batch_marked_after(
         &self,
         token: &TokenId,
         run: &RunId,
         seq: u64,
-    ) -> Result<u64, StoreError> {
-        if seq == 0 {
-            return Ok(0);
-        }
-        let mut count = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.tables.runs)
-                .key_condition_expression("token_id = :token AND sk BETWEEN :first AND :last")
-                .expression_attribute_values(":token", attrs::s(token.as_str()))
-                .expression_attribute_values(":first", attrs::s(batch_sk(run, 0)))
-                .expression_attribute_values(":last", attrs::s(batch_sk(run, seq - 1)))
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query(count batch markers)", e))?;
-            count += u64::try_from(output.count()).unwrap_or(0);
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(count),
-            }
-        }
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.runs)
+            .key_condition_expression("token_id = :token AND sk BETWEEN :first AND :last")
+            .expression_attribute_values(":token", attrs::s(token.as_str()))
+            .expression_attribute_values(":first", attrs::s(batch_sk(run, seq)))
+            .expression_attribute_values(":last", attrs::s(format!("batch#{run}#~")))
+            .projection_expression("sk")
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Query(later batch markers)", e))?;
+        Ok(output.count() > 0)
     }
 
     /// The batch markers of `run`: how many, and the serials of its snapshot.
