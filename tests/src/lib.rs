@@ -20,6 +20,7 @@ use adesync_store::tokens::NewToken;
 use serde_json::Value;
 
 pub mod flows;
+pub mod policies;
 
 pub use adesync_local;
 
@@ -72,10 +73,16 @@ impl TestService {
                 },
                 sim_devices: options.sim_devices,
                 // Apple calls give up fast, so failure paths run in seconds.
-                environment: std::collections::HashMap::from([(
-                    "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS".to_owned(),
-                    "2".to_owned(),
-                )]),
+                environment: std::collections::HashMap::from([
+                    (
+                        "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS".to_owned(),
+                        "4".to_owned(),
+                    ),
+                    (
+                        "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS".to_owned(),
+                        "2".to_owned(),
+                    ),
+                ]),
                 ..ServiceOptions::default()
             },
         )

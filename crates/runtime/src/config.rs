@@ -20,6 +20,8 @@ pub mod var {
     pub const APPLE_BASE_URL: &str = "ADESYNC_APPLE_BASE_URL";
     /// Optional: how long one Apple call may keep retrying (default 120 s).
     pub const APPLE_RETRY_DEADLINE_SECONDS: &str = "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS";
+    /// Optional: longest wait for one Apple answer (default 60 s).
+    pub const APPLE_REQUEST_TIMEOUT_SECONDS: &str = "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS";
 }
 
 /// Everything a function needs to know about its environment.
@@ -32,6 +34,8 @@ pub struct Config {
     pub apple_base_url: String,
     /// How long one Apple call may keep retrying throttling and server errors.
     pub apple_retry_deadline: std::time::Duration,
+    /// Longest wait for one Apple answer.
+    pub apple_request_timeout: std::time::Duration,
 }
 
 /// A setting is missing.
@@ -50,6 +54,7 @@ impl Config {
                 deadline: self.apple_retry_deadline,
                 ..adesync_apple::RetryPolicy::default()
             },
+            request_timeout: self.apple_request_timeout,
             ..adesync_apple::AppleConfig::default()
         }
     }
@@ -80,13 +85,19 @@ impl Config {
             apple_base_url: lookup(var::APPLE_BASE_URL)
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "https://mdmenrollment.apple.com".to_owned()),
-            apple_retry_deadline: std::time::Duration::from_secs(
-                lookup(var::APPLE_RETRY_DEADLINE_SECONDS)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(120),
-            ),
+            apple_retry_deadline: seconds(&lookup, var::APPLE_RETRY_DEADLINE_SECONDS, 120),
+            apple_request_timeout: seconds(&lookup, var::APPLE_REQUEST_TIMEOUT_SECONDS, 60),
         })
     }
+}
+
+/// An optional setting in whole seconds.
+fn seconds(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+) -> std::time::Duration {
+    std::time::Duration::from_secs(lookup(name).and_then(|v| v.parse().ok()).unwrap_or(default))
 }
 
 #[cfg(test)]

@@ -1,0 +1,342 @@
+//! Apple misbehaving, through the whole pipeline: after each fault every
+//! device is present exactly once with its newest state, counts match, no
+//! released device comes back, and the token's status and run history say
+//! what happened.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use adesync_tests::TestService;
+use adesync_tests::flows::CreatedToken;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Small pages, so every run spans several requests to Apple.
+const PAGE: u32 = 200;
+
+/// A token with `devices` devices after its first full sync, Apple paging
+/// by [`PAGE`].
+async fn synced(devices: usize) -> (TestService, CreatedToken) {
+    let env = TestService::start().await;
+    env.sim_post(
+        "/_sim/config",
+        json!({"limit_default": PAGE, "limit_maximum": PAGE}),
+    )
+    .await;
+    let token = env.create_token("acme", devices).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run["pages"].as_u64().unwrap() >= 2, "{run}");
+    (env, token)
+}
+
+/// Releases one device in Apple Business (Apple sends no event for it).
+async fn release_one(env: &TestService, token: &CreatedToken) -> String {
+    let released = env.sim_devices(&token.server_uuid).await[0]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{released}/release",
+            token.server_uuid
+        ),
+        json!({}),
+    )
+    .await;
+    released
+}
+
+/// Adds devices in Apple Business so the next delta has pages to fetch.
+async fn add_devices(env: &TestService, token: &CreatedToken, count: usize) {
+    env.sim_post(
+        &format!("/_sim/servers/{}/devices", token.server_uuid),
+        json!({ "count": count }),
+    )
+    .await;
+}
+
+async fn fault(env: &TestService, fault: Value) {
+    env.sim_post("/_sim/faults", fault).await;
+}
+
+/// Runs a manual sync of `kind` to its end; returns the run.
+async fn sync(env: &TestService, token: &CreatedToken, kind: &str) -> Value {
+    let reply = env.request_sync(token, kind).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_for_run(token, reply.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await
+}
+
+/// Every device Apple has is listed once; `released` (if it was released
+/// and a full sync has run since) is removed; counts agree.
+async fn assert_converged(env: &TestService, token: &CreatedToken, released: Option<&str>) {
+    let in_apple: HashSet<String> = env
+        .sim_devices(&token.server_uuid)
+        .await
+        .iter()
+        .map(|d| d["serial_number"].as_str().unwrap().to_owned())
+        .collect();
+    let active = env.all_devices(token, "&state=active").await;
+    let active_serials: HashSet<String> = active
+        .iter()
+        .map(|d| d["serial_number"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        active.len(),
+        active_serials.len(),
+        "a device is listed twice"
+    );
+    if let Some(released) = released {
+        let removed = env.all_devices(token, "&state=removed_from_apple").await;
+        assert!(
+            removed.iter().any(|d| d["serial_number"] == released),
+            "the released device must stay removed"
+        );
+    }
+    let missing: Vec<_> = in_apple.difference(&active_serials).collect();
+    let extra: Vec<_> = active_serials.difference(&in_apple).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "listed devices differ from Apple's: missing {missing:?}, extra {extra:?}"
+    );
+    let listed = env.all_devices(token, "").await.len() as u64;
+    assert_eq!(env.sync_status(token).await["device_count"], listed);
+}
+
+#[tokio::test]
+async fn a_401_during_a_run_reauthenticates_once_and_the_run_continues() {
+    let (env, token) = synced(300).await;
+    add_devices(&env, &token, 500).await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 401, "body": "UNAUTHORIZED", "times": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run["pages"].as_u64().unwrap() >= 3, "{run}");
+    assert_converged(&env, &token, None).await;
+    assert_eq!(env.sync_status(&token).await["device_count"], 800);
+}
+
+#[tokio::test]
+async fn terms_not_signed_marks_the_token_keeps_the_devices_and_clears_on_the_next_success() {
+    let (env, token) = synced(300).await;
+    env.sim_post(
+        &format!("/_sim/servers/{}/terms", token.server_uuid),
+        json!({"signed": false}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let shown = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["status"], "terms_not_signed", "{shown:?}");
+    assert!(
+        shown.body["status_message"]
+            .as_str()
+            .unwrap()
+            .contains("terms")
+    );
+    assert_eq!(env.all_devices(&token, "").await.len(), 300, "no data lost");
+
+    env.sim_post(
+        &format!("/_sim/servers/{}/terms", token.server_uuid),
+        json!({"signed": true}),
+    )
+    .await;
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["kind"], "full",
+        "a failed delta makes the next sync full: {run}"
+    );
+    let shown = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["status"], "ok", "{shown:?}");
+}
+
+#[tokio::test]
+async fn forbidden_after_a_redownload_marks_the_token_invalid_and_keeps_the_devices() {
+    let (env, token) = synced(300).await;
+    env.sim_post(
+        &format!("/_sim/servers/{}/token", token.server_uuid),
+        json!({}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let shown = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["status"], "token_invalid", "{shown:?}");
+    assert_eq!(env.all_devices(&token, "").await.len(), 300);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured() {
+    let (env, token) = synced(300).await;
+    add_devices(&env, &token, 300).await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 429, "body": "TOO_MANY_REQUESTS", "times": 1, "retry_after": 2}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After was not honoured"
+    );
+    assert_converged(&env, &token, None).await;
+}
+
+#[tokio::test]
+async fn bursts_of_server_errors_are_retried() {
+    let (env, token) = synced(300).await;
+    add_devices(&env, &token, 300).await;
+    // Within the test service's 4-second retry deadline for one Apple call.
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 503, "body": "", "times": 1}),
+    )
+    .await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 500, "body": "", "times": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_converged(&env, &token, None).await;
+}
+
+#[tokio::test]
+async fn a_response_slower_than_the_client_timeout_is_retried() {
+    let (env, token) = synced(300).await;
+    add_devices(&env, &token, 300).await;
+    // The test service gives Apple 2 seconds per answer.
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "delay_ms": 3_000, "times": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_converged(&env, &token, None).await;
+}
+
+#[tokio::test]
+async fn an_expired_cursor_turns_the_delta_into_a_full_sync_that_sweeps() {
+    let (env, token) = synced(400).await;
+    let released = release_one(&env, &token).await;
+    add_devices(&env, &token, 50).await;
+    // Apple keeps cursors 7 days; time passes for Apple and for us.
+    env.advance(8 * 24 * 3600).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "full", "{run}");
+    assert!(
+        run["warning"].as_str().unwrap().contains("expired"),
+        "{run}"
+    );
+    assert_converged(&env, &token, Some(&released)).await;
+}
+
+#[tokio::test]
+async fn an_invalid_cursor_turns_the_delta_into_a_full_sync() {
+    let (env, token) = synced(400).await;
+    let released = release_one(&env, &token).await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 400, "body": "INVALID_CURSOR", "times": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "full", "{run}");
+    assert_converged(&env, &token, Some(&released)).await;
+}
+
+#[tokio::test]
+async fn an_exhausted_cursor_on_sync_keeps_the_cursor_and_says_so() {
+    let (env, token) = synced(300).await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 400, "body": "EXHAUSTED_CURSOR", "times": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "delta", "{run}");
+    assert!(
+        run["warning"].as_str().unwrap().contains("exhausted"),
+        "{run}"
+    );
+    // The next delta continues from the kept cursor.
+    add_devices(&env, &token, 20).await;
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_converged(&env, &token, None).await;
+}
+
+#[tokio::test]
+async fn the_same_cursor_echoed_with_more_to_follow_stops_the_run_without_looping() {
+    let (env, token) = synced(300).await;
+    let item = env
+        .service
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&env.service.config.tables.tokens)
+        .key("account_id", AttributeValue::S("acme".into()))
+        .key("token_id", AttributeValue::S(token.token_id.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let cursor = item["cursor"].as_s().unwrap().clone();
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 200, "times": 1, "body": json!({
+            "cursor": cursor, "more_to_follow": true, "devices": [],
+            "fetched_until": chrono::Utc::now().to_rfc3339(),
+        }).to_string()}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["pages"], 1, "one request, no loop: {run}");
+    assert!(
+        run["warning"].as_str().unwrap().contains("same cursor"),
+        "{run}"
+    );
+    add_devices(&env, &token, 20).await;
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_converged(&env, &token, None).await;
+}
