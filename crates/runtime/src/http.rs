@@ -281,6 +281,72 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "30");
     }
 
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_without_details() {
+        use tower::ServiceExt;
+        let app = service(axum::Router::new().route(
+            "/boom",
+            axum::routing::get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("secret=hunter2 at table adesync-prod-tokens");
+                }
+                "unreachable"
+            }),
+        ));
+        let response = app
+            .oneshot(
+                http::Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("internal_error"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("adesync-prod"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_and_unknown_routes_answer_in_the_contracts_shape() {
+        use tower::ServiceExt;
+        let app = service(axum::Router::new().route(
+            "/echo",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        ));
+        let big = vec![b'x'; MAX_BODY_BYTES + 1];
+        let response = app
+            .clone()
+            .oneshot(
+                http::Request::post("/echo")
+                    .body(axum::body::Body::from(big))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let response = app
+            .oneshot(
+                http::Request::get("/nowhere")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "not_found");
+    }
+
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
         let err = ApiError::internal(&"table adesync-prod-tokens: secret=hunter2");
