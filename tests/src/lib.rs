@@ -20,6 +20,7 @@ use adesync_store::tokens::NewToken;
 use serde_json::Value;
 
 pub mod flows;
+pub mod logs;
 pub mod policies;
 
 pub use adesync_local;
@@ -47,6 +48,23 @@ pub struct TestOptions {
 pub struct TestService {
     pub service: LocalService,
     pub http: reqwest::Client,
+    log_mark: usize,
+}
+
+impl Drop for TestService {
+    /// No test may end with a secret in the logs — of this test or of any
+    /// other running alongside it.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let leaked = logs::secrets_since(self.log_mark);
+        assert!(
+            leaked.is_empty(),
+            "secrets were logged:\n{}",
+            leaked.join("\n")
+        );
+    }
 }
 
 impl TestService {
@@ -55,10 +73,10 @@ impl TestService {
     }
 
     pub async fn start_with(options: TestOptions) -> Self {
-        // Logs show with `RUST_LOG=info cargo test -- --nocapture`.
-        if std::env::var_os("RUST_LOG").is_some() {
-            adesync_runtime::logging::init();
-        }
+        // Every log line is kept (and shown with `RUST_LOG=info cargo test
+        // -- --nocapture`); dropping the service checks none holds a secret.
+        logs::capture();
+        let log_mark = logs::mark();
         let workspace = Workspace::locate().expect("the adesync checkout");
         let stage = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let service = LocalService::start(
@@ -90,6 +108,7 @@ impl TestService {
         .unwrap_or_else(|e| panic!("the local service did not start: {e:#}\n{HOW_TO_RUN}"));
         Self {
             service,
+            log_mark,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()

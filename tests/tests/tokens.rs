@@ -3,9 +3,6 @@
 //! the limits, and deleting it — through the runner, the simulator and the
 //! local AWS.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use adesync_apple::{AppleClient, AppleConfig, AppleError, RetryPolicy};
 use adesync_core::clock::Clock;
 use adesync_core::ids::{AccountId, RunId, TokenId};
@@ -31,55 +28,6 @@ fn acme() -> AccountId {
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Every log line of this test binary (the runner hosts the functions in
-/// process), at the level the functions log in production and debug for
-/// adesync's own crates.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture() -> Logs {
-        static LOGS: OnceLock<Logs> = OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Logs::default();
-            let writer = logs.clone();
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info,adesync=debug"))
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .try_init()
-                .expect("this test binary installs the only subscriber");
-            logs
-        })
-        .clone()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 /// Every answer of a test, kept to check that none carries a secret.
@@ -324,7 +272,8 @@ fn assert_no_secrets(transcript: &Transcript, token_files: &[String]) {
 
 #[tokio::test]
 async fn a_token_is_created_renewed_and_deleted_without_a_secret_in_any_answer() {
-    let logs = Logs::capture();
+    adesync_tests::logs::capture();
+    let log_mark = adesync_tests::logs::mark();
     let env = TestService::start().await;
     let account = acme();
     let store = env.store();
@@ -555,7 +504,7 @@ async fn a_token_is_created_renewed_and_deleted_without_a_secret_in_any_answer()
     assert_ne!(relinked.body["id"], token.as_str());
 
     assert_no_secrets(&walk.seen, &files);
-    let logged = logs.lines();
+    let logged = adesync_tests::logs::lines_since(log_mark);
     assert!(
         logged.iter().any(|line| line.contains("token created")),
         "the service's logs are captured"
