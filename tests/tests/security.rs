@@ -101,6 +101,112 @@ fn routes() -> Vec<Route> {
             true,
             Scope::Token,
         ),
+        // Enrollment policies.
+        Route {
+            body: Some(json!({"name": "Sales", "url": "https://mdm.acme.test/enroll"})),
+            ..route(
+                Method::POST,
+                "/v1/tokens/{token}/policies",
+                true,
+                Scope::Token,
+            )
+        },
+        route(
+            Method::GET,
+            "/v1/tokens/{token}/policies",
+            false,
+            Scope::Token,
+        ),
+        Route {
+            owner_succeeds: false,
+            ..route(
+                Method::GET,
+                "/v1/tokens/{token}/policies/P0000",
+                false,
+                Scope::Token,
+            )
+        },
+        Route {
+            body: Some(json!({"name": "Renamed"})),
+            ..route(
+                Method::PATCH,
+                "/v1/tokens/{token}/policies/P0000",
+                true,
+                Scope::Token,
+            )
+        },
+        route(
+            Method::DELETE,
+            "/v1/tokens/{token}/policies/P0000",
+            true,
+            Scope::Token,
+        ),
+        Route {
+            body: Some(json!({"serials": ["C02TEST00001"]})),
+            ..route(
+                Method::POST,
+                "/v1/tokens/{token}/policies/P0000/devices",
+                true,
+                Scope::Token,
+            )
+        },
+        Route {
+            body: Some(json!({"policy_id": "P0000"})),
+            ..route(
+                Method::PUT,
+                "/v1/tokens/{token}/default-policy",
+                true,
+                Scope::Token,
+            )
+        },
+        // Re-enroll actions and device users.
+        route(
+            Method::POST,
+            "/v1/tokens/{token}/devices/C02TEST00001/actions/wipe",
+            true,
+            Scope::Token,
+        ),
+        Route {
+            body: Some(json!({"user_id": "ada@acme.test"})),
+            ..route(
+                Method::PUT,
+                "/v1/tokens/{token}/devices/C02TEST00001/user",
+                true,
+                Scope::Token,
+            )
+        },
+        // Licenses and enrollments (the caller's account).
+        Route {
+            body: Some(json!({"licensed": true})),
+            ..route(
+                Method::PUT,
+                "/v1/licenses/users/ada@acme.test",
+                true,
+                Scope::Account,
+            )
+        },
+        Route {
+            body: Some(json!({"licensed": true})),
+            ..route(
+                Method::PUT,
+                "/v1/licenses/devices/C02TEST00001",
+                true,
+                Scope::Account,
+            )
+        },
+        Route {
+            body: Some(json!({"serial": "C02TEST00001"})),
+            ..route(Method::POST, "/v1/enrollments", true, Scope::Account)
+        },
+        Route {
+            owner_succeeds: false,
+            ..route(
+                Method::GET,
+                "/v1/enrollments/01ARZ3NDEKTSV4RRFFQ69G5FAV/profile",
+                false,
+                Scope::Account,
+            )
+        },
     ]
 }
 

@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`Version`]: the total order of observations of one device, and its sortable text.
 //! - [`DeviceRecord`], [`Observation`], [`AppleAttributes`]: one record as the worker sends it.
-//! - [`Device`], [`DeviceState`]: what is stored per serial number.
+//! - [`Device`], [`DeviceState`]: what is stored per serial number; [`Management`]: its
+//!   MDM side (profile assignment, enrollment state, user), which sync carries over.
 //! - [`decide`] / [`decide_all`] → [`Decision`]: what one record / one batch changes.
 //! - [`group_by_serial`]: a batch split per device, for one read and one write each.
 //! - [`release`]: the end-of-full-sync sweep of devices the snapshot did not contain.
@@ -71,7 +72,9 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{PolicyId, Serial};
+use crate::assignment::Assignment;
+use crate::enrollment::{DeviceAction, EnrollmentState};
+use crate::ids::{PolicyId, Serial, UserId};
 
 /// The shortest time a device released from Apple Business stays listed as removed.
 pub const REMOVED_LIFETIME_MIN: Duration = Duration::days(30);
@@ -349,8 +352,27 @@ pub struct Device {
     /// The enrollment policy assigned by the service. Sync keeps it as is; a delete
     /// clears it (the device left management), so it does not count against the policy.
     pub policy_id: Option<PolicyId>,
+    /// What the MDM side knows besides Apple's view. Sync carries it over unchanged;
+    /// an administrator's delete clears it with the policy.
+    pub management: Management,
     /// When the service first stored it (or brought it back after an admin delete).
     pub first_seen_at: DateTime<Utc>,
+}
+
+/// The MDM side of a device: its profile assignment in Apple, its enrollment state and
+/// its user. The importer never decides these; it writes them back as it read them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Management {
+    /// Where assigning its policy's profile in Apple stands (`None`: no policy, or a
+    /// policy given before assignments were tracked).
+    pub assignment: Option<Assignment>,
+    /// Whether it enrolled, and what re-enroll actions did since.
+    pub enrollment: EnrollmentState,
+    /// The last re-enroll action recorded, and when the enrollment state last changed.
+    pub last_action: Option<DeviceAction>,
+    pub enrollment_changed_at: Option<DateTime<Utc>>,
+    /// The user associated with the device (licensing: a licensed user covers it).
+    pub user_id: Option<UserId>,
 }
 
 impl Device {
@@ -377,6 +399,7 @@ impl Device {
             deletes_at,
             deleted_at,
             policy_id,
+            management,
             first_seen_at,
         } = self;
         *serial == other.serial
@@ -386,6 +409,7 @@ impl Device {
             && *deletes_at == other.deletes_at
             && *deleted_at == other.deleted_at
             && *policy_id == other.policy_id
+            && *management == other.management
             && *first_seen_at == other.first_seen_at
     }
 
@@ -585,7 +609,8 @@ pub enum AdminDeleteError {
 /// The tombstone hides the device and ignores every record observed up to the delete;
 /// changes after it are kept hidden; an `added` or snapshot record observed after it
 /// brings the device back ("it reappears on the next full sync": unassign it in Apple
-/// Business first to keep it away). The policy is cleared, and the tombstone expires
+/// Business first to keep it away). The policy is cleared with the rest of the MDM side
+/// ([`Management`]: the device left management), and the tombstone expires
 /// [`TOMBSTONE_LIFETIME`] later.
 pub fn admin_delete(current: &Device, now: DateTime<Utc>) -> Result<Device, AdminDeleteError> {
     if !current.is_listed(now) {
@@ -602,6 +627,7 @@ pub fn admin_delete(current: &Device, now: DateTime<Utc>) -> Result<Device, Admi
     tombstone.removed_at = None;
     tombstone.deleted_at = Some(deleted_at);
     tombstone.policy_id = None;
+    tombstone.management = Management::default();
     tombstone.deletes_at = tombstone.lifetime_end();
     Ok(tombstone)
 }
@@ -650,6 +676,7 @@ fn first_sight(record: &DeviceRecord, now: DateTime<Utc>) -> Device {
         deletes_at: None,
         deleted_at: None,
         policy_id: None,
+        management: Management::default(),
         first_seen_at: now,
     };
     device.deletes_at = device.lifetime_end();
@@ -688,6 +715,7 @@ fn observe(current: &Device, record: &DeviceRecord, now: DateTime<Utc>) -> Decis
                 .max(Some(current.tombstone_barrier()));
             next.deleted_at = None;
             next.policy_id = None;
+            next.management = Management::default();
             next.first_seen_at = now;
             next.listed_state()
         }
@@ -965,11 +993,57 @@ mod tests {
         }
     }
 
+    fn managed() -> Management {
+        Management {
+            assignment: Some(crate::assignment::Assignment::pending(t(0))),
+            enrollment: EnrollmentState::Enrolled,
+            last_action: Some(DeviceAction::Wipe),
+            enrollment_changed_at: Some(t(0)),
+            user_id: Some(UserId::parse("ada@example.com").unwrap()),
+        }
+    }
+
+    #[test]
+    fn sync_keeps_the_management_side() {
+        let mut current = stored(&[added(1, "A")]);
+        current.policy_id = Some(PolicyId::parse("p1").unwrap());
+        current.management = managed();
+        for record in [
+            modified(2, "B"),
+            deleted(2),
+            snapshot(2, "A"),
+            added(2, "C"),
+        ] {
+            let device = decide(Some(&current), &record, now()).into_write().unwrap();
+            assert_eq!(device.management, managed(), "{record:?}");
+        }
+        let swept = release(&current, v(5, 0), now()).into_write().unwrap();
+        assert_eq!(swept.state, DeviceState::RemovedFromApple);
+        assert_eq!(swept.management, managed());
+        assert_eq!(swept.policy_id, current.policy_id);
+    }
+
+    #[test]
+    fn the_management_side_is_content_not_bookkeeping() {
+        let current = stored(&[added(1, "A")]);
+        let mut other = current.clone();
+        other.management.user_id = Some(UserId::parse("bob").unwrap());
+        assert!(!current.same_content(&other));
+        // A record that only moves the version stays a refresh with it set.
+        let mut managed_device = current.clone();
+        managed_device.management = managed();
+        assert!(matches!(
+            decide(Some(&managed_device), &added(2, "A"), now()),
+            Decision::Refresh(device) if device.management == managed()
+        ));
+    }
+
     // Rule 5: an administrator's delete.
 
     fn tombstone_at(seconds: i64) -> Device {
         let mut device = stored(&[added(1, "A")]);
         device.policy_id = Some(PolicyId::parse("p1").unwrap());
+        device.management = managed();
         admin_delete(&device, t(seconds)).unwrap()
     }
 
@@ -982,6 +1056,7 @@ mod tests {
         assert_eq!(tombstone.deleted_at, Some(t(100)));
         assert_eq!(tombstone.deletes_at, Some(t(100) + TOMBSTONE_LIFETIME));
         assert_eq!(tombstone.policy_id, None);
+        assert_eq!(tombstone.management, Management::default());
         assert!(tombstone.version > v(100, u64::MAX - 1));
         // A removed device may be deleted before its date, too.
         let removed = stored(&[added(1, "A"), deleted(2)]);
@@ -1046,6 +1121,7 @@ mod tests {
         assert_eq!(device.attributes, attrs("B"));
         assert_eq!((device.deleted_at, device.deletes_at), (None, None));
         assert_eq!(device.policy_id, None);
+        assert_eq!(device.management, Management::default());
         assert_eq!(device.first_seen_at, now());
     }
 
@@ -1608,6 +1684,26 @@ mod tests {
                     ),
                     _ => prop_assert_eq!(device, expected),
                 }
+            }
+
+            /// Sync never touches the MDM side: whatever the records and their order, a
+            /// device keeps its assignment, enrollment state and user (only an
+            /// administrator's delete, not modelled here, clears them).
+            #[test]
+            fn sync_carries_the_management_side_over(
+                start in start(),
+                records in records(8),
+                keys in proptest::collection::vec(any::<u16>(), 8),
+                extra in proptest::collection::vec((any::<Index>(), any::<u16>()), 0..8),
+            ) {
+                let Some(mut start) = start else { return Ok(()) };
+                prop_assume!(start.state != DeviceState::DeletedByAdmin);
+                start.management = managed();
+                let delivered = deliveries(&records, &keys, &extra);
+                let device = apply(Some(start), &delivered).unwrap();
+                prop_assert_eq!(&device.management, &managed());
+                let swept = release(&device, v(40, 0), now()).into_write().unwrap_or(device);
+                prop_assert_eq!(swept.management, managed());
             }
 
             /// (b) A released device is deleted 30 to 45 days later, whatever its serial.

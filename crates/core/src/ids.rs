@@ -140,6 +140,28 @@ id_type!(
     |c: char| id_char(c) || c == '.' || c == '@'
 );
 
+id_type!(
+    /// An enrollment of a device (its SCEP challenge and management profile).
+    EnrollmentId,
+    "an enrollment id",
+    64,
+    "letters, digits, '-' and '_'",
+    id_char
+);
+
+impl EnrollmentId {
+    /// A new, unguessable enrollment id that also says when it was issued.
+    pub fn new_at(now: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(ulid::Ulid::from_datetime(now.into()).to_string())
+    }
+
+    /// When the id was issued, if it is one of ours (a ULID).
+    pub fn issued_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let ulid = ulid::Ulid::from_string(&self.0).ok()?;
+        chrono::DateTime::from_timestamp_millis(i64::try_from(ulid.timestamp_ms()).ok()?)
+    }
+}
+
 impl RunId {
     /// A new run id that sorts by its start time, so a token's runs list
     /// newest-first with a plain key-ordered query.
@@ -194,6 +216,14 @@ mod tests {
         let a = RunId::new_at(t0);
         let b = RunId::new_at(t1);
         assert!(a < b);
+    }
+
+    #[test]
+    fn enrollment_ids_tell_when_they_were_issued() {
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let id = EnrollmentId::new_at(t0);
+        assert_eq!(id.issued_at(), Some(t0));
+        assert_eq!(EnrollmentId::parse("not-a-ulid").unwrap().issued_at(), None);
     }
 
     #[test]

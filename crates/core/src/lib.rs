@@ -7,13 +7,21 @@
 //! - [`cursor`]: the fetch → sync state machine over Apple's device cursors.
 //! - [`device`]: what the importer stores for each device record (versions, releases, admin deletes).
 //! - [`token`]: token names, expiry and health, the per-account token limit, certificate re-issue.
+//! - [`policy`]: enrollment policy settings, validated as Apple validates profiles; limits.
+//! - [`assignment`]: a device's profile assignment in Apple, retries, the default policy.
+//! - [`enrollment`]: re-enroll actions and enrollment state; the SCEP challenge's lifetime.
+//! - [`license`]: who may enroll, license-wise.
 //!
 //! Nothing here performs I/O: adapters (DynamoDB, SQS, Apple) enforce these rules
 //! with conditional writes and call back into them to explain refusals.
 
+pub mod assignment;
 pub mod clock;
 pub mod cursor;
 pub mod device;
+pub mod enrollment;
 pub mod ids;
+pub mod license;
+pub mod policy;
 pub mod sync;
 pub mod token;

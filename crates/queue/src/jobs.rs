@@ -1,4 +1,10 @@
-//! Sync jobs: "run this step of this run".
+//! Jobs of the `sync-jobs` queue, consumed by the sync worker:
+//! - [`SyncJob`]: "run this step of this run";
+//! - [`AssignJob`]: "send this token's due profile assignments to Apple".
+//!
+//! [`Job::decode`] reads either. A sync job's JSON is unchanged (no tag), so messages
+//! queued before assignment jobs existed still decode; an assignment job says
+//! `"job": "assign"`.
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::sync::{SyncKind, Trigger};
@@ -29,7 +35,73 @@ impl SyncJob {
     }
 }
 
+/// Assign a token's due profile assignments with Apple: define profiles of changed
+/// policies, move their devices to the new profiles, then send every pending or
+/// due-for-retry device in requests of at most 1,000 serials. Which devices is read
+/// from the devices' state, not from the message, so a repeated job does nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignJob {
+    /// Always `"assign"`: tells this job from a [`SyncJob`].
+    pub job: AssignTag,
+    pub account_id: AccountId,
+    pub token_id: TokenId,
+    /// 0 for the first step; a step nearing its deadline queues the next one.
+    #[serde(default)]
+    pub step: u32,
+}
+
+/// The tag of an [`AssignJob`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignTag {
+    #[default]
+    Assign,
+}
+
+impl AssignJob {
+    pub fn new(account_id: AccountId, token_id: TokenId) -> Self {
+        Self {
+            job: AssignTag::Assign,
+            account_id,
+            token_id,
+            step: 0,
+        }
+    }
+}
+
+/// Any message of the sync-jobs queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    Sync(SyncJob),
+    Assign(AssignJob),
+}
+
+impl Job {
+    /// Reads a message body: an assignment job if it says `"job": "assign"`, else a
+    /// sync job.
+    pub fn decode(body: &str) -> Result<Self, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(body)?;
+        if value.get("job").is_some() {
+            Ok(Job::Assign(serde_json::from_value(value)?))
+        } else {
+            Ok(Job::Sync(serde_json::from_value(value)?))
+        }
+    }
+}
+
 impl Queues {
+    /// Queues an assignment job.
+    pub async fn send_assign_job(&self, job: &AssignJob) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.sync_jobs_url)
+            .message_body(serde_json::to_string(job)?)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("SendMessage(assign job)", e))?;
+        Ok(())
+    }
+
     /// Queues a sync job.
     pub async fn send_sync_job(&self, job: &SyncJob) -> Result<(), QueueError> {
         self.client
@@ -61,5 +133,23 @@ mod tests {
         assert_eq!(SyncJob::decode(&text).unwrap(), job);
         let hostile = text.replace("\"t1\"", "\"../t1\"");
         assert!(SyncJob::decode(&hostile).is_err());
+        // A sync job reads as one through the queue's decoder too.
+        assert_eq!(Job::decode(&text).unwrap(), Job::Sync(job));
+    }
+
+    #[test]
+    fn assignment_jobs_are_told_apart_and_checked() {
+        let job = AssignJob::new(
+            AccountId::parse("acme").unwrap(),
+            TokenId::parse("t1").unwrap(),
+        );
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains("\"job\":\"assign\""), "{text}");
+        assert_eq!(Job::decode(&text).unwrap(), Job::Assign(job));
+        assert!(Job::decode(&text.replace("\"assign\"", "\"erase\"")).is_err());
+        assert!(Job::decode(&text.replace("\"t1\"", "\"../t1\"")).is_err());
+        // A message from before assignment jobs existed still decodes.
+        let old = r#"{"account_id":"acme","token_id":"t1","run_id":"r1","kind":"delta","trigger":"scheduled"}"#;
+        assert!(matches!(Job::decode(old).unwrap(), Job::Sync(_)));
     }
 }

@@ -3,8 +3,9 @@
 //! # Layout
 //! - [`batches`]: the `device-batches` FIFO queue: device records of a run
 //!   in Apple's order, then an end-of-run marker.
-//! - [`jobs`]: the `sync-jobs` queue: one message per run step, consumed by
-//!   the sync worker (a run re-queues its own continuation).
+//! - [`jobs`]: the `sync-jobs` queue: one message per run step, or per
+//!   assignment pass of a token, consumed by the sync worker (a run re-queues
+//!   its own continuation).
 //!
 //! This crate owns the wire format of every message: producers and
 //! consumers both go through these types, so they cannot drift apart.

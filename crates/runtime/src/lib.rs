@@ -11,12 +11,15 @@
 //! - [`http`]: the error body of the HTTP contract and the status of each
 //!   error, chosen in one place.
 //! - [`sqs`]: the partial-batch runner for SQS consumers.
+//! - [`routes`]: a router that lists its routes (the OpenAPI document is
+//!   checked against that list).
 
 pub mod aws;
 pub mod caller;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod routes;
 pub mod sqs;
 
 pub use caller::{Caller, Role};

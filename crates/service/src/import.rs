@@ -207,9 +207,15 @@ impl Importer {
                     }
                 })
                 .collect();
-            let moves =
-                crate::assign::prepare_writes(&self.store, token, default, &stored, &mut writes, now)
-                    .await?;
+            let moves = crate::assign::prepare_writes(
+                &self.store,
+                token,
+                default,
+                &stored,
+                &mut writes,
+                now,
+            )
+            .await?;
             // The crash point splits the writes: the first half lands.
             let (first, rest) = split_half(writes);
             let mut outcome = self.store.write_devices(token, first).await?;

@@ -10,13 +10,20 @@
 //! - [`worker`]: one step of a run: page Apple, fan devices out, save the cursor.
 //! - [`faults`]: crash points fault tests arm (never armed in Lambda).
 //! - [`import`]: apply device batches idempotently; close runs, sweep, recount.
+//! - [`policies`]: enrollment policies, the default policy, assigning devices to a policy.
+//! - [`assign`]: profile assignment with Apple: the importer's default-policy hook, the
+//!   assignment job and its retry sweep.
+//! - [`enroll`]: re-enroll actions, device users, licenses, enrollments and SCEP challenges.
 //!
 //! Handlers in `functions/*` parse their event, call one operation here and
 //! map its result; the operations never see an HTTP request or an SQS event.
 
 pub mod accounts;
+pub mod assign;
+pub mod enroll;
 pub mod faults;
 pub mod import;
+pub mod policies;
 pub mod schedule;
 pub mod start;
 pub mod tokens;

@@ -1,6 +1,7 @@
 //! The scheduler's sweeps: every 12 hours a delta sync of every token; every
 //! hour a full sync of each token whose 7 days have passed (or whose last
-//! delta failed). Each start is the same conditional claim a manual sync
+//! delta failed); every hour an assignment job for each token with profile
+//! assignments due (see [`crate::assign::sweep`]). Each start is the same conditional claim a manual sync
 //! makes, so a sweep overlapping a running sync changes nothing.
 
 use adesync_core::sync::{self, SyncKind, SyncRequest, Trigger};
@@ -49,6 +50,11 @@ pub async fn run_sweep(
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     if sweep == Sweep::Assignments {
+        let assignments = crate::assign::sweep(store, queues, now).await?;
+        report.tokens = assignments.tokens;
+        report.started = assignments.queued;
+        report.skipped = assignments.skipped;
+        report.failed = assignments.failed;
         return Ok(report);
     }
     let mut after = None;

@@ -125,8 +125,8 @@ impl Worker {
                     SyncKind::Full => Walk::full(),
                     SyncKind::Delta => Walk::delta(view.position.as_ref()),
                 };
-                let new_token = walk.is_full()
-                    && !self.store.token_has_devices(&job.token_id).await?;
+                let new_token =
+                    walk.is_full() && !self.store.token_has_devices(&job.token_id).await?;
                 let state = RunState {
                     snapshot_at: None,
                     seq_base: seq_base(now),

@@ -9,6 +9,10 @@
 //! - [`runs`]: run history and progress counters.
 //! - [`accounts`]: account items: the key pair, the token counter, server links.
 //! - [`tokens`]: token items: create, read, renew, delete; status and secrets.
+//! - [`policies`]: enrollment policies and the counters of their limits (1,000 per
+//!   token, 200,000 devices per policy), changed in the same transaction as what they count.
+//! - [`assignments`]: the indexes of assignments due for Apple and of serial numbers.
+//! - [`enrollments`]: licenses, and enrollments with their 15-minute SCEP challenge.
 //! - [`attrs`]: reading and writing typed values in DynamoDB items.
 //!
 //! Every rule that must hold across concurrent callers is a condition
@@ -17,10 +21,13 @@
 //! is handed to the pure rule in `adesync-core` to explain the refusal.
 
 pub mod accounts;
+pub mod assignments;
 pub mod attrs;
 pub mod claims;
 pub mod devices;
+pub mod enrollments;
 mod error;
+pub mod policies;
 pub mod progress;
 pub mod runs;
 pub mod tokens;

@@ -6,19 +6,18 @@
 
 use std::sync::Arc;
 
+use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_secrets::VaultError;
 use adesync_service::accounts::{self, AccountKeyError};
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use crate::Api;
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new().route("/v1/public-key", get(public_key))
+pub fn routes() -> Routes<Arc<Api>> {
+    Routes::new().get("/v1/public-key", public_key)
 }
 
 #[tracing::instrument(skip_all, fields(account = %caller.account))]

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use adesync_core::device::{self, Device, DeviceState};
+use adesync_core::enrollment::EnrollmentState;
 use adesync_core::ids::{PolicyId, Serial, TokenId};
 use adesync_runtime::http::{DevicePath, TokenPath};
+use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_store::devices::{DeviceWrite, Stored};
+use adesync_store::policies::CountedWrite;
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,13 +20,11 @@ use serde_json::{Value, json};
 use crate::Api;
 use crate::status::owned_token;
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/v1/tokens/{token_id}/devices", get(list))
-        .route(
-            "/v1/tokens/{token_id}/devices/{serial}",
-            get(show).delete(delete),
-        )
+pub fn routes() -> Routes<Arc<Api>> {
+    Routes::new()
+        .get("/v1/tokens/{token_id}/devices", list)
+        .get("/v1/tokens/{token_id}/devices/{serial}", show)
+        .delete("/v1/tokens/{token_id}/devices/{serial}", delete)
 }
 
 /// The warning every device deletion carries (product.md "Device lifecycle").
@@ -34,9 +34,28 @@ fn at(time: Option<DateTime<Utc>>) -> Value {
     time.map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
+/// The `state` the API shows: Apple's view, except that an active device retired
+/// and waiting for its factory reset shows `pending_reset`.
+pub fn shown_state(device: &Device) -> &'static str {
+    match (device.state, device.management.enrollment) {
+        (DeviceState::Active, EnrollmentState::PendingReset) => "pending_reset",
+        (state, _) => state.as_str(),
+    }
+}
+
 /// A device as the API shows it.
 pub fn device_json(device: &Device) -> Value {
     let a = &device.attributes;
+    let m = &device.management;
+    let state = shown_state(device);
+    let assignment = m.assignment.as_ref().map(|assignment| {
+        json!({
+            "status": assignment.status.as_str(),
+            "at": assignment.at.to_rfc3339(),
+            "profile_uuid": assignment.profile_uuid,
+            "retry_after": at(assignment.retry_at),
+        })
+    });
     json!({
         "serial_number": device.serial,
         "model": a.model,
@@ -50,7 +69,12 @@ pub fn device_json(device: &Device) -> Value {
         "device_assigned_by": a.device_assigned_by,
         "device_assigned_date": a.device_assigned_date,
         "policy_id": device.policy_id,
-        "state": device.state.as_str(),
+        "assignment": assignment,
+        "state": state,
+        "enrollment_state": m.enrollment.as_str(),
+        "last_action": m.last_action.map(|a| a.as_str()),
+        "enrollment_changed_at": at(m.enrollment_changed_at),
+        "user_id": m.user_id,
         "removed_at": at(device.removed_at),
         "deletes_at": at(device.deletes_at),
         "first_seen_at": device.first_seen_at.to_rfc3339(),
@@ -98,12 +122,11 @@ async fn list(
     }
     let state = match query.state.as_deref() {
         None => None,
-        Some("active") => Some(DeviceState::Active),
-        Some("removed_from_apple") => Some(DeviceState::RemovedFromApple),
+        Some(shown @ ("active" | "removed_from_apple" | "pending_reset")) => Some(shown),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
-                "state must be active or removed_from_apple.",
+                "state must be active, removed_from_apple or pending_reset.",
             ));
         }
     };
@@ -151,7 +174,7 @@ async fn list(
             }
         };
         for Stored { device, .. } in page {
-            let wanted = device.is_listed(now) && state.is_none_or(|s| s == device.state);
+            let wanted = device.is_listed(now) && state.is_none_or(|s| s == shown_state(&device));
             if wanted && (devices.len() as u32) < limit {
                 after = Some(device.serial.clone());
                 devices.push(device_json(&device));
@@ -209,13 +232,17 @@ async fn delete(
         let stored = read_device(&api, &token, &serial, now).await?;
         let tombstone =
             device::admin_delete(&stored.device, now).map_err(|_| ApiError::not_found("device"))?;
+        // The delete clears the policy: its count goes down in the same transaction.
         let written = api
             .store
-            .write_devices(
+            .write_devices_counted(
                 &token,
-                vec![DeviceWrite {
-                    device: tombstone,
-                    expected: Some(stored.revision),
+                vec![CountedWrite {
+                    write: DeviceWrite {
+                        device: tombstone,
+                        expected: Some(stored.revision),
+                    },
+                    from: stored.device.policy_id.clone(),
                 }],
             )
             .await

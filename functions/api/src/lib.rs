@@ -7,12 +7,16 @@
 //! - [`tokens`]: create, list, show, renew and delete tokens.
 //! - [`status`]: sync status and run history.
 //! - [`devices`]: device listing, details and deletion.
+//! - [`policies`]: enrollment policies, the default policy, assigning devices.
+//! - [`enrollments`]: re-enroll actions, device users, licenses, enrollments.
 //!
 //! Each module parses its requests, calls one operation of
 //! `adesync-service` and maps the result; statuses are chosen there.
 
 pub mod accounts;
 pub mod devices;
+pub mod enrollments;
+pub mod policies;
 pub mod status;
 pub mod tokens;
 
@@ -23,9 +27,9 @@ use adesync_core::clock::SharedClock;
 use adesync_queue::Queues;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
+use adesync_runtime::routes::{Route, Routes};
 use adesync_secrets::Vault;
 use adesync_store::Store;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -58,14 +62,30 @@ impl Api {
     }
 }
 
-/// The routes this function serves.
-pub fn routes(state: Arc<Api>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
+/// The routes of this function built with [`Routes`], which lists them:
+/// docs/openapi.yaml is checked against [`route_list`].
+fn listed_routes() -> Routes<Arc<Api>> {
+    Routes::new()
+        .get("/v1/health", health)
         .merge(accounts::routes())
         .merge(tokens::routes())
         .merge(status::routes())
         .merge(devices::routes())
+}
+
+/// Every listed route this function serves (method, path template).
+pub fn route_list() -> Vec<Route> {
+    listed_routes().list().to_vec()
+}
+
+/// The routes this function serves.
+pub fn routes(state: Arc<Api>) -> Router {
+    listed_routes()
+        .into_router()
+        // Not listed yet: these join `listed_routes` (building their routers
+        // with `Routes`) together with their entries in docs/openapi.yaml.
+        .merge(policies::routes())
+        .merge(enrollments::routes())
         .with_state(state)
 }
 

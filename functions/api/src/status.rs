@@ -5,23 +5,23 @@ use std::sync::Arc;
 use adesync_core::ids::TokenId;
 use adesync_core::sync::{self, LARGE_TOKEN_DEVICES, SyncKind};
 use adesync_runtime::http::TokenPath;
+use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::start::LARGE_TOKEN_WARNING;
 use adesync_store::claims::SyncView;
 use adesync_store::runs::RunRecord;
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Api;
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/v1/tokens/{token_id}/sync", get(sync_status))
-        .route("/v1/tokens/{token_id}/runs", get(runs))
+pub fn routes() -> Routes<Arc<Api>> {
+    Routes::new()
+        .get("/v1/tokens/{token_id}/sync", sync_status)
+        .get("/v1/tokens/{token_id}/runs", runs)
 }
 
 /// Reads the token's sync view, answering 404 for anything the caller's

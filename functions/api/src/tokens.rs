@@ -14,19 +14,19 @@ use std::sync::Arc;
 use adesync_apple::AppleError;
 use adesync_core::ids::TokenId;
 use adesync_core::token::{self, MAX_TOKENS_PER_ACCOUNT, ShownStatus};
+use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::tokens::{
     self as service, Adapters, Created, FirstSync, RenewalUpload, TokenError, TokenUpload,
 };
 use adesync_store::tokens::TokenRecord;
 use adesync_tokenfile::TokenFileError;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -35,11 +35,13 @@ use serde_json::{Value, json};
 use crate::Api;
 use crate::accounts::{account_key_error, vault_error};
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/v1/tokens", get(list).post(create))
-        .route("/v1/tokens/{token_id}", get(show).delete(delete))
-        .route("/v1/tokens/{token_id}/renewal", put(renew))
+pub fn routes() -> Routes<Arc<Api>> {
+    Routes::new()
+        .get("/v1/tokens", list)
+        .post("/v1/tokens", create)
+        .get("/v1/tokens/{token_id}", show)
+        .delete("/v1/tokens/{token_id}", delete)
+        .put("/v1/tokens/{token_id}/renewal", renew)
 }
 
 /// Default and largest page of `GET /v1/tokens`.
@@ -87,7 +89,7 @@ fn token_id(path: Result<Path<String>, PathRejection>) -> Result<TokenId, ApiErr
 }
 
 /// The request body, with the size cap answered in the contract's shape.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -107,7 +109,10 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
     adesync_runtime::http::parse_object(body).map_err(|problem| {
         ApiError::bad_request(
             "invalid_request",

@@ -28,6 +28,11 @@ pub fn importer(
         store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
         clock,
         faults,
+        queues: adesync_queue::Queues::new(
+            clients.sqs.clone(),
+            &config.sync_jobs_queue_url,
+            &config.device_batches_queue_url,
+        ),
     })
 }
 

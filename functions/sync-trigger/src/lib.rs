@@ -12,6 +12,7 @@ use adesync_core::sync::{Refusal, SyncKind, SyncRequest, Trigger};
 use adesync_queue::Queues;
 use adesync_runtime::aws::Clients;
 use adesync_runtime::http::TokenPath;
+use adesync_runtime::routes::{Route, Routes};
 use adesync_runtime::{ApiError, Caller, Config};
 use adesync_service::start::{StartError, Started, start_sync};
 use adesync_store::Store;
@@ -20,7 +21,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -46,11 +46,20 @@ impl SyncTrigger {
     }
 }
 
+/// The routes of this function, listed: docs/openapi.yaml is checked
+/// against [`route_list`].
+fn listed_routes() -> Routes<Arc<SyncTrigger>> {
+    Routes::new().post("/v1/tokens/{token_id}/sync", trigger)
+}
+
+/// Every route this function serves (method, path template).
+pub fn route_list() -> Vec<Route> {
+    listed_routes().list().to_vec()
+}
+
 /// The routes this function serves.
 pub fn routes(state: Arc<SyncTrigger>) -> Router {
-    Router::new()
-        .route("/v1/tokens/{token_id}/sync", post(trigger))
-        .with_state(state)
+    listed_routes().into_router().with_state(state)
 }
 
 #[derive(Debug, Deserialize, Default)]

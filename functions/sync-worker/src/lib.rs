@@ -1,4 +1,5 @@
-//! The sync-worker function: SQS `sync-jobs` → one step of a run.
+//! The sync-worker function: SQS `sync-jobs` → one step of a run, or one step of
+//! a token's profile assignments with Apple (`adesync_service::assign`).
 //!
 //! A job that cannot be read (a bad message) fails alone and ends in the
 //! dead-letter queue; a step that fails for a passing reason (DynamoDB,
@@ -11,7 +12,7 @@ use std::time::Instant;
 use adesync_apple::{AppleClient, AppleError};
 use adesync_core::clock::SharedClock;
 use adesync_queue::Queues;
-use adesync_queue::jobs::SyncJob;
+use adesync_queue::jobs::Job;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
 use adesync_secrets::Vault;
@@ -44,17 +45,31 @@ pub fn worker(
 /// Handles one SQS event (the template sets `BatchSize: 1`; more work too).
 pub async fn handle(worker: &Worker, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
     adesync_runtime::sqs::run_batch(event, 1, |message: SqsMessage| async move {
-        let job = SyncJob::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {
+        let job = Job::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {
             format!(
-                "not a sync job: {}",
+                "not a sync or assignment job: {}",
                 adesync_runtime::http::json_problem(&e)
             )
         })?;
-        worker
-            .run_step(&job, deadline)
-            .await
-            .map(|end| tracing::info!(?end, "sync step done"))
-            .map_err(|e| e.to_string())
+        match job {
+            Job::Sync(job) => worker
+                .run_step(&job, deadline)
+                .await
+                .map(|end| tracing::info!(?end, "sync step done"))
+                .map_err(|e| e.to_string()),
+            Job::Assign(job) => {
+                let adapters = adesync_service::assign::Adapters {
+                    store: &worker.store,
+                    queues: &worker.queues,
+                    vault: &worker.vault,
+                    apple: &worker.apple,
+                };
+                adesync_service::assign::run_job(adapters, &job, worker.clock.now(), deadline)
+                    .await
+                    .map(|report| tracing::info!(?report, "assignment step done"))
+                    .map_err(|e| e.to_string())
+            }
+        }
     })
     .await
 }

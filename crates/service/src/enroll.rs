@@ -1,0 +1,279 @@
+//! Enrollment: re-enroll actions, device users, licenses, and ADE enrollments with
+//! their 15-minute SCEP challenge.
+//!
+//! The rules are pure functions of `adesync_core` (`enrollment::apply`,
+//! `license::check`); this module gathers their facts and writes their outcome, each
+//! device write conditional on the revision it read (a sync importing the device at
+//! the same moment makes the loser read again).
+
+use adesync_core::device::{Device, DeviceState};
+use adesync_core::enrollment::{
+    self, DeviceAction, EnrollmentState, InvalidAction, SCEP_CHALLENGE_LIFETIME, ScepChallenge,
+};
+use adesync_core::ids::{AccountId, EnrollmentId, Serial, TokenId, UserId};
+use adesync_core::license::{self, LicenseFacts, LicenseNeeded};
+use adesync_store::devices::{DeviceWrite, Stored};
+use adesync_store::enrollments::{EnrollmentRecord, EnrollmentUse, Licensee};
+use adesync_store::policies::PolicyRecord;
+use adesync_store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+
+/// Rounds of re-reading a device a sync changed under us.
+const CONFLICT_ROUNDS: usize = 5;
+
+/// Why an enrollment operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// No listed device with that serial in the token.
+    #[error("no such device")]
+    DeviceNotFound,
+    /// The serial is not an active device of any token of the account.
+    #[error("the device is not assigned to any token of this account")]
+    NotAssigned,
+    /// The device has no enrollment policy.
+    #[error("the device has no enrollment policy")]
+    NoPolicy,
+    /// Already activated: it must be wiped (or retired and reset) first.
+    #[error("the device is {} and must be wiped before it can enroll again", .0.as_str())]
+    NotWiped(EnrollmentState),
+    #[error(transparent)]
+    LicenseRequired(#[from] LicenseNeeded),
+    #[error(transparent)]
+    InvalidAction(#[from] InvalidAction),
+    /// Actions apply to devices Apple still assigns to the token.
+    #[error("the device was released from Apple Business")]
+    Released,
+    #[error("no such enrollment")]
+    EnrollmentNotFound,
+    #[error("{}", enrollment::SCEP_EXPIRED_MESSAGE)]
+    ChallengeExpired,
+    #[error("the device kept changing during the request")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn listed_device(
+    store: &Store,
+    token: &TokenId,
+    serial: &Serial,
+    now: DateTime<Utc>,
+) -> Result<Stored, EnrollError> {
+    match store.get_device(token, serial).await? {
+        Some(stored) if stored.device.is_listed(now) => Ok(stored),
+        _ => Err(EnrollError::DeviceNotFound),
+    }
+}
+
+/// Reads the device, changes it with `change` and writes it conditionally, again
+/// after a conflict. Returns the device as written.
+async fn change_device(
+    store: &Store,
+    token: &TokenId,
+    serial: &Serial,
+    now: DateTime<Utc>,
+    change: impl Fn(&Device) -> Result<Device, EnrollError>,
+) -> Result<Device, EnrollError> {
+    for _ in 0..CONFLICT_ROUNDS {
+        let stored = listed_device(store, token, serial, now).await?;
+        let next = change(&stored.device)?;
+        let written = store
+            .write_devices(
+                token,
+                vec![DeviceWrite {
+                    device: next.clone(),
+                    expected: Some(stored.revision),
+                }],
+            )
+            .await?;
+        if written.conflicts.is_empty() {
+            return Ok(next);
+        }
+    }
+    Err(EnrollError::Busy)
+}
+
+/// Records an administrator's re-enroll action on a device of `token`.
+pub async fn act(
+    store: &Store,
+    token: &TokenId,
+    serial: &Serial,
+    action: DeviceAction,
+    now: DateTime<Utc>,
+) -> Result<Device, EnrollError> {
+    let device = change_device(store, token, serial, now, |device| {
+        if device.state != DeviceState::Active {
+            return Err(EnrollError::Released);
+        }
+        let state = enrollment::apply(device.management.enrollment, action)?;
+        let mut next = device.clone();
+        next.management.enrollment = state;
+        next.management.last_action = Some(action);
+        next.management.enrollment_changed_at = Some(now);
+        Ok(next)
+    })
+    .await?;
+    tracing::info!(token = %token, serial = %serial, action = action.as_str(),
+        state = device.management.enrollment.as_str(), "re-enroll action recorded");
+    Ok(device)
+}
+
+/// Associates a user with a device of `token` (None: none).
+pub async fn set_user(
+    store: &Store,
+    token: &TokenId,
+    serial: &Serial,
+    user: Option<UserId>,
+    now: DateTime<Utc>,
+) -> Result<Device, EnrollError> {
+    change_device(store, token, serial, now, |device| {
+        let mut next = device.clone();
+        next.management.user_id = user.clone();
+        Ok(next)
+    })
+    .await
+}
+
+/// Grants or withdraws a license of the account.
+pub async fn set_license(
+    store: &Store,
+    account: &AccountId,
+    licensee: &Licensee,
+    licensed: bool,
+    now: DateTime<Utc>,
+) -> Result<(), EnrollError> {
+    store.set_license(account, licensee, licensed, now).await?;
+    Ok(())
+}
+
+/// An enrollment granted.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub enrollment: EnrollmentRecord,
+    pub policy: PolicyRecord,
+    pub device: Device,
+}
+
+/// A device enrolling with ADE: finds it among the account's tokens, checks that it
+/// may enroll (not already activated, licensed) and issues its enrollment with a new
+/// SCEP challenge, marking the device enrolled in the same transaction.
+pub async fn enroll(
+    store: &Store,
+    account: &AccountId,
+    serial: &Serial,
+    user: Option<UserId>,
+    now: DateTime<Utc>,
+) -> Result<Enrolled, EnrollError> {
+    for _ in 0..CONFLICT_ROUNDS {
+        let (token, stored) = find_active(store, account, serial, now).await?;
+        let device = &stored.device;
+        let policy_id = device.policy_id.clone().ok_or(EnrollError::NoPolicy)?;
+        let policy = store
+            .policy(&token, &policy_id)
+            .await?
+            .ok_or(EnrollError::NoPolicy)?;
+        if !device.management.enrollment.may_enroll() {
+            return Err(EnrollError::NotWiped(device.management.enrollment));
+        }
+        let licensed =
+            |licensee: Licensee| async move { store.is_licensed(account, &licensee).await };
+        let enrolling_user = match &user {
+            Some(user) => Some(licensed(Licensee::User(user.clone())).await?),
+            None => None,
+        };
+        let associated_user = match &device.management.user_id {
+            Some(user) => Some(licensed(Licensee::User(user.clone())).await?),
+            None => None,
+        };
+        let facts = LicenseFacts {
+            user_affinity: policy.settings.user_affinity,
+            enrolling_user,
+            device_licensed: licensed(Licensee::Device(serial.clone())).await?,
+            associated_user,
+        };
+        license::check(facts)?;
+
+        let mut next = device.clone();
+        next.management.enrollment = EnrollmentState::Enrolled;
+        next.management.enrollment_changed_at = Some(now);
+        let record = EnrollmentRecord {
+            id: EnrollmentId::new_at(now),
+            account: account.clone(),
+            token: token.clone(),
+            serial: serial.clone(),
+            policy: policy_id,
+            user: user.clone().or_else(|| device.management.user_id.clone()),
+            challenge: new_challenge(),
+            created_at: now,
+            expires_at: enrollment::challenge_expires_at(now),
+            downloads: 0,
+        };
+        let write = DeviceWrite {
+            device: next.clone(),
+            expected: Some(stored.revision),
+        };
+        if store.create_enrollment(&record, &write).await? {
+            tracing::info!(token = %token, serial = %serial, enrollment = %record.id, "device enrolled");
+            return Ok(Enrolled {
+                enrollment: record,
+                policy,
+                device: next,
+            });
+        }
+    }
+    Err(EnrollError::Busy)
+}
+
+/// The enrollment's management profile, downloaded again within its 15 minutes.
+pub async fn profile(
+    store: &Store,
+    account: &AccountId,
+    id: &EnrollmentId,
+    now: DateTime<Utc>,
+) -> Result<(EnrollmentRecord, Option<PolicyRecord>), EnrollError> {
+    match store.use_enrollment(account, id, now).await? {
+        EnrollmentUse::Valid(record) => {
+            let policy = store.policy(&record.token, &record.policy).await?;
+            Ok((record, policy))
+        }
+        EnrollmentUse::Expired(_) => Err(EnrollError::ChallengeExpired),
+        // DynamoDB's TTL deleted it (or it never existed): an id of ours older than a
+        // challenge's lifetime is an expired challenge, whichever it was.
+        EnrollmentUse::Missing => match id.issued_at() {
+            Some(issued) if issued + SCEP_CHALLENGE_LIFETIME <= now => {
+                Err(EnrollError::ChallengeExpired)
+            }
+            _ => Err(EnrollError::EnrollmentNotFound),
+        },
+    }
+}
+
+/// The serial's active device among the account's tokens.
+async fn find_active(
+    store: &Store,
+    account: &AccountId,
+    serial: &Serial,
+    now: DateTime<Utc>,
+) -> Result<(TokenId, Stored), EnrollError> {
+    for token in store.tokens_with_serial(serial).await? {
+        if !store.token_exists(account, &token).await? {
+            continue;
+        }
+        if let Some(stored) = store.get_device(&token, serial).await?
+            && stored.device.is_listed(now)
+            && stored.device.state == DeviceState::Active
+        {
+            return Ok((token, stored));
+        }
+    }
+    Err(EnrollError::NotAssigned)
+}
+
+/// 32 random bytes from a cryptographically secure generator (seeded by the
+/// operating system), as hex.
+fn new_challenge() -> ScepChallenge {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    ScepChallenge::new(hex::encode(bytes))
+}

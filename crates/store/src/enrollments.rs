@@ -1,0 +1,283 @@
+//! Licenses and enrollments: per-account items of the accounts table.
+//!
+//! - `license#user#<user_id>` / `license#device#<serial>`: present while the user or
+//!   the device holds a license.
+//! - `enrollment#<enrollment_id>`: one ADE enrollment — the device, its policy, its user
+//!   and its SCEP challenge. `challenge_expires_at` (epoch milliseconds) is when the
+//!   challenge ends, 15 minutes after it was issued; `expires_at`, the DynamoDB TTL
+//!   attribute, is the same instant rounded up to the second. TTL deletion lags by up to
+//!   days, so every use checks `challenge_expires_at > now` in its condition and an
+//!   expired item is never served.
+//!
+//! An enrollment is created in ONE transaction with the device's new enrollment state,
+//! conditional on the device's revision: two devices racing to enroll the same serial,
+//! or an enrollment racing a wipe, cannot both win.
+
+use std::collections::HashMap;
+
+use adesync_core::enrollment::ScepChallenge;
+use adesync_core::ids::{AccountId, EnrollmentId, PolicyId, Serial, TokenId, UserId};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use chrono::{DateTime, Utc};
+
+use crate::attrs::{self, Item};
+use crate::devices::{DeviceWrite, device_item};
+use crate::{Store, StoreError};
+
+/// What a license item is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Licensee {
+    User(UserId),
+    Device(Serial),
+}
+
+impl Licensee {
+    fn sk(&self) -> String {
+        match self {
+            Licensee::User(user) => format!("license#user#{user}"),
+            Licensee::Device(serial) => format!("license#device#{serial}"),
+        }
+    }
+}
+
+/// A stored enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    pub id: EnrollmentId,
+    pub account: AccountId,
+    pub token: TokenId,
+    pub serial: Serial,
+    pub policy: PolicyId,
+    pub user: Option<UserId>,
+    pub challenge: ScepChallenge,
+    pub created_at: DateTime<Utc>,
+    /// When the SCEP challenge stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Times the management profile was downloaded again.
+    pub downloads: u64,
+}
+
+/// What using an enrollment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollmentUse {
+    /// Within its 15 minutes: the enrollment, with the download counted.
+    Valid(EnrollmentRecord),
+    /// The item is there but its challenge expired.
+    Expired(Box<EnrollmentRecord>),
+    /// No such item (never made, another account's, or already deleted by TTL).
+    Missing,
+}
+
+fn enrollment_sk(id: &EnrollmentId) -> String {
+    format!("enrollment#{id}")
+}
+
+fn build_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(format!("a DynamoDB request could not be built: {error}"))
+}
+
+fn enrollment_item(record: &EnrollmentRecord) -> Item {
+    let mut item: Item = HashMap::from([
+        ("account_id".to_owned(), attrs::s(record.account.as_str())),
+        ("sk".to_owned(), attrs::s(enrollment_sk(&record.id))),
+        ("enrollment_id".to_owned(), attrs::s(record.id.as_str())),
+        ("token_id".to_owned(), attrs::s(record.token.as_str())),
+        ("serial".to_owned(), attrs::s(record.serial.as_str())),
+        ("policy_id".to_owned(), attrs::s(record.policy.as_str())),
+        (
+            "scep_challenge".to_owned(),
+            attrs::s(record.challenge.expose()),
+        ),
+        ("created_at".to_owned(), attrs::millis(record.created_at)),
+        (
+            "challenge_expires_at".to_owned(),
+            attrs::millis(record.expires_at),
+        ),
+        // The TTL reads whole seconds: round up, never delete early.
+        (
+            "expires_at".to_owned(),
+            attrs::n(ttl_ceiling(record.expires_at)),
+        ),
+        ("downloads".to_owned(), attrs::n(record.downloads)),
+    ]);
+    if let Some(user) = &record.user {
+        item.insert("user_id".into(), attrs::s(user.as_str()));
+    }
+    item
+}
+
+fn ttl_ceiling(at: DateTime<Utc>) -> i64 {
+    let seconds = at.timestamp();
+    if at.timestamp_subsec_millis() > 0 {
+        seconds + 1
+    } else {
+        seconds
+    }
+}
+
+fn enrollment_from(item: &Item) -> Result<EnrollmentRecord, StoreError> {
+    let text = |name: &str| {
+        attrs::get_s(item, name)
+            .ok_or_else(|| StoreError::Malformed(format!("an enrollment without {name}")))
+    };
+    let malformed = |e: adesync_core::ids::InvalidId| StoreError::Malformed(e.to_string());
+    let expires = attrs::get_time(item, "challenge_expires_at")?.ok_or_else(|| {
+        StoreError::Malformed("an enrollment without challenge_expires_at".into())
+    })?;
+    Ok(EnrollmentRecord {
+        id: EnrollmentId::parse(text("enrollment_id")?).map_err(malformed)?,
+        account: AccountId::parse(text("account_id")?).map_err(malformed)?,
+        token: TokenId::parse(text("token_id")?).map_err(malformed)?,
+        serial: Serial::parse(text("serial")?).map_err(malformed)?,
+        policy: PolicyId::parse(text("policy_id")?).map_err(malformed)?,
+        user: attrs::get_s(item, "user_id")
+            .map(UserId::parse)
+            .transpose()
+            .map_err(malformed)?,
+        challenge: ScepChallenge::new(text("scep_challenge")?.to_owned()),
+        created_at: attrs::get_time(item, "created_at")?
+            .ok_or_else(|| StoreError::Malformed("an enrollment without created_at".into()))?,
+        expires_at: expires,
+        downloads: attrs::get_u64(item, "downloads")?.unwrap_or(0),
+    })
+}
+
+impl Store {
+    /// Grants (`true`) or withdraws (`false`) a license.
+    pub async fn set_license(
+        &self,
+        account: &AccountId,
+        licensee: &Licensee,
+        licensed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if licensed {
+            self.client
+                .put_item()
+                .table_name(&self.tables.accounts)
+                .item("account_id", attrs::s(account.as_str()))
+                .item("sk", attrs::s(licensee.sk()))
+                .item("licensed_at", attrs::millis(now))
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("PutItem(license)", e))?;
+        } else {
+            self.client
+                .delete_item()
+                .table_name(&self.tables.accounts)
+                .key("account_id", attrs::s(account.as_str()))
+                .key("sk", attrs::s(licensee.sk()))
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("DeleteItem(license)", e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the user or device holds a license in the account.
+    pub async fn is_licensed(
+        &self,
+        account: &AccountId,
+        licensee: &Licensee,
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.accounts)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("sk", attrs::s(licensee.sk()))
+            .projection_expression("sk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(license)", e))?;
+        Ok(output.item().is_some())
+    }
+
+    /// Stores an enrollment together with the device's new state, in one transaction
+    /// conditional on the device's revision. Returns false when the device changed
+    /// since it was read (read it and decide again).
+    pub async fn create_enrollment(
+        &self,
+        record: &EnrollmentRecord,
+        device: &DeviceWrite,
+    ) -> Result<bool, StoreError> {
+        let revision = device.expected.map_or(1, |r| r + 1);
+        let mut put_device = Put::builder()
+            .table_name(&self.tables.devices)
+            .set_item(Some(device_item(&record.token, &device.device, revision)));
+        put_device = match device.expected {
+            None => put_device.condition_expression("attribute_not_exists(serial)"),
+            Some(expected) => put_device
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", attrs::n(expected)),
+        };
+        let put_enrollment = Put::builder()
+            .table_name(&self.tables.accounts)
+            .set_item(Some(enrollment_item(record)))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(build_error)?;
+        let items = vec![
+            TransactWriteItem::builder()
+                .put(put_device.build().map_err(build_error)?)
+                .build(),
+            TransactWriteItem::builder().put(put_enrollment).build(),
+        ];
+        match self
+            .transact_conditionally("TransactWriteItems(create enrollment)", items)
+            .await?
+        {
+            None => Ok(true),
+            Some(0) => Ok(false),
+            Some(_) => Err(StoreError::Malformed(format!(
+                "enrollment id {} was already taken",
+                record.id
+            ))),
+        }
+    }
+
+    /// Uses an enrollment at `now`: counts a download while its challenge is valid —
+    /// the condition checks the expiry itself, since TTL deletion lags.
+    pub async fn use_enrollment(
+        &self,
+        account: &AccountId,
+        id: &EnrollmentId,
+        now: DateTime<Utc>,
+    ) -> Result<EnrollmentUse, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.accounts)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("sk", attrs::s(enrollment_sk(id)))
+            .condition_expression("attribute_exists(sk) AND challenge_expires_at > :now")
+            .update_expression("ADD downloads :one SET last_download_at = :now")
+            .expression_attribute_values(":now", attrs::millis(now))
+            .expression_attribute_values(":one", attrs::n(1))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(item) => Ok(EnrollmentUse::Valid(enrollment_from(item)?)),
+                None => Err(StoreError::Malformed(
+                    "an enrollment use returned no item".into(),
+                )),
+            },
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item().filter(|item| !item.is_empty()) {
+                        Some(item) => Ok(EnrollmentUse::Expired(Box::new(enrollment_from(item)?))),
+                        None => Ok(EnrollmentUse::Missing),
+                    }
+                }
+                _ => Err(StoreError::dynamo("UpdateItem(use enrollment)", error)),
+            },
+        }
+    }
+}

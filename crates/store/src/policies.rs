@@ -1,0 +1,1081 @@
+//! Enrollment policy items, and the counters that enforce the policy limits.
+//!
+//! - Creating a policy is ONE `TransactWriteItems`: the token's `policy_count` goes up
+//!   by one only while below 1,000, and the policy is put if absent. Deleting one is
+//!   one transaction too: the policy goes only while its `device_count` is 0, with the
+//!   token's count (and its default, if it was the default).
+//! - A policy's `device_count` changes in the same transaction as the devices' policy
+//!   whenever an administrator moves devices ([`Store::write_devices_counted`]): the
+//!   200,000 limit is a condition on the count. The importer, which must not slow down,
+//!   reserves room for a batch with one conditional `ADD` before writing it and gives
+//!   back what it did not write ([`Store::reserve_policy_devices`]); a crash in between
+//!   leaves the count high, never low, so the limit and the delete rules still hold.
+//!
+//! The policy's settings are stored as their JSON (`settings`), with `version` bumped on
+//! every change; `profile_uuid` and `profile_version` say which settings Apple's profile
+//! carries (Apple has no update: changed settings need a new profile).
+
+use std::collections::{BTreeMap, HashMap};
+
+use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
+use adesync_core::policy::{MAX_DEVICES_PER_POLICY, MAX_POLICIES_PER_TOKEN, PolicySettings};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    CancellationReason, ConditionCheck, Delete, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+
+use crate::attrs::{self, Item};
+use crate::devices::{DeviceWrite, MAX_TRANSACTION_ITEMS, device_item};
+use crate::error::retry_policy;
+use crate::tokens::attr as token_attr;
+use crate::{Store, StoreError};
+
+/// Policy item attribute names.
+pub mod attr {
+    pub const SETTINGS: &str = "settings";
+    pub const VERSION: &str = "version";
+    pub const DEVICE_COUNT: &str = "device_count";
+    pub const CREATED_AT: &str = "created_at";
+    pub const UPDATED_AT: &str = "updated_at";
+    pub const PROFILE_UUID: &str = "profile_uuid";
+    pub const PROFILE_VERSION: &str = "profile_version";
+    pub const PROFILE_ERROR: &str = "profile_error";
+    /// Set when the settings changed: the policy's devices move to the new profile.
+    pub const REASSIGN_PENDING: &str = "reassign_pending";
+    /// How far that move got (the last serial done, in the `by-policy` index's order).
+    pub const REASSIGN_AFTER: &str = "reassign_after";
+}
+
+/// A stored policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub token: TokenId,
+    pub policy: PolicyId,
+    pub settings: PolicySettings,
+    /// Bumped on every change of the settings.
+    pub version: u64,
+    pub device_count: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub profile_uuid: Option<String>,
+    pub profile_version: Option<u64>,
+    pub profile_error: Option<String>,
+    pub reassign_pending: bool,
+    pub reassign_after: Option<Serial>,
+}
+
+impl PolicyRecord {
+    /// Apple's profile for the current settings, once defined.
+    pub fn current_profile(&self) -> Option<&str> {
+        match (&self.profile_uuid, self.profile_version) {
+            (Some(uuid), Some(version)) if version == self.version => Some(uuid.as_str()),
+            _ => None,
+        }
+    }
+
+    fn from_item(item: &Item) -> Result<Self, StoreError> {
+        let text = |name: &str| {
+            attrs::get_s(item, name)
+                .ok_or_else(|| StoreError::Malformed(format!("a policy without {name}")))
+        };
+        let token =
+            TokenId::parse(text("token_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let policy = PolicyId::parse(text("policy_id")?)
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let settings = serde_json::from_str(text(attr::SETTINGS)?)
+            .map_err(|e| StoreError::Malformed(format!("policy settings: {e}")))?;
+        let time = |name: &str| {
+            attrs::get_time(item, name)?
+                .ok_or_else(|| StoreError::Malformed(format!("a policy without {name}")))
+        };
+        Ok(Self {
+            token,
+            policy,
+            settings,
+            version: attrs::get_u64(item, attr::VERSION)?.unwrap_or(1),
+            device_count: attrs::get_i64(item, attr::DEVICE_COUNT)?
+                .unwrap_or(0)
+                .max(0)
+                .unsigned_abs(),
+            created_at: time(attr::CREATED_AT)?,
+            updated_at: time(attr::UPDATED_AT)?,
+            profile_uuid: attrs::get_s(item, attr::PROFILE_UUID).map(str::to_owned),
+            profile_version: attrs::get_u64(item, attr::PROFILE_VERSION)?,
+            profile_error: attrs::get_s(item, attr::PROFILE_ERROR).map(str::to_owned),
+            reassign_pending: attrs::get_bool(item, attr::REASSIGN_PENDING),
+            reassign_after: attrs::get_s(item, attr::REASSIGN_AFTER)
+                .and_then(|s| Serial::parse(s).ok()),
+        })
+    }
+}
+
+/// Why a policy was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreatePolicyError {
+    #[error("the token already has {MAX_POLICIES_PER_TOKEN} enrollment policies")]
+    LimitReached,
+    #[error("no such token")]
+    TokenNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a policy was not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeletePolicyError {
+    #[error("no such policy")]
+    NotFound,
+    /// Devices are assigned to it.
+    #[error("{device_count} devices are assigned to the policy")]
+    InUse { device_count: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a token's default policy was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaultPolicyError {
+    #[error("no such policy")]
+    PolicyNotFound,
+    #[error("no such token")]
+    TokenNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A device write that may move the device from one policy to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedWrite {
+    pub write: DeviceWrite,
+    /// The policy the stored item counts in (`write.device.policy_id` is the new one).
+    pub from: Option<PolicyId>,
+}
+
+/// What [`Store::write_devices_counted`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CountedOutcome {
+    pub written: usize,
+    /// Devices changed since they were read: read and decide again.
+    pub conflicts: Vec<Serial>,
+    /// Devices not written because their new policy is full (or was deleted).
+    pub refused: Vec<Serial>,
+}
+
+fn build_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(format!("a DynamoDB request could not be built: {error}"))
+}
+
+fn failed(reasons: &[CancellationReason], index: usize) -> bool {
+    reasons.get(index).and_then(CancellationReason::code) == Some("ConditionalCheckFailed")
+}
+
+fn is_condition_failed<R>(error: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> bool {
+    matches!(
+        error.as_service_error(),
+        Some(UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}
+
+impl Store {
+    fn policy_key(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+    ) -> [(String, aws_sdk_dynamodb::types::AttributeValue); 2] {
+        [
+            ("token_id".to_owned(), attrs::s(token.as_str())),
+            ("policy_id".to_owned(), attrs::s(policy.as_str())),
+        ]
+    }
+
+    /// Creates a policy: one transaction that counts it on the token (refused at
+    /// [`MAX_POLICIES_PER_TOKEN`]) and puts it.
+    pub async fn create_policy(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        policy: &PolicyId,
+        settings: &PolicySettings,
+        now: DateTime<Utc>,
+    ) -> Result<PolicyRecord, CreatePolicyError> {
+        let json = serde_json::to_string(settings)
+            .map_err(|e| StoreError::Malformed(format!("policy settings: {e}")))?;
+        let count = Update::builder()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .update_expression("ADD #count :one")
+            .condition_expression(
+                "attribute_exists(token_id) AND (attribute_not_exists(#count) OR #count < :limit)",
+            )
+            .expression_attribute_names("#count", token_attr::POLICY_COUNT)
+            .expression_attribute_values(":one", attrs::n(1))
+            .expression_attribute_values(":limit", attrs::n(MAX_POLICIES_PER_TOKEN))
+            .build()
+            .map_err(build_error)?;
+        let item: Item = [
+            ("token_id", attrs::s(token.as_str())),
+            ("policy_id", attrs::s(policy.as_str())),
+            (attr::SETTINGS, attrs::s(json)),
+            (attr::VERSION, attrs::n(1)),
+            (attr::DEVICE_COUNT, attrs::n(0)),
+            (attr::CREATED_AT, attrs::millis(now)),
+            (attr::UPDATED_AT, attrs::millis(now)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let record = PolicyRecord::from_item(&item)?;
+        let put = Put::builder()
+            .table_name(&self.tables.policies)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(policy_id)")
+            .build()
+            .map_err(build_error)?;
+        let items = vec![
+            TransactWriteItem::builder().update(count).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        let attempt = || async {
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            {
+                let reasons = cancelled.cancellation_reasons();
+                if failed(reasons, 0) {
+                    return Err(if self.token_exists(account, token).await? {
+                        CreatePolicyError::LimitReached
+                    } else {
+                        CreatePolicyError::TokenNotFound
+                    });
+                }
+                if failed(reasons, 1) {
+                    return Err(StoreError::Malformed(format!(
+                        "policy id {policy} was already taken"
+                    ))
+                    .into());
+                }
+                // A conflict with a concurrent transaction: nothing was written.
+                return Err(StoreError::Unprocessed("TransactWriteItems(create policy)").into());
+            }
+            Err(StoreError::dynamo("TransactWriteItems(create policy)", error).into())
+        };
+        attempt
+            .retry(retry_policy())
+            .when(|e| matches!(e, CreatePolicyError::Store(e) if e.is_transient()))
+            .await?;
+        Ok(record)
+    }
+
+    /// One policy of a token (None: no such policy).
+    pub async fn policy(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.policies)
+            .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(policy)", e))?;
+        output.item().map(PolicyRecord::from_item).transpose()
+    }
+
+    /// Every policy of a token (at most 1,000), in id order.
+    pub async fn list_policies(&self, token: &TokenId) -> Result<Vec<PolicyRecord>, StoreError> {
+        let mut all = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.tables.policies)
+                .key_condition_expression("token_id = :token")
+                .expression_attribute_values(":token", attrs::s(token.as_str()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query(policies)", e))?;
+            for item in output.items() {
+                all.push(PolicyRecord::from_item(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Replaces a policy's settings if it is still at `expected_version`. When the
+    /// profile Apple holds no longer matches (`new_profile`), the profile is forgotten
+    /// and the policy's devices are queued to move to the new one.
+    ///
+    /// Returns the updated policy, or None when it changed or vanished meanwhile.
+    pub async fn update_policy(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        expected_version: u64,
+        settings: &PolicySettings,
+        new_profile: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let json = serde_json::to_string(settings)
+            .map_err(|e| StoreError::Malformed(format!("policy settings: {e}")))?;
+        let mut expression =
+            "SET #settings = :settings, #version = :next, #updated = :now".to_owned();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.tables.policies)
+            .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+            .condition_expression("attribute_exists(policy_id) AND #version = :expected")
+            .expression_attribute_names("#settings", attr::SETTINGS)
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_values(":settings", attrs::s(json))
+            .expression_attribute_values(":expected", attrs::n(expected_version))
+            .expression_attribute_values(":next", attrs::n(expected_version + 1))
+            .expression_attribute_values(":now", attrs::millis(now));
+        if new_profile {
+            expression.push_str(
+                ", #reassign = :yes REMOVE #uuid, #profile_version, #after, #profile_error",
+            );
+            update = update
+                .expression_attribute_names("#reassign", attr::REASSIGN_PENDING)
+                .expression_attribute_names("#uuid", attr::PROFILE_UUID)
+                .expression_attribute_names("#profile_version", attr::PROFILE_VERSION)
+                .expression_attribute_names("#after", attr::REASSIGN_AFTER)
+                .expression_attribute_names("#profile_error", attr::PROFILE_ERROR)
+                .expression_attribute_values(":yes", attrs::bool(true));
+        } else {
+            // The profile Apple holds still fits: it now stands for the new version.
+            expression.push_str(", #profile_version = :next_if_defined");
+            update = update
+                .expression_attribute_names("#profile_version", attr::PROFILE_VERSION)
+                .expression_attribute_values(":next_if_defined", attrs::n(expected_version + 1));
+        }
+        let result = update
+            .update_expression(expression)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes().map(PolicyRecord::from_item).transpose(),
+            Err(error) if is_condition_failed(&error) => Ok(None),
+            Err(error) => Err(StoreError::dynamo("UpdateItem(policy)", error)),
+        }
+    }
+
+    /// Deletes a policy no device is assigned to: one transaction with the token's
+    /// `policy_count` (and its default, if it was the default).
+    pub async fn delete_policy(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        policy: &PolicyId,
+    ) -> Result<(), DeletePolicyError> {
+        let attempt = || async {
+            let Some(record) = self.token(account, token).await? else {
+                return Err(DeletePolicyError::NotFound);
+            };
+            let is_default = record.default_policy_id.as_ref() == Some(policy);
+            let delete = Delete::builder()
+                .table_name(&self.tables.policies)
+                .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+                .condition_expression(
+                    "attribute_exists(policy_id) AND (attribute_not_exists(#devices) OR #devices <= :zero)",
+                )
+                .expression_attribute_names("#devices", attr::DEVICE_COUNT)
+                .expression_attribute_values(":zero", attrs::n(0))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(build_error)?;
+            let mut count = Update::builder()
+                .table_name(&self.tables.tokens)
+                .key("account_id", attrs::s(account.as_str()))
+                .key("token_id", attrs::s(token.as_str()))
+                .expression_attribute_names("#count", token_attr::POLICY_COUNT)
+                .expression_attribute_names("#default", token_attr::DEFAULT_POLICY_ID)
+                .expression_attribute_values(":minus_one", attrs::n(-1))
+                .expression_attribute_values(":zero", attrs::n(0))
+                .expression_attribute_values(":policy", attrs::s(policy.as_str()));
+            count = if is_default {
+                count
+                    .update_expression("ADD #count :minus_one REMOVE #default")
+                    .condition_expression("#count > :zero AND #default = :policy")
+            } else {
+                count.update_expression("ADD #count :minus_one").condition_expression(
+                    "#count > :zero AND (attribute_not_exists(#default) OR #default <> :policy)",
+                )
+            };
+            let items = vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                TransactWriteItem::builder()
+                    .update(count.build().map_err(build_error)?)
+                    .build(),
+            ];
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            {
+                let reasons = cancelled.cancellation_reasons();
+                if failed(reasons, 0) {
+                    let old = reasons.first().and_then(CancellationReason::item);
+                    return Err(match old.filter(|item| !item.is_empty()) {
+                        None => DeletePolicyError::NotFound,
+                        Some(item) => DeletePolicyError::InUse {
+                            device_count: PolicyRecord::from_item(item)?.device_count,
+                        },
+                    });
+                }
+                // The token's default changed between the read and the write (or a
+                // concurrent transaction): read again and retry.
+                return Err(StoreError::Unprocessed("TransactWriteItems(delete policy)").into());
+            }
+            Err(StoreError::dynamo("TransactWriteItems(delete policy)", error).into())
+        };
+        attempt
+            .retry(retry_policy())
+            .when(|e| matches!(e, DeletePolicyError::Store(e) if e.is_transient()))
+            .await
+    }
+
+    /// Makes `policy` the token's default (None: no default), provided it exists.
+    pub async fn set_default_policy(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        policy: Option<&PolicyId>,
+    ) -> Result<(), DefaultPolicyError> {
+        let mut update = Update::builder()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression("attribute_exists(token_id)")
+            .expression_attribute_names("#default", token_attr::DEFAULT_POLICY_ID);
+        update = match policy {
+            Some(policy) => update
+                .update_expression("SET #default = :policy")
+                .expression_attribute_values(":policy", attrs::s(policy.as_str())),
+            None => update.update_expression("REMOVE #default"),
+        };
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(update.build().map_err(build_error)?)
+                .build(),
+        ];
+        if let Some(policy) = policy {
+            let check = ConditionCheck::builder()
+                .table_name(&self.tables.policies)
+                .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+                .condition_expression("attribute_exists(policy_id)")
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        let attempt = || async {
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            {
+                let reasons = cancelled.cancellation_reasons();
+                if failed(reasons, 0) {
+                    return Err(DefaultPolicyError::TokenNotFound);
+                }
+                if failed(reasons, 1) {
+                    return Err(DefaultPolicyError::PolicyNotFound);
+                }
+                return Err(StoreError::Unprocessed("TransactWriteItems(default policy)").into());
+            }
+            Err(StoreError::dynamo("TransactWriteItems(default policy)", error).into())
+        };
+        attempt
+            .retry(retry_policy())
+            .when(|e| matches!(e, DefaultPolicyError::Store(e) if e.is_transient()))
+            .await
+    }
+
+    /// The token's default policy, if it has one (None also when there is no token).
+    pub async fn default_policy_id(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> Result<Option<PolicyId>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .projection_expression("#default")
+            .expression_attribute_names("#default", token_attr::DEFAULT_POLICY_ID)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(default policy)", e))?;
+        Ok(output
+            .item()
+            .and_then(|item| attrs::get_s(item, token_attr::DEFAULT_POLICY_ID))
+            .and_then(|id| PolicyId::parse(id).ok()))
+    }
+
+    /// Records the Apple profile defined for `version` of a policy. Returns false when
+    /// the settings changed meanwhile, or a profile for this version was recorded first
+    /// (then use that one: re-read the policy).
+    pub async fn set_policy_profile(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        version: u64,
+        profile_uuid: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.policies)
+            .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+            .condition_expression(
+                "#version = :version AND (attribute_not_exists(#uuid) OR attribute_not_exists(#pv) OR #pv <> :version)",
+            )
+            .update_expression("SET #uuid = :uuid, #pv = :version REMOVE #error")
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_names("#uuid", attr::PROFILE_UUID)
+            .expression_attribute_names("#pv", attr::PROFILE_VERSION)
+            .expression_attribute_names("#error", attr::PROFILE_ERROR)
+            .expression_attribute_values(":version", attrs::n(version))
+            .expression_attribute_values(":uuid", attrs::s(profile_uuid))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failed(&error) => Ok(false),
+            Err(error) => Err(StoreError::dynamo("UpdateItem(policy profile)", error)),
+        }
+    }
+
+    /// Records why Apple refused to define the policy's profile (for the administrator).
+    pub async fn set_policy_profile_error(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        version: u64,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.policies)
+            .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+            .condition_expression("#version = :version")
+            .update_expression("SET #error = :message")
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_names("#error", attr::PROFILE_ERROR)
+            .expression_attribute_values(":version", attrs::n(version))
+            .expression_attribute_values(":message", attrs::s(message))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failed(&error) => Ok(()),
+            Err(error) => Err(StoreError::dynamo(
+                "UpdateItem(policy profile error)",
+                error,
+            )),
+        }
+    }
+
+    /// Saves how far moving a changed policy's devices to its new profile got; `done`
+    /// ends the move. Ignored when the settings changed again meanwhile (a new move
+    /// starts over). Returns false in that case.
+    pub async fn save_reassign_progress(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        version: u64,
+        after: Option<&Serial>,
+        done: bool,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.tables.policies)
+            .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+            .condition_expression("#version = :version")
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_names("#pending", attr::REASSIGN_PENDING)
+            .expression_attribute_names("#after", attr::REASSIGN_AFTER)
+            .expression_attribute_values(":version", attrs::n(version));
+        update = match (done, after) {
+            (true, _) => update.update_expression("REMOVE #pending, #after"),
+            (false, Some(after)) => update
+                .update_expression("SET #after = :after")
+                .expression_attribute_values(":after", attrs::s(after.as_str())),
+            (false, None) => update.update_expression("REMOVE #after"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failed(&error) => Ok(false),
+            Err(error) => Err(StoreError::dynamo("UpdateItem(reassign progress)", error)),
+        }
+    }
+
+    /// Reserves room for `count` more devices in a policy: one conditional `ADD`,
+    /// refused (false) when the policy is gone or would pass
+    /// [`MAX_DEVICES_PER_POLICY`]. Give back what is not used with
+    /// [`Store::add_policy_devices`].
+    pub async fn reserve_policy_devices(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        count: u64,
+    ) -> Result<bool, StoreError> {
+        if count == 0 {
+            return Ok(true);
+        }
+        let room = MAX_DEVICES_PER_POLICY.saturating_sub(count);
+        let attempt = || async {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.tables.policies)
+                .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+                .condition_expression(
+                    "attribute_exists(policy_id) AND (attribute_not_exists(#count) OR #count <= :room)",
+                )
+                .update_expression("ADD #count :count")
+                .expression_attribute_names("#count", attr::DEVICE_COUNT)
+                .expression_attribute_values(":room", attrs::n(room))
+                .expression_attribute_values(":count", attrs::n(count))
+                .send()
+                .await;
+            match result {
+                Ok(_) => Ok(true),
+                Err(error) if is_condition_failed(&error) => Ok(false),
+                Err(error) => Err(StoreError::dynamo(
+                    "UpdateItem(reserve policy devices)",
+                    error,
+                )),
+            }
+        };
+        attempt
+            .retry(retry_policy())
+            .when(StoreError::is_transient)
+            .await
+    }
+
+    /// Adds `delta` (negative: removes) to a policy's device count; nothing if the
+    /// policy is gone.
+    pub async fn add_policy_devices(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let attempt = || async {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.tables.policies)
+                .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+                .condition_expression("attribute_exists(policy_id)")
+                .update_expression("ADD #count :delta")
+                .expression_attribute_names("#count", attr::DEVICE_COUNT)
+                .expression_attribute_values(":delta", attrs::n(delta))
+                .send()
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(error) if is_condition_failed(&error) => Ok(()),
+                Err(error) => Err(StoreError::dynamo("UpdateItem(policy device count)", error)),
+            }
+        };
+        attempt
+            .retry(retry_policy())
+            .when(StoreError::is_transient)
+            .await
+    }
+
+    /// Sets a policy's device count outright: for repairs and for tests that need a
+    /// policy at its limit without 200,000 devices.
+    pub async fn set_policy_device_count(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.policies)
+            .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+            .condition_expression("attribute_exists(policy_id)")
+            .update_expression("SET #count = :count")
+            .expression_attribute_names("#count", attr::DEVICE_COUNT)
+            .expression_attribute_values(":count", attrs::n(count))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem(set policy device count)", e))?;
+        Ok(())
+    }
+
+    /// Writes devices whose policy may change, each transaction carrying the policy
+    /// counters of its devices: `+n` on the new policy (refused past
+    /// [`MAX_DEVICES_PER_POLICY`] or when the policy is gone), `-n` on the old one.
+    /// Devices changed since they were read come back in `conflicts`; devices whose
+    /// new policy refused them in `refused`. Transactions run one after another, so
+    /// a full policy stops the rest.
+    pub async fn write_devices_counted(
+        &self,
+        token: &TokenId,
+        writes: Vec<CountedWrite>,
+    ) -> Result<CountedOutcome, StoreError> {
+        let mut outcome = CountedOutcome::default();
+        let mut rest = writes;
+        while !rest.is_empty() {
+            let chunk = take_chunk(&mut rest);
+            let written = self.write_counted_chunk(token, chunk, &mut outcome).await?;
+            outcome.written += written;
+            if !outcome.refused.is_empty() {
+                outcome
+                    .refused
+                    .extend(rest.drain(..).map(|w| w.write.device.serial));
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn write_counted_chunk(
+        &self,
+        token: &TokenId,
+        mut chunk: Vec<CountedWrite>,
+        outcome: &mut CountedOutcome,
+    ) -> Result<usize, StoreError> {
+        for _ in 0..10 {
+            if chunk.is_empty() {
+                return Ok(0);
+            }
+            let deltas = deltas(&chunk);
+            let mut items = Vec::with_capacity(chunk.len() + deltas.len());
+            for counted in &chunk {
+                items.push(self.counted_put(token, &counted.write)?);
+            }
+            let counters: Vec<(&PolicyId, i64)> = deltas.iter().map(|(p, d)| (*p, *d)).collect();
+            for (policy, delta) in &counters {
+                let mut update = Update::builder()
+                    .table_name(&self.tables.policies)
+                    .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+                    .update_expression("ADD #count :delta")
+                    .expression_attribute_names("#count", attr::DEVICE_COUNT)
+                    .expression_attribute_values(":delta", attrs::n(*delta));
+                update = if *delta > 0 {
+                    let room = MAX_DEVICES_PER_POLICY.saturating_sub(delta.unsigned_abs());
+                    update
+                        .condition_expression(
+                            "attribute_exists(policy_id) AND (attribute_not_exists(#count) OR #count <= :room)",
+                        )
+                        .expression_attribute_values(":room", attrs::n(room))
+                } else {
+                    update.condition_expression("attribute_exists(policy_id)")
+                };
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(update.build().map_err(build_error)?)
+                        .build(),
+                );
+            }
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(chunk.len()),
+                Err(error) => error,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            else {
+                let error = StoreError::dynamo("TransactWriteItems(devices with counts)", error);
+                if error.is_transient() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                return Err(error);
+            };
+            let reasons = cancelled.cancellation_reasons().to_vec();
+            let devices = chunk.len();
+            let full: Vec<&PolicyId> = counters
+                .iter()
+                .enumerate()
+                .filter(|(index, (_, delta))| *delta > 0 && failed(&reasons, devices + index))
+                .map(|(_, (policy, _))| *policy)
+                .collect();
+            if let Some((_, (policy, _))) = counters
+                .iter()
+                .enumerate()
+                .find(|(index, (_, delta))| *delta < 0 && failed(&reasons, devices + index))
+            {
+                return Err(StoreError::Malformed(format!(
+                    "devices of token {token} count in policy {policy}, which does not exist"
+                )));
+            }
+            if !full.is_empty() {
+                let full: Vec<PolicyId> = full.into_iter().cloned().collect();
+                let (refused, keep): (Vec<CountedWrite>, Vec<CountedWrite>) =
+                    chunk.into_iter().partition(|c| {
+                        c.write
+                            .device
+                            .policy_id
+                            .as_ref()
+                            .is_some_and(|p| full.contains(p) && c.from.as_ref() != Some(p))
+                    });
+                outcome
+                    .refused
+                    .extend(refused.into_iter().map(|c| c.write.device.serial));
+                chunk = keep;
+                continue;
+            }
+            let mut keep = Vec::with_capacity(chunk.len());
+            let mut conflicted = false;
+            for (index, counted) in chunk.into_iter().enumerate() {
+                if failed(&reasons, index) {
+                    conflicted = true;
+                    outcome.conflicts.push(counted.write.device.serial);
+                } else {
+                    keep.push(counted);
+                }
+            }
+            if !conflicted {
+                // A conflict with a concurrent transaction: nothing was written.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            chunk = keep;
+        }
+        Err(StoreError::Unprocessed(
+            "TransactWriteItems(devices with counts)",
+        ))
+    }
+
+    fn counted_put(
+        &self,
+        token: &TokenId,
+        write: &DeviceWrite,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let revision = write.expected.map_or(1, |r| r + 1);
+        let mut put = Put::builder()
+            .table_name(&self.tables.devices)
+            .set_item(Some(device_item(token, &write.device, revision)));
+        put = match write.expected {
+            None => put.condition_expression("attribute_not_exists(serial)"),
+            Some(expected) => put
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", attrs::n(expected)),
+        };
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(build_error)?)
+            .build())
+    }
+
+    /// Deletes devices past their deletion date that still count in a policy, each
+    /// with its count, provided they are unchanged since read (`revision`). Returns
+    /// how many were deleted.
+    pub async fn delete_counted_devices(
+        &self,
+        token: &TokenId,
+        devices: &[(Serial, u64, PolicyId)],
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for (serial, revision, policy) in devices {
+            let delete = Delete::builder()
+                .table_name(&self.tables.devices)
+                .key("token_id", attrs::s(token.as_str()))
+                .key("serial", attrs::s(serial.as_str()))
+                .condition_expression("revision = :revision")
+                .expression_attribute_values(":revision", attrs::n(*revision))
+                .build()
+                .map_err(build_error)?;
+            let count = Update::builder()
+                .table_name(&self.tables.policies)
+                .set_key(Some(self.policy_key(token, policy).into_iter().collect()))
+                .update_expression("ADD #count :minus_one")
+                .condition_expression("attribute_exists(policy_id)")
+                .expression_attribute_names("#count", attr::DEVICE_COUNT)
+                .expression_attribute_values(":minus_one", attrs::n(-1))
+                .build()
+                .map_err(build_error)?;
+            let items = vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                TransactWriteItem::builder().update(count).build(),
+            ];
+            // A failed condition: changed meanwhile (the next sweep looks again), or
+            // its policy is gone.
+            if self
+                .transact_conditionally("TransactWriteItems(delete expired device)", items)
+                .await?
+                .is_none()
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// The policy counter changes of a chunk: +1 on each new policy, -1 on each old one.
+fn deltas(chunk: &[CountedWrite]) -> BTreeMap<&PolicyId, i64> {
+    let mut deltas: BTreeMap<&PolicyId, i64> = BTreeMap::new();
+    for counted in chunk {
+        let to = counted.write.device.policy_id.as_ref();
+        let from = counted.from.as_ref();
+        if to == from {
+            continue;
+        }
+        if let Some(to) = to {
+            *deltas.entry(to).or_default() += 1;
+        }
+        if let Some(from) = from {
+            *deltas.entry(from).or_default() -= 1;
+        }
+    }
+    deltas.retain(|_, delta| *delta != 0);
+    deltas
+}
+
+/// The next writes that fit one transaction with their counters.
+fn take_chunk(rest: &mut Vec<CountedWrite>) -> Vec<CountedWrite> {
+    let mut policies: HashMap<PolicyId, ()> = HashMap::new();
+    let mut taken = 0;
+    for counted in rest.iter() {
+        let mut added = 0;
+        for policy in [&counted.from, &counted.write.device.policy_id]
+            .into_iter()
+            .flatten()
+        {
+            if !policies.contains_key(policy) {
+                added += 1;
+            }
+        }
+        if taken + 1 + policies.len() + added > MAX_TRANSACTION_ITEMS {
+            break;
+        }
+        for policy in [&counted.from, &counted.write.device.policy_id]
+            .into_iter()
+            .flatten()
+        {
+            policies.insert(policy.clone(), ());
+        }
+        taken += 1;
+    }
+    rest.drain(..taken.max(1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adesync_core::device::{Device, DeviceState, Management, Version};
+
+    fn device(serial: &str, policy: Option<&str>) -> Device {
+        Device {
+            serial: Serial::parse(serial).unwrap(),
+            state: DeviceState::Active,
+            attributes: Default::default(),
+            version: Version::for_change(DateTime::UNIX_EPOCH, 0),
+            attributes_version: None,
+            removed_at: None,
+            deletes_at: None,
+            deleted_at: None,
+            policy_id: policy.map(|p| PolicyId::parse(p).unwrap()),
+            management: Management::default(),
+            first_seen_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn counted(serial: &str, from: Option<&str>, to: Option<&str>) -> CountedWrite {
+        CountedWrite {
+            write: DeviceWrite {
+                device: device(serial, to),
+                expected: Some(1),
+            },
+            from: from.map(|p| PolicyId::parse(p).unwrap()),
+        }
+    }
+
+    #[test]
+    fn counters_follow_the_moves() {
+        let chunk = vec![
+            counted("A", None, Some("p1")),
+            counted("B", Some("p2"), Some("p1")),
+            counted("C", Some("p1"), Some("p1")),
+            counted("D", Some("p2"), None),
+        ];
+        let deltas = deltas(&chunk);
+        let p = |id: &str| PolicyId::parse(id).unwrap();
+        assert_eq!(deltas.get(&p("p1")), Some(&2));
+        assert_eq!(deltas.get(&p("p2")), Some(&-2));
+        assert_eq!(deltas.len(), 2);
+    }
+
+    #[test]
+    fn chunks_leave_room_for_their_counters() {
+        let mut writes: Vec<CountedWrite> = (0..250)
+            .map(|n| {
+                counted(
+                    &format!("S{n:04}"),
+                    Some(&format!("old{}", n % 3)),
+                    Some("p1"),
+                )
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        while !writes.is_empty() {
+            let chunk = take_chunk(&mut writes);
+            let policies = deltas(&chunk).len();
+            assert!(chunk.len() + policies <= MAX_TRANSACTION_ITEMS);
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 250);
+        assert_eq!(sizes[0], MAX_TRANSACTION_ITEMS - 4);
+    }
+}

@@ -1,0 +1,410 @@
+//! Enrollment end to end: re-enroll sequences, the licensing matrix, the device's
+//! user, and the 15-minute SCEP challenge on the service's clock.
+
+use std::time::Duration;
+
+use adesync_tests::TestService;
+use adesync_tests::flows::CreatedToken;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn enroll(
+    env: &TestService,
+    jwt: &str,
+    serial: &str,
+    user: Option<&str>,
+) -> adesync_tests::Reply {
+    let mut body = json!({ "serial": serial });
+    if let Some(user) = user {
+        body["user"] = json!(user);
+    }
+    env.call(Method::POST, "/v1/enrollments", jwt, Some(body))
+        .await
+}
+
+async fn action(
+    env: &TestService,
+    token: &CreatedToken,
+    serial: &str,
+    action: &str,
+) -> adesync_tests::Reply {
+    env.call(
+        Method::POST,
+        &format!(
+            "/v1/tokens/{}/devices/{serial}/actions/{action}",
+            token.token_id
+        ),
+        &token.jwt,
+        None,
+    )
+    .await
+}
+
+async fn license(env: &TestService, jwt: &str, path: &str, licensed: bool) {
+    let reply = env
+        .call(
+            Method::PUT,
+            path,
+            jwt,
+            Some(json!({ "licensed": licensed })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{path}: {reply:?}");
+}
+
+async fn set_user(
+    env: &TestService,
+    token: &CreatedToken,
+    serial: &str,
+    user: Option<&str>,
+) -> Value {
+    let reply = env
+        .call(
+            Method::PUT,
+            &format!("/v1/tokens/{}/devices/{serial}/user", token.token_id),
+            &token.jwt,
+            Some(json!({ "user_id": user })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+/// A token with `devices` devices, all assigned to one policy without user affinity,
+/// and every device licensed (so licensing is not what these tests meet).
+async fn ready(env: &TestService, devices: usize) -> (CreatedToken, String, Vec<String>) {
+    let token = env.create_token("acme", devices).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let serials = env.serials(&token).await;
+    let policy = env.new_policy(&token, "Staff").await;
+    let refs: Vec<&str> = serials.iter().map(String::as_str).collect();
+    assert_eq!(env.assign(&token, &policy, &refs).await.status, 200);
+    for serial in &serials {
+        license(
+            env,
+            &token.jwt,
+            &format!("/v1/licenses/devices/{serial}"),
+            true,
+        )
+        .await;
+    }
+    (token, policy, serials)
+}
+
+#[tokio::test]
+async fn an_enrolled_device_enrolls_again_only_after_a_wipe_or_a_retire_and_reset() {
+    let env = TestService::start().await;
+    let (token, policy, serials) = ready(&env, 2).await;
+    let serial = serials[0].as_str();
+
+    // Nothing to wipe, retire or reset before the device enrolled.
+    for name in ["wipe", "retire", "factory-reset"] {
+        let reply = action(&env, &token, serial, name).await;
+        assert_eq!(reply.status, 409, "{name}: {reply:?}");
+        assert_eq!(reply.error(), "invalid_state");
+        assert_eq!(reply.body["enrollment_state"], "not_enrolled");
+    }
+    let unknown = action(&env, &token, serial, "erase").await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+
+    let first = enroll(&env, &token.jwt, serial, None).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    assert_eq!(first.body["policy"]["policy_id"], policy.as_str());
+    assert_eq!(first.body["device"]["enrollment_state"], "enrolled");
+    // Activated: it cannot enroll with ADE again.
+    let again = enroll(&env, &token.jwt, serial, None).await;
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(again.error(), "device_not_wiped");
+    // A factory reset must follow a retire.
+    let reset = action(&env, &token, serial, "factory-reset").await;
+    assert_eq!(reset.status, 409, "{reset:?}");
+    assert_eq!(reset.error(), "invalid_state");
+
+    // Retire: pending reset, still not allowed to enroll; wiping it is too late.
+    let retired = action(&env, &token, serial, "retire").await;
+    assert_eq!(retired.status, 202, "{retired:?}");
+    assert_eq!(retired.body["state"], "pending_reset");
+    assert_eq!(retired.body["enrollment_state"], "pending_reset");
+    assert_eq!(retired.body["last_action"], "retire");
+    assert_eq!(env.device(&token, serial).await["state"], "pending_reset");
+    let listed = env.all_devices(&token, "&state=pending_reset").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let blocked = enroll(&env, &token.jwt, serial, None).await;
+    assert_eq!(blocked.error(), "device_not_wiped", "{blocked:?}");
+    for name in ["wipe", "retire"] {
+        let reply = action(&env, &token, serial, name).await;
+        assert_eq!(reply.status, 409, "{name} after retire: {reply:?}");
+        assert_eq!(reply.body["enrollment_state"], "pending_reset");
+    }
+    let reset = action(&env, &token, serial, "factory-reset").await;
+    assert_eq!(reset.status, 202, "{reset:?}");
+    assert_eq!(reset.body["enrollment_state"], "wiped");
+    assert_eq!(reset.body["state"], "active");
+
+    // A policy may be assigned after the reset, before the device activates again.
+    let other = env.new_policy(&token, "Kiosk").await;
+    let moved = env.assign(&token, &other, &[serial]).await;
+    assert_eq!(moved.status, 200, "{moved:?}");
+    let second = enroll(&env, &token.jwt, serial, None).await;
+    assert_eq!(second.status, 201, "{second:?}");
+    assert_eq!(second.body["policy"]["policy_id"], other.as_str());
+    assert_ne!(second.body["scep_challenge"], first.body["scep_challenge"]);
+
+    // A wipe alone lets it enroll again, too.
+    let wiped = action(&env, &token, serial, "wipe").await;
+    assert_eq!(wiped.status, 202, "{wiped:?}");
+    assert_eq!(wiped.body["enrollment_state"], "wiped");
+    assert_eq!(enroll(&env, &token.jwt, serial, None).await.status, 201);
+
+    // The other device was never touched.
+    assert_eq!(
+        env.device(&token, &serials[1]).await["enrollment_state"],
+        "not_enrolled"
+    );
+}
+
+#[tokio::test]
+async fn enrollment_finds_the_device_only_in_the_callers_account() {
+    let env = TestService::start().await;
+    let (token, _policy, serials) = ready(&env, 1).await;
+    let unknown = enroll(&env, &token.jwt, "C02NOSUCHDEV1", None).await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert_eq!(unknown.error(), "device_not_assigned");
+    // Another account cannot enroll (or learn of) acme's device.
+    let globex = env.jwt("globex", &["admin"]);
+    let other = enroll(&env, &globex, &serials[0], None).await;
+    assert_eq!(other.status, 404, "{other:?}");
+    assert_eq!(other.error(), "device_not_assigned");
+    // A device without a policy has no profile to enroll with.
+    let bare = env.create_token("acme", 1).await;
+    env.wait_until_idle(&bare, RUN_TIMEOUT).await;
+    let bare_serial = env.serials(&bare).await.remove(0);
+    let no_policy = enroll(&env, &token.jwt, &bare_serial, None).await;
+    assert_eq!(no_policy.status, 409, "{no_policy:?}");
+    assert_eq!(no_policy.error(), "policy_not_assigned");
+    // Bad bodies.
+    for body in [
+        json!({}),
+        json!({"serial": "a b"}),
+        json!({"serial": "C02", "user": "x y"}),
+    ] {
+        let reply = env
+            .call(
+                Method::POST,
+                "/v1/enrollments",
+                &token.jwt,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+    }
+    assert_eq!(
+        env.device(&token, &serials[0]).await["enrollment_state"],
+        "not_enrolled"
+    );
+}
+
+#[tokio::test]
+async fn the_scep_challenge_lasts_15_minutes() {
+    let env = TestService::start().await;
+    let (token, _policy, serials) = ready(&env, 1).await;
+    let enrolled = enroll(&env, &token.jwt, &serials[0], None).await;
+    assert_eq!(enrolled.status, 201, "{enrolled:?}");
+    let id = enrolled.body["enrollment_id"].as_str().unwrap().to_owned();
+    let challenge = enrolled.body["scep_challenge"].as_str().unwrap().to_owned();
+    assert!(challenge.len() >= 32, "{challenge}");
+    let created =
+        chrono::DateTime::parse_from_rfc3339(enrolled.body["created_at"].as_str().unwrap())
+            .unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(
+        enrolled.body["challenge_expires_at"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!((expires - created).num_milliseconds(), 15 * 60 * 1000);
+
+    let profile = format!("/v1/enrollments/{id}/profile");
+    let download = env.call(Method::GET, &profile, &token.jwt, None).await;
+    assert_eq!(download.status, 200, "{download:?}");
+    assert_eq!(download.body["scep_challenge"], challenge.as_str());
+    assert_eq!(download.body["serial_number"], serials[0].as_str());
+    assert_eq!(download.body["downloads"], 1);
+    // Readers may download it too; another account may not see it.
+    let reader = env.jwt("acme", &["reader"]);
+    assert_eq!(
+        env.call(Method::GET, &profile, &reader, None).await.status,
+        200
+    );
+    let globex = env.jwt("globex", &["admin"]);
+    let hidden = env.call(Method::GET, &profile, &globex, None).await;
+    assert_eq!(hidden.status, 404, "{hidden:?}");
+
+    // At 14:59 the profile downloads again. (The service's clock keeps running
+    // underneath: move it to 14:59 after the enrollment, counting what already passed.)
+    let clock = env.service.runner.clock();
+    let elapsed = adesync_core::clock::Clock::now(&*clock) - created.with_timezone(&chrono::Utc);
+    assert!(elapsed < chrono::Duration::seconds(30), "{elapsed}");
+    env.advance(14 * 60 + 59 - elapsed.num_seconds()).await;
+    let late = env.call(Method::GET, &profile, &token.jwt, None).await;
+    assert_eq!(late.status, 200, "at 14:59: {late:?}");
+    assert_eq!(late.body["scep_challenge"], challenge.as_str());
+    // At 15:01 the SCEP server refuses it, and the device must be reset.
+    env.advance(2).await;
+    let expired = env.call(Method::GET, &profile, &token.jwt, None).await;
+    assert_eq!(expired.status, 410, "at 15:01: {expired:?}");
+    assert_eq!(expired.error(), "scep_challenge_expired");
+    let message = expired.body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The SCEP server returned an invalid response."),
+        "{message}"
+    );
+    assert!(message.contains("factory reset"), "{message}");
+    assert!(!expired.body.to_string().contains(&challenge));
+
+    // Unknown ids are not found; a day-old id of ours is an expired challenge.
+    let unknown = env
+        .call(
+            Method::GET,
+            "/v1/enrollments/not-an-enrollment/profile",
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+}
+
+#[tokio::test]
+async fn the_licensing_matrix_through_the_api() {
+    // affinity × enrolling user × device license × associated user; a user is
+    // none, unlicensed ("u") or licensed ("l"). Expected outcomes written out.
+    const ROWS: [(bool, &str, bool, &str, Option<&str>); 36] = [
+        (true, "-", false, "-", Some("user_license")),
+        (true, "-", false, "u", Some("user_license")),
+        (true, "-", false, "l", None),
+        (true, "-", true, "-", Some("user_license")),
+        (true, "-", true, "u", Some("user_license")),
+        (true, "-", true, "l", None),
+        (true, "u", false, "-", Some("user_license")),
+        (true, "u", false, "u", Some("user_license")),
+        (true, "u", false, "l", Some("user_license")),
+        (true, "u", true, "-", Some("user_license")),
+        (true, "u", true, "u", Some("user_license")),
+        (true, "u", true, "l", Some("user_license")),
+        (true, "l", false, "-", None),
+        (true, "l", false, "u", None),
+        (true, "l", false, "l", None),
+        (true, "l", true, "-", None),
+        (true, "l", true, "u", None),
+        (true, "l", true, "l", None),
+        (false, "-", false, "-", Some("device_license")),
+        (false, "-", false, "u", Some("device_license")),
+        (false, "-", false, "l", None),
+        (false, "-", true, "-", None),
+        (false, "-", true, "u", None),
+        (false, "-", true, "l", None),
+        (false, "u", false, "-", Some("device_license")),
+        (false, "u", false, "u", Some("device_license")),
+        (false, "u", false, "l", None),
+        (false, "u", true, "-", None),
+        (false, "u", true, "u", None),
+        (false, "u", true, "l", None),
+        (false, "l", false, "-", Some("device_license")),
+        (false, "l", false, "u", Some("device_license")),
+        (false, "l", false, "l", None),
+        (false, "l", true, "-", None),
+        (false, "l", true, "u", None),
+        (false, "l", true, "l", None),
+    ];
+    let env = TestService::start().await;
+    let token = env.create_token("acme", ROWS.len()).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let serials = env.serials(&token).await;
+    let with_affinity = env.new_policy(&token, "Personal").await;
+    let patched = env
+        .call(
+            Method::PATCH,
+            &format!("/v1/tokens/{}/policies/{with_affinity}", token.token_id),
+            &token.jwt,
+            Some(json!({"user_affinity": true})),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    let without = env.new_policy(&token, "Shared").await;
+    license(&env, &token.jwt, "/v1/licenses/users/licensed.user", true).await;
+    license(&env, &token.jwt, "/v1/licenses/users/unlicensed.user", true).await;
+    // A withdrawn license counts as none.
+    license(
+        &env,
+        &token.jwt,
+        "/v1/licenses/users/unlicensed.user",
+        false,
+    )
+    .await;
+    let user = |code: &str| match code {
+        "u" => Some("unlicensed.user"),
+        "l" => Some("licensed.user"),
+        _ => None,
+    };
+
+    for ((affinity, enrolling, device_licensed, associated, expected), serial) in
+        ROWS.iter().zip(&serials)
+    {
+        let policy = if *affinity { &with_affinity } else { &without };
+        assert_eq!(env.assign(&token, policy, &[serial]).await.status, 200);
+        license(
+            &env,
+            &token.jwt,
+            &format!("/v1/licenses/devices/{serial}"),
+            *device_licensed,
+        )
+        .await;
+        let shown = set_user(&env, &token, serial, user(associated)).await;
+        assert_eq!(shown["user_id"], json!(user(associated)));
+        let reply = enroll(&env, &token.jwt, serial, user(enrolling)).await;
+        let row = format!(
+            "affinity {affinity}, user {enrolling}, device licensed {device_licensed}, associated {associated}"
+        );
+        match expected {
+            None => assert_eq!(reply.status, 201, "{row}: {reply:?}"),
+            Some(needs) => {
+                assert_eq!(reply.status, 402, "{row}: {reply:?}");
+                assert_eq!(reply.error(), "license_required", "{row}");
+                assert_eq!(reply.body["needs"], *needs, "{row}");
+                // Refused: the device did not enroll.
+                assert_eq!(
+                    env.device(&token, serial).await["enrollment_state"],
+                    "not_enrolled",
+                    "{row}"
+                );
+            }
+        }
+    }
+    // Licensing a refused device lets it enroll.
+    let (_, _, _, _, expected) = ROWS[18];
+    assert_eq!(expected, Some("device_license"));
+    license(
+        &env,
+        &token.jwt,
+        &format!("/v1/licenses/devices/{}", serials[18]),
+        true,
+    )
+    .await;
+    assert_eq!(
+        enroll(&env, &token.jwt, &serials[18], None).await.status,
+        201
+    );
+    // Bad license requests are refused.
+    for (path, body) in [
+        ("/v1/licenses/users/a%20b", json!({"licensed": true})),
+        (
+            "/v1/licenses/devices/not%20a%20serial",
+            json!({"licensed": true}),
+        ),
+        ("/v1/licenses/users/ada", json!({"licensed": "yes"})),
+        ("/v1/licenses/users/ada", json!({})),
+    ] {
+        let reply = env.call(Method::PUT, path, &token.jwt, Some(body)).await;
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+    }
+}
