@@ -42,6 +42,8 @@ pub struct TestOptions {
     pub schedules: bool,
     /// Devices a new simulated MDM server starts with.
     pub sim_devices: usize,
+    /// Answer every Nth DynamoDB request of the functions with a throttle.
+    pub throttle_dynamodb_every: Option<u64>,
 }
 
 /// One test's adesync.
@@ -90,6 +92,9 @@ impl TestService {
                     ..RunnerOptions::default()
                 },
                 sim_devices: options.sim_devices,
+                throttle_dynamodb: options
+                    .throttle_dynamodb_every
+                    .map(adesync_local::faults::ThrottleDynamo::every),
                 // Apple calls give up fast, so failure paths run in seconds.
                 environment: std::collections::HashMap::from([
                     (

@@ -11,8 +11,8 @@ use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
 use adesync_queue::batches::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_service::faults::CrashPoint;
-use adesync_tests::TestService;
 use adesync_tests::flows::CreatedToken;
+use adesync_tests::{TestOptions, TestService};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -291,4 +291,78 @@ async fn a_poison_batch_goes_to_the_dead_letter_queue_and_the_run_reports_it() {
     );
     // The failed run makes the next sync a full one.
     assert_eq!(env.sync_status(&created).await["next_sync_is_full"], true);
+}
+
+#[tokio::test]
+async fn dynamodb_throttling_is_retried_and_loses_nothing() {
+    let env = TestService::start_with(TestOptions {
+        throttle_dynamodb_every: Some(4),
+        ..TestOptions::default()
+    })
+    .await;
+    let token = env.create_token("acme", 2_000).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["imported"], 2_000, "{run}");
+    let listed = env.all_devices(&token, "").await;
+    assert_eq!(
+        serials(&listed),
+        serials(&env.sim_devices(&token.server_uuid).await)
+    );
+    assert_eq!(env.sync_status(&token).await["device_count"], 2_000);
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_lapsed_cannot_overwrite_the_run_that_took_over() {
+    let env = TestService::start().await;
+    // Slow Apple: 200 devices a page, one second a page (under the test client's two-second timeout).
+    env.sim_post(
+        "/_sim/config",
+        serde_json::json!({"limit_default": 200, "limit_maximum": 200}),
+    )
+    .await;
+    env.sim_post(
+        "/_sim/rate",
+        serde_json::json!({"devices_per_minute": 12_000}),
+    )
+    .await;
+    let token = env.create_token("acme", 1_000).await;
+    // Wait until the first run has fetched a page.
+    let waiting = std::time::Instant::now();
+    let first = loop {
+        let status = env.sync_status(&token).await;
+        if status["run"]["pages"].as_u64().unwrap_or(0) >= 1 {
+            break status["run"]["run_id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            waiting.elapsed() < RUN_TIMEOUT,
+            "the first run never fetched a page: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Fifteen minutes pass: the lease lapses while the worker still runs,
+    // and a new sync takes the token over.
+    env.advance(16 * 60).await;
+    let takeover = env.request_sync(&token, "delta").await;
+    assert_eq!(takeover.status, 202, "{takeover:?}");
+    env.sim_post("/_sim/rate", serde_json::json!({"devices_per_minute": 0}))
+        .await;
+    let second = env
+        .wait_for_run(
+            &token,
+            takeover.body["run_id"].as_str().unwrap(),
+            RUN_TIMEOUT,
+        )
+        .await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let abandoned = env.wait_for_run(&token, &first, RUN_TIMEOUT).await;
+    assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
+    // The newer run's progress stands: every device, once.
+    let listed = env.all_devices(&token, "").await;
+    assert_eq!(listed.len(), 1_000);
+    assert_eq!(
+        serials(&listed),
+        serials(&env.sim_devices(&token.server_uuid).await)
+    );
+    assert_eq!(env.sync_status(&token).await["state"], "idle");
 }

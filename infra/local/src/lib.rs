@@ -17,6 +17,7 @@
 
 pub mod demo;
 pub mod emulators;
+pub mod faults;
 pub mod runner;
 pub mod template;
 pub mod tools;
@@ -46,6 +47,8 @@ pub struct ServiceOptions {
     pub sim_seed: u64,
     /// Settings added to (or replacing) the template's environment.
     pub environment: HashMap<String, String>,
+    /// Throttle the functions' DynamoDB requests (fault tests).
+    pub throttle_dynamodb: Option<faults::ThrottleDynamo>,
 }
 
 impl Default for ServiceOptions {
@@ -57,6 +60,7 @@ impl Default for ServiceOptions {
             sim_devices: 0,
             sim_seed: 1,
             environment: HashMap::new(),
+            throttle_dynamodb: None,
         }
     }
 }
@@ -101,7 +105,21 @@ impl LocalService {
         runner_options
             .linked_clocks
             .push(format!("{}/_sim/clock", sim.base_url()));
-        let runner = Runner::start(deployed.clone(), &config, &clients, runner_options).await?;
+        // The functions may get a throttled DynamoDB; the service's own
+        // handle (what tests check with) never is.
+        let mut function_clients = clients.clone();
+        if let Some(throttle) = options.throttle_dynamodb.clone() {
+            function_clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                clients
+                    .dynamodb
+                    .config()
+                    .to_builder()
+                    .interceptor(throttle)
+                    .build(),
+            );
+        }
+        let runner =
+            Runner::start(deployed.clone(), &config, &function_clients, runner_options).await?;
         Ok(Self {
             endpoints,
             clients,

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use adesync_local::demo::{DemoClient, run_seconds};
+use adesync_cli::model::{DeviceFilter, Run};
+use adesync_local::demo::DemoClient;
 use adesync_local::emulators::LocalAws;
 use adesync_local::runner::{RunnerOptions, mint_jwt};
 use adesync_local::tools::{self, Workspace};
@@ -46,6 +47,15 @@ enum Commands {
     /// Start only the local AWS emulators and print the variables that
     /// point other processes (e.g. `cargo test`) at them.
     Aws,
+    /// Build every function for AWS Lambda (arm64, release) with `sam build
+    /// --beta-features` and cargo-lambda, installed into .local/build-venv on
+    /// first use; then print each function's artifact size. Deploy with
+    /// `sam deploy` (docs/deploy.md).
+    Build {
+        /// Extra arguments for `sam build` (e.g. `--parallel`).
+        #[arg(trailing_var_arg = true)]
+        sam_args: Vec<String>,
+    },
     /// Print a development JWT the local API accepts.
     DevToken {
         #[arg(long, default_value = "demo")]
@@ -78,7 +88,7 @@ struct ServeArgs {
     stage: String,
 }
 
-const DEFAULT_JWT_SECRET: &str = "adesync-dev-secret";
+const DEFAULT_JWT_SECRET: &str = adesync_cli::dev_token::DEFAULT_SECRET;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -98,6 +108,7 @@ fn main() -> ExitCode {
             Commands::Demo { serve: args, exit } => serve(args, Some(exit)).await,
             Commands::Test { cargo_test_args } => test(cargo_test_args).await,
             Commands::Aws => aws().await,
+            Commands::Build { sam_args } => build(sam_args),
             Commands::DevToken {
                 account,
                 roles,
@@ -148,6 +159,7 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
         sim_devices: 0,
         sim_seed: 1,
         environment: Default::default(),
+        throttle_dynamodb: None,
     };
     let service = LocalService::start(&workspace, aws.endpoints.clone(), options).await?;
     let jwt = mint_jwt(
@@ -181,54 +193,48 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     );
 
     if let Some(exit) = demo {
-        let client = DemoClient::new(service.runner.api_url(), service.sim.base_url(), jwt)?;
+        let demo = DemoClient::new(service.runner.api_url(), service.sim.base_url(), jwt)?;
         println!();
         println!(
             "Creating a token for a simulated MDM server with {} devices (public key → token file → POST /v1/tokens)…",
             args.devices
         );
-        let (token, _server) = client.create_token(args.devices).await?;
+        let (token, _server) = demo.create_token(args.devices).await?;
         println!("Token {token} created; its first full sync is running:");
-        let run = client.watch_sync(&token, args.devices as u64).await?;
-        let status = client.status(&token).await?;
-        let seconds = run_seconds(&run).unwrap_or(0.0);
-        let imported = run["imported"].as_u64().unwrap_or(0);
-        println!(
-            "Full sync {}: {} devices fetched, {} imported in {seconds:.1} s ({:.0} devices/min; Apple delivers about 3,000/min).",
-            run["status"].as_str().unwrap_or("?"),
-            run["fetched"],
-            imported,
-            if seconds > 0.0 {
-                imported as f64 * 60.0 / seconds
-            } else {
-                0.0
-            },
-        );
+        let run: Run = serde_json::from_value(demo.watch_sync(&token, args.devices as u64).await?)?;
+        println!("{}", adesync_cli::watch::summary(&run));
+        let client = demo.client();
+        let status = client.sync_status(&token).await?;
         println!(
             "The token now lists {} devices. The first five:",
-            status["device_count"]
+            status.device_count
         );
-        let devices = client.devices(&token, 5).await?;
-        for device in devices["devices"].as_array().into_iter().flatten() {
+        let page = client
+            .devices_page(&token, &DeviceFilter::default(), None, Some(5))
+            .await?;
+        for device in &page.devices {
             println!(
                 "  {}  {:<10} {:<28} {}",
-                device["serial_number"].as_str().unwrap_or(""),
-                device["device_family"].as_str().unwrap_or(""),
-                device["model"].as_str().unwrap_or(""),
-                device["state"].as_str().unwrap_or(""),
+                device.serial_number,
+                device.device_family.as_deref().unwrap_or(""),
+                device.model.as_deref().unwrap_or(""),
+                device.state,
             );
         }
-        if run["status"] != "succeeded" {
-            bail!("the demo's sync did not succeed: {run}");
+        if run.status != "succeeded" {
+            bail!(
+                "the demo's sync did not succeed: {}",
+                adesync_cli::watch::summary(&run)
+            );
         }
         if exit {
             return Ok(ExitCode::SUCCESS);
         }
         println!();
-        println!(
-            "Try: curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens/{token}/sync",
-            service.runner.api_url()
-        );
+        println!("Try the CLI (in another terminal, with ADESYNC_TOKEN exported as above):");
+        println!("  cargo run -p adesync-cli -- tokens list");
+        println!("  cargo run -p adesync-cli -- sync status {token}");
+        println!("  cargo run -p adesync-cli -- devices list {token} --limit 10");
     }
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
@@ -244,6 +250,65 @@ async fn aws() -> Result<ExitCode> {
     }
     eprintln!("adesync-local: local AWS ready; press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sam build` with cargo-lambda, then the size of each function's artifact.
+fn build(sam_args: Vec<String>) -> Result<ExitCode> {
+    let workspace = Workspace::locate()?;
+    let total = Instant::now();
+    let tools = tools::ensure(&workspace)?;
+    let build_bin = step(
+        "installing cargo-lambda and Zig (skipped when up to date)",
+        || tools::ensure_build_tools(&workspace),
+    )?;
+    step(
+        "the arm64 Rust target (rustup target add aarch64-unknown-linux-gnu)",
+        || {
+            run(Command::new("rustup")
+                .args(["target", "add", "aarch64-unknown-linux-gnu"])
+                .current_dir(workspace.root()))
+        },
+    )?;
+    let path = std::env::join_paths(
+        std::iter::once(build_bin).chain(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        ),
+    )?;
+    step(
+        "sam build --beta-features (cargo-lambda, arm64, release)",
+        || {
+            run(Command::new(tools.sam())
+                .args(["build", "--beta-features"])
+                .args(&sam_args)
+                .env("PATH", &path)
+                .env("SAM_CLI_TELEMETRY", "0")
+                .current_dir(workspace.root()))
+        },
+    )?;
+    let built = workspace.root().join(".aws-sam/build");
+    let mut artifacts: Vec<(String, u64)> = std::fs::read_dir(&built)
+        .with_context(|| format!("sam build left no {}", built.display()))?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let size = entry.path().join("bootstrap").metadata().ok()?.len();
+            Some((entry.file_name().to_string_lossy().into_owned(), size))
+        })
+        .collect();
+    artifacts.sort();
+    eprintln!(
+        "==> built in {:.0?}; artifacts (.aws-sam/build/<function>/bootstrap):",
+        total.elapsed()
+    );
+    for (function, size) in artifacts {
+        eprintln!(
+            "    {function:<28} {:>6.1} MiB",
+            size as f64 / (1024.0 * 1024.0)
+        );
+    }
+    eprintln!("    deploy: .local/venv/bin/sam deploy (see docs/deploy.md)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -292,12 +357,12 @@ async fn test(cargo_test_args: Vec<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn step(what: &str, work: impl FnOnce() -> Result<()>) -> Result<()> {
+fn step<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     eprintln!("==> {what}");
     let started = Instant::now();
-    work().with_context(|| format!("{what} failed"))?;
+    let done = work().with_context(|| format!("{what} failed"))?;
     eprintln!("    done in {:.1?}", started.elapsed());
-    Ok(())
+    Ok(done)
 }
 
 fn run(command: &mut Command) -> Result<()> {

@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -68,7 +68,7 @@ impl Default for RunnerOptions {
             api_addr: "127.0.0.1:0"
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
-            jwt_secret: "adesync-dev-secret".into(),
+            jwt_secret: adesync_cli::dev_token::DEFAULT_SECRET.into(),
             schedules: true,
             retry_delay: Duration::from_secs(1),
             concurrency: 4,
@@ -320,19 +320,11 @@ impl Drop for Runner {
     }
 }
 
-/// Claims of a development JWT.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DevClaims {
-    pub sub: String,
-    #[serde(rename = "adesync:account")]
-    pub account: String,
-    #[serde(rename = "adesync:roles")]
-    pub roles: Vec<String>,
-    pub exp: i64,
-    pub iat: i64,
-}
+/// Claims of a development JWT (one definition, shared with `adesync dev-token`).
+pub use adesync_cli::dev_token::DevClaims;
 
-/// Mints an HS256 JWT that the local runner accepts.
+/// Mints an HS256 JWT that the local runner accepts (the same minting as
+/// `adesync dev-token`).
 pub fn mint_jwt(
     secret: &str,
     sub: &str,
@@ -340,18 +332,13 @@ pub fn mint_jwt(
     roles: &[&str],
     ttl: Duration,
 ) -> Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = DevClaims {
-        sub: sub.to_owned(),
-        account: account.to_owned(),
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        iat: now,
-        exp: now + i64::try_from(ttl.as_secs()).unwrap_or(3600),
-    };
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    Ok(adesync_cli::dev_token::mint(
+        secret,
+        sub,
+        account,
+        roles,
+        ttl,
+        chrono::Utc::now(),
     )?)
 }
 

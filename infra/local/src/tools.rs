@@ -99,17 +99,7 @@ pub fn ensure(workspace: &Workspace) -> Result<Tools> {
     let venv = local.join("venv");
     let requirements = workspace.root().join("infra/local/requirements.txt");
     install_if_changed(&venv, &[&requirements], "moto and the SAM CLI", || {
-        require_command(
-            "python3",
-            &["--version"],
-            "install Python 3.9 or newer with its venv module (Debian: apt install python3 python3-venv)",
-        )?;
-        if !venv.join("bin/pip").is_file() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        }
-        run(Command::new(venv.join("bin/pip"))
-            .args(["install", "--disable-pip-version-check", "--quiet", "-r"])
-            .arg(&requirements))
+        pip_install(&venv, &requirements)
     })?;
 
     let npm_dir = local.join("npm");
@@ -153,6 +143,42 @@ pub fn ensure(workspace: &Workspace) -> Result<Tools> {
         dynamodb_local_dir,
         log_dir,
     })
+}
+
+/// Installs the build tools — cargo-lambda (the SAM build method
+/// `rust-cargolambda`) and Zig (its arm64 linker), pinned by
+/// `infra/local/requirements-build.txt` — into their own virtual
+/// environment, `.local/build-venv`, and returns its `bin/`. Only
+/// `adesync-local build` needs them: they weigh about 470 MB, so the tests
+/// never install them.
+pub fn ensure_build_tools(workspace: &Workspace) -> Result<PathBuf> {
+    let local = workspace.local_dir();
+    fs::create_dir_all(&local).with_context(|| format!("cannot create {}", local.display()))?;
+    let lock = File::create(local.join("install.lock"))?;
+    lock.lock()
+        .context("cannot lock .local/install.lock to install the build tools")?;
+    let venv = local.join("build-venv");
+    let requirements = workspace.root().join("infra/local/requirements-build.txt");
+    install_if_changed(&venv, &[&requirements], "cargo-lambda and Zig", || {
+        pip_install(&venv, &requirements)
+    })?;
+    Ok(venv.join("bin"))
+}
+
+/// Creates the virtual environment `venv` if needed and installs
+/// `requirements` into it.
+fn pip_install(venv: &Path, requirements: &Path) -> Result<()> {
+    require_command(
+        "python3",
+        &["--version"],
+        "install Python 3.9 or newer with its venv module (Debian: apt install python3 python3-venv)",
+    )?;
+    if !venv.join("bin/pip").is_file() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--disable-pip-version-check", "--quiet", "-r"])
+        .arg(requirements))
 }
 
 /// Runs `install` unless `dir` was installed from exactly these pin files.

@@ -1,0 +1,98 @@
+//! Development access tokens for the local runner.
+//!
+//! On AWS, API Gateway's JWT authorizer verifies tokens of the
+//! organisation's identity provider. The local runner (`adesync-local
+//! serve`) stands in for it and accepts HS256 tokens signed with
+//! `ADESYNC_DEV_JWT_SECRET`; this module mints them, for `adesync
+//! dev-token`, for `adesync-local` and for the tests — one implementation,
+//! so the claims the runner reads and the claims minted never drift.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The secret of the local runner when `ADESYNC_DEV_JWT_SECRET` is unset.
+pub const DEFAULT_SECRET: &str = "adesync-dev-secret";
+
+/// The claims the API reads (api.md "Caller identity").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevClaims {
+    /// The user.
+    pub sub: String,
+    /// The account every request of this token acts for.
+    #[serde(rename = "adesync:account")]
+    pub account: String,
+    /// `admin`, `dem` and/or `reader`.
+    #[serde(rename = "adesync:roles")]
+    pub roles: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time, seconds since the epoch.
+    pub iat: i64,
+}
+
+/// A token could not be signed (only an unusable key does that).
+#[derive(Debug, thiserror::Error)]
+#[error("the development token could not be signed: {0}")]
+pub struct DevTokenError(#[from] jsonwebtoken::errors::Error);
+
+/// Mints an HS256 JWT for `account` with `roles`, valid for `ttl` from `now`.
+pub fn mint(
+    secret: &str,
+    user: &str,
+    account: &str,
+    roles: &[&str],
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<String, DevTokenError> {
+    let issued = now.timestamp();
+    let claims = DevClaims {
+        sub: user.to_owned(),
+        account: account.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        iat: issued,
+        exp: issued.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+    };
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_with_the_secret_and_carry_the_claims() {
+        let now = Utc::now();
+        let jwt = mint(
+            "s3cret",
+            "ann",
+            "acme",
+            &["admin", "dem"],
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+        let decoded = jsonwebtoken::decode::<DevClaims>(
+            &jwt,
+            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+            &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(decoded.sub, "ann");
+        assert_eq!(decoded.account, "acme");
+        assert_eq!(decoded.roles, ["admin", "dem"]);
+        assert_eq!(decoded.exp - decoded.iat, 60);
+        let wrong = jsonwebtoken::decode::<DevClaims>(
+            &jwt,
+            &jsonwebtoken::DecodingKey::from_secret(b"other"),
+            &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+        );
+        assert!(wrong.is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! What the API answers, as typed values.
+//!
+//! Each type names the fields the CLI shows and keeps every other field the
+//! API sends in `extra`, so `--json` output is the API's answer whole, and
+//! a field the API adds later reaches scripts without a CLI release.
+//! Optional fields are `Option`: the API sends `null` for "not yet" (no
+//! sync so far, no policy assigned).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Fields the API sent that the CLI does not name.
+pub type Extra = Map<String, Value>;
+
+/// A sync kind an administrator may request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncKind {
+    /// Only the changes since the last sync.
+    Delta,
+    /// The complete device list (at most once every 7 days).
+    Full,
+}
+
+/// An enrollment program token (`GET /v1/tokens/{token_id}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub apple_id: String,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub org_name: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub days_left: i64,
+    pub expiring_soon: bool,
+    /// `ok`, `terms_not_signed`, `token_invalid` or `expired`.
+    pub status: String,
+    #[serde(default)]
+    pub status_message: Option<String>,
+    #[serde(default)]
+    pub device_count: u64,
+    #[serde(default)]
+    pub policy_count: u64,
+    #[serde(default)]
+    pub default_policy_id: Option<String>,
+    #[serde(default)]
+    pub last_full_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_delta_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_manual_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub sync_running: bool,
+    /// Only on creation: whether the first full sync was queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_sync: Option<FirstSync>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The first full sync a new token starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirstSync {
+    pub queued: bool,
+    #[serde(default)]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A page of `GET /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenPage {
+    pub tokens: Vec<Token>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to a sync request (`202`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncStarted {
+    pub run_id: String,
+    pub kind: SyncKind,
+    pub estimated_seconds: u64,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One sync run (`GET …/runs`, and the running one in `GET …/sync`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub run_id: String,
+    /// `full` or `delta`.
+    pub kind: String,
+    /// Who started it: `manual`, `schedule`, `token_created`, …
+    #[serde(default)]
+    pub trigger: Option<String>,
+    /// `running`, `importing`, `succeeded`, `failed` or `abandoned`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub fetched: u64,
+    #[serde(default)]
+    pub imported: u64,
+    #[serde(default)]
+    pub estimated_seconds_left: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub warning: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Run {
+    /// Whether the run has ended, one way or another.
+    pub fn is_over(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "abandoned")
+    }
+
+    /// How long it ran, once it has finished.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        let finished = self.finished_at?;
+        (finished - self.started_at).to_std().ok()
+    }
+}
+
+/// `GET /v1/tokens/{token_id}/runs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+}
+
+/// `GET /v1/tokens/{token_id}/sync`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// `idle` or `running`.
+    pub state: String,
+    #[serde(default)]
+    pub run: Option<Run>,
+    #[serde(default)]
+    pub device_count: u64,
+    #[serde(default)]
+    pub last_full_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_delta_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_manual_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_outcome: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub next_manual_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub next_full_sync_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub next_sync_is_full: bool,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A device of a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    pub serial_number: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub device_family: Option<String>,
+    #[serde(default)]
+    pub profile_status: Option<String>,
+    #[serde(default)]
+    pub policy_id: Option<String>,
+    /// `active`, `removed_from_apple`, …
+    pub state: String,
+    #[serde(default)]
+    pub removed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub deletes_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A page of `GET /v1/tokens/{token_id}/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevicePage {
+    pub devices: Vec<Device>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of a device listing.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// `active` or `removed_from_apple`.
+    pub state: Option<String>,
+    pub policy_id: Option<String>,
+}
+
+/// The answer to a device deletion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceDeleted {
+    pub serial_number: String,
+    pub warning: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// An enrollment policy (its settings stay in `extra`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Policy {
+    #[serde(alias = "id")]
+    pub policy_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub is_default: bool,
+    #[serde(default)]
+    pub device_count: u64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A page of `GET /v1/tokens/{token_id}/policies`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyPage {
+    pub policies: Vec<Policy>,
+    #[serde(default)]
+    pub default_policy_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The per-serial outcome of a policy assignment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignmentResult {
+    pub serial_number: String,
+    /// `assigned`, `pending` (accepted, sent to Apple shortly),
+    /// `not_accessible`, `failed` or `throttled`.
+    pub result: String,
+    /// When a `failed` or `throttled` serial may be sent again.
+    #[serde(default)]
+    pub retry_after: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub retry_after_seconds: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl AssignmentResult {
+    /// The device has the policy, or will shortly without anyone acting.
+    pub fn is_done(&self) -> bool {
+        matches!(self.result.as_str(), "assigned" | "pending")
+    }
+
+    /// `failed` and `throttled` serials may be sent again later.
+    pub fn may_retry(&self) -> bool {
+        matches!(self.result.as_str(), "failed" | "throttled")
+    }
+}
+
+/// `POST /v1/tokens/{token_id}/policies/{policy_id}/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub results: Vec<AssignmentResult>,
+    /// Something Apple said that concerns the whole request.
+    #[serde(default)]
+    pub warning: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}

@@ -1,0 +1,486 @@
+//! docs/openapi.yaml is true to the service:
+//! - it documents exactly the routes the functions serve (their route
+//!   lists are what their routers are built from, so a route added in code
+//!   and not in the document fails here, and so does a documented route
+//!   that is gone);
+//! - real answers match it: a walk through every documented operation, on
+//!   a token created and synced through the real flow, validates each
+//!   answer's status and body against the document's schemas (JSON Schema
+//!   2020-12, OpenAPI 3.1's dialect). Response schemas list their fields as
+//!   `required`, so a documented field that disappears fails too.
+//!
+//! Documenting a new route: add its entry to docs/openapi.yaml (build its
+//! router with `adesync_runtime::routes::Routes`, so it is listed) and a
+//! step to `walk` below that gets a 2xx answer from it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use adesync_tests::TestService;
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const METHODS: [&str; 5] = ["get", "put", "post", "patch", "delete"];
+
+fn document() -> Value {
+    let path = adesync_local::tools::Workspace::locate()
+        .expect("the checkout")
+        .root()
+        .join("docs/openapi.yaml");
+    let text = std::fs::read_to_string(&path).expect("docs/openapi.yaml");
+    serde_yaml_ng::from_str(&text).expect("docs/openapi.yaml is YAML")
+}
+
+/// (METHOD, path template) of every documented operation.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let paths = doc["paths"].as_object().expect("paths");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            METHODS
+                .iter()
+                .filter(|m| item.get(**m).is_some())
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_the_functions_serve() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let served: BTreeSet<(String, String)> = adesync_api::route_list()
+        .into_iter()
+        .chain(adesync_sync_trigger::route_list())
+        .map(|(method, path)| (method.to_string(), path.to_owned()))
+        .collect();
+    let documented = documented(&doc);
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let gone: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && gone.is_empty(),
+        "served but not in docs/openapi.yaml: {undocumented:?}\nin docs/openapi.yaml but not served: {gone:?}"
+    );
+    // Every operation names its answers, and every error answer is the
+    // contract's error body.
+    for (method, path) in &documented {
+        let operation = &doc["paths"][path][method.to_lowercase()];
+        let responses = operation["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{method} {path} has no success answer"
+        );
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let text = resolve(&doc, response).to_string();
+                assert!(
+                    text.contains("#/components/schemas/Error"),
+                    "{method} {path} {status} is not the error body"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn api_gateway_routes_each_sync_trigger_route_to_its_function() {
+    // The api function takes `ANY /v1/{proxy+}`; a route another function
+    // serves needs its own HttpApi event, or API Gateway sends it to api.
+    let root = adesync_local::tools::Workspace::locate().expect("the checkout");
+    let text = std::fs::read_to_string(root.template_path()).expect("template.yaml");
+    let template: Value = serde_yaml_ng::from_str(&text).expect("template.yaml is YAML");
+    let events = template["Resources"]["SyncTriggerFunction"]["Properties"]["Events"]
+        .as_object()
+        .expect("SyncTriggerFunction events");
+    let routed: BTreeSet<(String, String)> = events
+        .values()
+        .filter(|e| e["Type"] == "HttpApi")
+        .filter_map(|e| {
+            let p = &e["Properties"];
+            Some((
+                p["Method"].as_str()?.to_uppercase(),
+                p["Path"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    for (method, path) in adesync_sync_trigger::route_list() {
+        assert!(
+            routed.contains(&(method.to_string(), path.to_owned())),
+            "template.yaml routes no {method} {path} to SyncTriggerFunction"
+        );
+    }
+}
+
+/// Follows a `$ref` to `#/components/...`.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str() {
+        Some(reference) => {
+            let pointer = reference.trim_start_matches('#');
+            doc.pointer(pointer)
+                .unwrap_or_else(|| panic!("dangling $ref {reference}"))
+        }
+        None => value,
+    }
+}
+
+/// Validates answers against the document.
+struct Checker {
+    doc: Value,
+    /// Operations that answered 2xx during the walk.
+    succeeded: BTreeSet<(String, String)>,
+}
+
+impl Checker {
+    fn check(&mut self, method: &Method, template: &str, reply: &adesync_tests::Reply) {
+        let key = (method.to_string(), template.to_owned());
+        let operation = &self.doc["paths"][template][method.as_str().to_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not in docs/openapi.yaml"
+        );
+        let status = reply.status.to_string();
+        let response = operation["responses"]
+            .get(&status)
+            .map(|r| resolve(&self.doc, r))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{method} {template} answered {status}, not documented: {}",
+                    reply.body
+                )
+            });
+        for header in response["headers"]
+            .as_object()
+            .into_iter()
+            .flat_map(|h| h.keys())
+        {
+            assert!(
+                reply.header(header).is_some(),
+                "{method} {template} {status} lacks the documented {header} header"
+            );
+        }
+        match response["content"].as_object() {
+            None => assert!(
+                reply.body.is_null(),
+                "{method} {template} {status} has a body the document does not: {}",
+                reply.body
+            ),
+            Some(content) => {
+                let (media, body) = content.iter().next().expect("a media type");
+                let answered = reply.header("content-type").unwrap_or_default();
+                assert!(
+                    answered.starts_with(media.as_str()),
+                    "{method} {template} {status}: content type {answered}, documented {media}"
+                );
+                let mut schema = body["schema"].clone();
+                // Internal references resolve against the document's components.
+                schema["components"] = self.doc["components"].clone();
+                let validator = jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    .build(&schema)
+                    .unwrap_or_else(|e| panic!("{method} {template} {status} schema: {e}"));
+                let errors: Vec<String> = validator
+                    .iter_errors(&reply.body)
+                    .map(|e| format!("{} at {}", e, e.instance_path()))
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "{method} {template} {status} does not match docs/openapi.yaml:\n  {}\nbody: {}",
+                    errors.join("\n  "),
+                    reply.body
+                );
+            }
+        }
+        if reply.status < 300 {
+            self.succeeded.insert(key);
+        }
+    }
+}
+
+/// A whole adesync, walked through every documented operation.
+struct Walk {
+    env: TestService,
+    admin: String,
+    checker: Checker,
+}
+
+impl Walk {
+    /// Calls `method path` (a concrete path of `template`) and checks the
+    /// answer is `expected` and matches the document.
+    async fn step(
+        &mut self,
+        method: Method,
+        template: &str,
+        path: &str,
+        jwt: Option<&str>,
+        body: Option<Value>,
+        expected: u16,
+    ) -> Value {
+        let reply = match jwt {
+            Some(jwt) => self.env.call(method.clone(), path, jwt, body).await,
+            None => {
+                let mut request = self.env.http.request(method.clone(), self.env.api(path));
+                if let Some(body) = body {
+                    request = request.json(&body);
+                }
+                adesync_tests::Reply::from(request.send().await.expect("an answer")).await
+            }
+        };
+        assert_eq!(reply.status, expected, "{method} {path}: {reply:?}");
+        self.checker.check(&method, template, &reply);
+        reply.body
+    }
+
+    async fn admin(
+        &mut self,
+        method: Method,
+        template: &str,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> Value {
+        let jwt = self.admin.clone();
+        self.step(method, template, path, Some(&jwt), body, expected)
+            .await
+    }
+
+    /// A simulated MDM server with `devices` devices, encrypted to the
+    /// account's key; its uuid and its token file (base64).
+    async fn server(&self, pem: &str, name: &str, devices: usize) -> (String, String) {
+        let server = self
+            .env
+            .sim_post(
+                "/_sim/servers",
+                json!({"name": name, "public_key_pem": pem, "admin_id": "admin@acme.test", "devices": devices}),
+            )
+            .await;
+        (
+            server["server_uuid"].as_str().expect("uuid").to_owned(),
+            server["token_file"]
+                .as_str()
+                .expect("token file")
+                .to_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn real_answers_of_every_documented_operation_match_the_document() {
+    let env = TestService::start().await;
+    let admin = env.jwt("acme", &["admin"]);
+    let reader = env.jwt("acme", &["reader"]);
+    let doc = document();
+    let mut walk = Walk {
+        env,
+        admin,
+        checker: Checker {
+            doc,
+            succeeded: BTreeSet::new(),
+        },
+    };
+    let run_timeout = Duration::from_secs(120);
+
+    walk.step(Method::GET, "/v1/health", "/v1/health", None, None, 200)
+        .await;
+    walk.step(Method::GET, "/v1/tokens", "/v1/tokens", None, None, 401)
+        .await;
+    let pem = walk
+        .admin(Method::GET, "/v1/public-key", "/v1/public-key", None, 200)
+        .await;
+    let pem = pem.as_str().expect("a PEM").to_owned();
+
+    // Tokens: created, refused twice, listed and shown.
+    let (server_uuid, token_file) = walk.server(&pem, "Acme MDM server", 30).await;
+    let upload =
+        json!({"name": "Acme devices", "apple_id": "admin@acme.test", "token_file": token_file});
+    let created = walk
+        .admin(
+            Method::POST,
+            "/v1/tokens",
+            "/v1/tokens",
+            Some(upload.clone()),
+            201,
+        )
+        .await;
+    let id = created["id"].as_str().expect("token id").to_owned();
+    walk.admin(Method::POST, "/v1/tokens", "/v1/tokens", Some(upload), 409)
+        .await;
+    let not_a_token = base64::engine::general_purpose::STANDARD.encode(b"not a token file");
+    walk.admin(
+        Method::POST,
+        "/v1/tokens",
+        "/v1/tokens",
+        Some(json!({"name": "x", "apple_id": "a@b.c", "token_file": not_a_token})),
+        400,
+    )
+    .await;
+    let token = adesync_tests::flows::CreatedToken {
+        token_id: id.clone(),
+        server_uuid: server_uuid.clone(),
+        jwt: walk.admin.clone(),
+    };
+    walk.env.wait_until_idle(&token, run_timeout).await;
+
+    let tokens = &format!("/v1/tokens/{id}");
+    walk.admin(Method::GET, "/v1/tokens", "/v1/tokens?limit=10", None, 200)
+        .await;
+    walk.admin(Method::GET, "/v1/tokens/{token_id}", tokens, None, 200)
+        .await;
+    walk.admin(
+        Method::GET,
+        "/v1/tokens/{token_id}",
+        "/v1/tokens/01JD8X3Q5V7N2M4K6P8R0T2W4Y",
+        None,
+        404,
+    )
+    .await;
+
+    // Sync status and history, devices.
+    let sync = &format!("/v1/tokens/{id}/sync");
+    walk.admin(Method::GET, "/v1/tokens/{token_id}/sync", sync, None, 200)
+        .await;
+    walk.admin(
+        Method::GET,
+        "/v1/tokens/{token_id}/runs",
+        &format!("/v1/tokens/{id}/runs?limit=5"),
+        None,
+        200,
+    )
+    .await;
+    let page = walk
+        .admin(
+            Method::GET,
+            "/v1/tokens/{token_id}/devices",
+            &format!("/v1/tokens/{id}/devices?limit=5&state=active"),
+            None,
+            200,
+        )
+        .await;
+    assert!(page["next_cursor"].is_string(), "30 devices, pages of 5");
+    walk.admin(
+        Method::GET,
+        "/v1/tokens/{token_id}/devices",
+        &format!("/v1/tokens/{id}/devices?cursor=%20bad"),
+        None,
+        400,
+    )
+    .await;
+    let serial = page["devices"][0]["serial_number"]
+        .as_str()
+        .expect("a serial")
+        .to_owned();
+    let device = &format!("/v1/tokens/{id}/devices/{serial}");
+    let one = "/v1/tokens/{token_id}/devices/{serial}";
+    walk.admin(Method::GET, one, device, None, 200).await;
+    walk.admin(Method::DELETE, one, device, None, 200).await;
+    walk.admin(Method::GET, one, device, None, 404).await;
+
+    // Manual syncs: accepted, then refused while running or cooling down.
+    let started = walk
+        .admin(
+            Method::POST,
+            "/v1/tokens/{token_id}/sync",
+            sync,
+            Some(json!({"kind": "delta"})),
+            202,
+        )
+        .await;
+    walk.admin(Method::GET, "/v1/tokens/{token_id}/sync", sync, None, 200)
+        .await;
+    walk.env
+        .wait_for_run(
+            &token,
+            started["run_id"].as_str().expect("run id"),
+            run_timeout,
+        )
+        .await;
+    walk.admin(
+        Method::POST,
+        "/v1/tokens/{token_id}/sync",
+        sync,
+        Some(json!({"kind": "delta"})),
+        429,
+    )
+    .await;
+    walk.step(
+        Method::POST,
+        "/v1/tokens/{token_id}/sync",
+        sync,
+        Some(&reader),
+        None,
+        403,
+    )
+    .await;
+
+    // Renewal: refused with the wrong Apple ID, done with the right one.
+    let renewed = walk
+        .env
+        .sim_post(&format!("/_sim/servers/{server_uuid}/token"), json!({}))
+        .await;
+    let renewal = &format!("/v1/tokens/{id}/renewal");
+    let file = renewed["token_file"].as_str().expect("token file");
+    walk.admin(
+        Method::PUT,
+        "/v1/tokens/{token_id}/renewal",
+        renewal,
+        Some(json!({"apple_id": "other@acme.test", "token_file": file})),
+        409,
+    )
+    .await;
+    walk.admin(
+        Method::PUT,
+        "/v1/tokens/{token_id}/renewal",
+        renewal,
+        Some(json!({"apple_id": "admin@acme.test", "token_file": file})),
+        200,
+    )
+    .await;
+
+    // Deletion: refused while the token has devices; done for an empty one.
+    walk.step(
+        Method::DELETE,
+        "/v1/tokens/{token_id}",
+        tokens,
+        Some(&reader),
+        None,
+        403,
+    )
+    .await;
+    let refused = walk
+        .admin(Method::DELETE, "/v1/tokens/{token_id}", tokens, None, 409)
+        .await;
+    assert_eq!(refused["error"], "token_not_empty", "{refused}");
+    let (empty_uuid, empty_file) = walk.server(&pem, "Empty MDM server", 0).await;
+    let empty = walk
+        .admin(
+            Method::POST,
+            "/v1/tokens",
+            "/v1/tokens",
+            Some(json!({"name": "Empty", "apple_id": "admin@acme.test", "token_file": empty_file})),
+            201,
+        )
+        .await;
+    let empty = adesync_tests::flows::CreatedToken {
+        token_id: empty["id"].as_str().expect("id").to_owned(),
+        server_uuid: empty_uuid,
+        jwt: walk.admin.clone(),
+    };
+    walk.env.wait_until_idle(&empty, run_timeout).await;
+    walk.admin(
+        Method::DELETE,
+        "/v1/tokens/{token_id}",
+        &format!("/v1/tokens/{}", empty.token_id),
+        None,
+        204,
+    )
+    .await;
+
+    let not_walked: Vec<_> = documented(&walk.checker.doc)
+        .difference(&walk.checker.succeeded)
+        .cloned()
+        .collect();
+    assert!(
+        not_walked.is_empty(),
+        "documented operations the walk never got a success from (add a step): {not_walked:?}"
+    );
+}
