@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
 use crate::devices::{DeviceWrite, device_item};
+use crate::error::build_error;
 use crate::{Store, StoreError};
 
 /// What a license item is about.
@@ -73,10 +74,6 @@ pub enum EnrollmentUse {
 
 fn enrollment_sk(id: &EnrollmentId) -> String {
     format!("enrollment#{id}")
-}
-
-fn build_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Malformed(format!("a DynamoDB request could not be built: {error}"))
 }
 
 fn enrollment_item(record: &EnrollmentRecord) -> Item {

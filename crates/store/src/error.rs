@@ -65,6 +65,11 @@ impl StoreError {
 }
 
 /// Backoff for work DynamoDB left undone: exponential with jitter, bounded.
+/// A request the SDK's builder refused: a bug in how we build it, never the caller's input.
+pub(crate) fn build_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(format!("a DynamoDB request could not be built: {error}"))
+}
+
 pub(crate) fn retry_policy() -> backon::ExponentialBuilder {
     backon::ExponentialBuilder::default()
         .with_jitter()

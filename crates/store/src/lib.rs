@@ -31,6 +31,7 @@ pub mod policies;
 pub mod progress;
 pub mod runs;
 pub mod tokens;
+mod transact;
 
 pub use error::StoreError;
 

@@ -19,19 +19,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::policy::{MAX_DEVICES_PER_POLICY, MAX_POLICIES_PER_TOKEN, PolicySettings};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    CancellationReason, ConditionCheck, Delete, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    ConditionCheck, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use backon::Retryable;
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
 use crate::devices::{DeviceWrite, MAX_TRANSACTION_ITEMS, device_item};
-use crate::error::retry_policy;
+use crate::error::{build_error, retry_policy};
 use crate::tokens::attr as token_attr;
+use crate::transact::{Refusal, transact};
 use crate::{Store, StoreError};
 
 /// Policy item attribute names.
@@ -165,14 +165,6 @@ pub struct CountedOutcome {
     pub refused: Vec<Serial>,
 }
 
-fn build_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Malformed(format!("a DynamoDB request could not be built: {error}"))
-}
-
-fn failed(reasons: &[CancellationReason], index: usize) -> bool {
-    reasons.get(index).and_then(CancellationReason::code) == Some("ConditionalCheckFailed")
-}
-
 fn is_condition_failed<R>(error: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> bool {
     matches!(
         error.as_service_error(),
@@ -241,37 +233,25 @@ impl Store {
             TransactWriteItem::builder().put(put).build(),
         ];
         let attempt = || async {
-            let error = match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await
+            let reasons = match transact(
+                &self.client,
+                "TransactWriteItems(create policy)",
+                items.clone(),
+            )
+            .await
             {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
+                Ok(()) => return Ok(()),
+                Err(Refusal::Store(error)) => return Err(error.into()),
+                Err(Refusal::Conditions(reasons)) => reasons,
             };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            {
-                let reasons = cancelled.cancellation_reasons();
-                if failed(reasons, 0) {
-                    return Err(if self.token_exists(account, token).await? {
-                        CreatePolicyError::LimitReached
-                    } else {
-                        CreatePolicyError::TokenNotFound
-                    });
-                }
-                if failed(reasons, 1) {
-                    return Err(StoreError::Malformed(format!(
-                        "policy id {policy} was already taken"
-                    ))
-                    .into());
-                }
-                // A conflict with a concurrent transaction: nothing was written.
-                return Err(StoreError::Unprocessed("TransactWriteItems(create policy)").into());
+            if reasons.failed(0) {
+                return Err(if self.token_exists(account, token).await? {
+                    CreatePolicyError::LimitReached
+                } else {
+                    CreatePolicyError::TokenNotFound
+                });
             }
-            Err(StoreError::dynamo("TransactWriteItems(create policy)", error).into())
+            Err(StoreError::Malformed(format!("policy id {policy} was already taken")).into())
         };
         attempt
             .retry(retry_policy())
@@ -435,34 +415,23 @@ impl Store {
                     .update(count.build().map_err(build_error)?)
                     .build(),
             ];
-            let error = match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            {
-                let reasons = cancelled.cancellation_reasons();
-                if failed(reasons, 0) {
-                    let old = reasons.first().and_then(CancellationReason::item);
-                    return Err(match old.filter(|item| !item.is_empty()) {
-                        None => DeletePolicyError::NotFound,
-                        Some(item) => DeletePolicyError::InUse {
-                            device_count: PolicyRecord::from_item(item)?.device_count,
-                        },
-                    });
-                }
-                // The token's default changed between the read and the write (or a
-                // concurrent transaction): read again and retry.
-                return Err(StoreError::Unprocessed("TransactWriteItems(delete policy)").into());
+            let reasons =
+                match transact(&self.client, "TransactWriteItems(delete policy)", items).await {
+                    Ok(()) => return Ok(()),
+                    Err(Refusal::Store(error)) => return Err(error.into()),
+                    Err(Refusal::Conditions(reasons)) => reasons,
+                };
+            if reasons.failed(0) {
+                return Err(match reasons.item(0) {
+                    None => DeletePolicyError::NotFound,
+                    Some(item) => DeletePolicyError::InUse {
+                        device_count: PolicyRecord::from_item(item)?.device_count,
+                    },
+                });
             }
-            Err(StoreError::dynamo("TransactWriteItems(delete policy)", error).into())
+            // The token's default changed between the read and the write:
+            // read again and retry.
+            Err(StoreError::Unprocessed("TransactWriteItems(delete policy)").into())
         };
         attempt
             .retry(retry_policy())
@@ -504,29 +473,22 @@ impl Store {
             items.push(TransactWriteItem::builder().condition_check(check).build());
         }
         let attempt = || async {
-            let error = match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await
+            let reasons = match transact(
+                &self.client,
+                "TransactWriteItems(default policy)",
+                items.clone(),
+            )
+            .await
             {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
+                Ok(()) => return Ok(()),
+                Err(Refusal::Store(error)) => return Err(error.into()),
+                Err(Refusal::Conditions(reasons)) => reasons,
             };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            {
-                let reasons = cancelled.cancellation_reasons();
-                if failed(reasons, 0) {
-                    return Err(DefaultPolicyError::TokenNotFound);
-                }
-                if failed(reasons, 1) {
-                    return Err(DefaultPolicyError::PolicyNotFound);
-                }
-                return Err(StoreError::Unprocessed("TransactWriteItems(default policy)").into());
-            }
-            Err(StoreError::dynamo("TransactWriteItems(default policy)", error).into())
+            Err(if reasons.failed(0) {
+                DefaultPolicyError::TokenNotFound
+            } else {
+                DefaultPolicyError::PolicyNotFound
+            })
         };
         attempt
             .retry(retry_policy())
@@ -824,38 +786,34 @@ impl Store {
                         .build(),
                 );
             }
-            let error = match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await
+            let reasons = match transact(
+                &self.client,
+                "TransactWriteItems(devices with counts)",
+                items,
+            )
+            .await
             {
-                Ok(_) => return Ok(chunk.len()),
-                Err(error) => error,
-            };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            else {
-                let error = StoreError::dynamo("TransactWriteItems(devices with counts)", error);
-                if error.is_transient() {
+                Ok(()) => return Ok(chunk.len()),
+                Err(Refusal::Store(error)) if error.is_transient() => {
+                    // Throttled, or a conflict with a concurrent transaction:
+                    // nothing was written.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
-                return Err(error);
+                Err(Refusal::Store(error)) => return Err(error),
+                Err(Refusal::Conditions(reasons)) => reasons,
             };
-            let reasons = cancelled.cancellation_reasons().to_vec();
             let devices = chunk.len();
             let full: Vec<&PolicyId> = counters
                 .iter()
                 .enumerate()
-                .filter(|(index, (_, delta))| *delta > 0 && failed(&reasons, devices + index))
+                .filter(|(index, (_, delta))| *delta > 0 && reasons.failed(devices + index))
                 .map(|(_, (policy, _))| *policy)
                 .collect();
             if let Some((_, (policy, _))) = counters
                 .iter()
                 .enumerate()
-                .find(|(index, (_, delta))| *delta < 0 && failed(&reasons, devices + index))
+                .find(|(index, (_, delta))| *delta < 0 && reasons.failed(devices + index))
             {
                 return Err(StoreError::Malformed(format!(
                     "devices of token {token} count in policy {policy}, which does not exist"
@@ -877,21 +835,18 @@ impl Store {
                 chunk = keep;
                 continue;
             }
-            let mut keep = Vec::with_capacity(chunk.len());
-            let mut conflicted = false;
-            for (index, counted) in chunk.into_iter().enumerate() {
-                if failed(&reasons, index) {
-                    conflicted = true;
-                    outcome.conflicts.push(counted.write.device.serial);
-                } else {
-                    keep.push(counted);
-                }
-            }
-            if !conflicted {
-                // A conflict with a concurrent transaction: nothing was written.
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            chunk = keep;
+            // Only device conditions are left: those devices changed since
+            // they were read.
+            let (conflicts, keep): (Vec<_>, Vec<_>) = chunk
+                .into_iter()
+                .enumerate()
+                .partition(|(index, _)| reasons.failed(*index));
+            outcome.conflicts.extend(
+                conflicts
+                    .into_iter()
+                    .map(|(_, counted)| counted.write.device.serial),
+            );
+            chunk = keep.into_iter().map(|(_, counted)| counted).collect();
         }
         Err(StoreError::Unprocessed(
             "TransactWriteItems(devices with counts)",

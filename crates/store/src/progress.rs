@@ -14,7 +14,6 @@ use std::collections::{HashMap, HashSet};
 use adesync_core::cursor::{Phase, Position};
 use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
 use adesync_core::sync::SyncKind;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -23,6 +22,7 @@ use crate::attrs::{self, Item};
 use crate::claims::{attr, sync_state_from_item};
 use crate::error::retry_policy;
 use crate::runs::{RUN_HISTORY, run_sk};
+use crate::transact::{Refusal, transact};
 use crate::{Store, StoreError};
 
 /// Token item attributes of the worker's position.
@@ -471,27 +471,10 @@ impl Store {
         items: Vec<TransactWriteItem>,
     ) -> Result<Option<usize>, StoreError> {
         let attempt = || async {
-            match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await
-            {
-                Ok(_) => Ok(None),
-                Err(error) => match error.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                        let reasons = cancelled.cancellation_reasons();
-                        if let Some(index) = reasons
-                            .iter()
-                            .position(|r| r.code() == Some("ConditionalCheckFailed"))
-                        {
-                            return Ok(Some(index));
-                        }
-                        Err(StoreError::Unprocessed(operation))
-                    }
-                    _ => Err(StoreError::dynamo(operation, error)),
-                },
+            match transact(&self.client, operation, items.clone()).await {
+                Ok(()) => Ok(None),
+                Err(Refusal::Conditions(reasons)) => Ok(reasons.first_failed()),
+                Err(Refusal::Store(error)) => Err(error),
             }
         };
         attempt

@@ -21,11 +21,9 @@ use std::collections::HashMap;
 use adesync_core::ids::{AccountId, PolicyId, RunId, TokenId};
 use adesync_core::sync::Lease;
 use adesync_core::token::{MAX_TOKENS_PER_ACCOUNT, TokenStatus};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    CancellationReason, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -33,7 +31,8 @@ use chrono::{DateTime, Utc};
 use crate::accounts::{self, ACCOUNT_SK, blob, get_blob, server_sk};
 use crate::attrs::{self, Item};
 use crate::claims::attr as sync_attr;
-use crate::error::retry_policy;
+use crate::error::{build_error, retry_policy};
+use crate::transact::{Refusal, transact};
 use crate::{Store, StoreError};
 
 /// Token item attribute names (the sync state's are in [`crate::claims::attr`]).
@@ -299,18 +298,6 @@ impl std::fmt::Debug for Renewal {
     }
 }
 
-fn cancellation_code(reasons: &[CancellationReason], index: usize) -> Option<&str> {
-    reasons.get(index).and_then(CancellationReason::code)
-}
-
-fn failed(reasons: &[CancellationReason], index: usize) -> bool {
-    cancellation_code(reasons, index) == Some("ConditionalCheckFailed")
-}
-
-fn build_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Malformed(format!("a DynamoDB request could not be built: {error}"))
-}
-
 fn insert_some(item: &mut Item, name: &str, value: Option<&str>) {
     if let Some(value) = value {
         item.insert(name.to_owned(), attrs::s(value));
@@ -328,39 +315,29 @@ impl Store {
     ) -> Result<(), CreateTokenError> {
         let items = self.create_token_items(token, secrets)?;
         let attempt = || async {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
+            let reasons = match transact(
+                &self.client,
+                "TransactWriteItems(create token)",
+                items.clone(),
+            )
+            .await
             {
-                // Reasons are in request order: account, guard, token.
-                let reasons = cancelled.cancellation_reasons();
-                if failed(reasons, 1) {
-                    let existing = reasons
-                        .get(1)
-                        .and_then(CancellationReason::item)
-                        .and_then(|item| attrs::get_s(item, "token_id"))
-                        .and_then(|id| TokenId::parse(id).ok());
-                    return Err(CreateTokenError::ServerLinked { existing });
-                }
-                if failed(reasons, 0) {
-                    return Err(CreateTokenError::LimitReached);
-                }
-                if failed(reasons, 2) {
-                    return Err(CreateTokenError::IdTaken);
-                }
-                // A conflict with a concurrent transaction: nothing was written.
-                return Err(StoreError::Unprocessed("TransactWriteItems(create token)").into());
-            }
-            Err(StoreError::dynamo("TransactWriteItems(create token)", error).into())
+                Ok(()) => return Ok(()),
+                Err(Refusal::Store(error)) => return Err(error.into()),
+                Err(Refusal::Conditions(reasons)) => reasons,
+            };
+            // Reasons are in request order: account, guard, token.
+            Err(if reasons.failed(1) {
+                let existing = reasons
+                    .item(1)
+                    .and_then(|item| attrs::get_s(item, "token_id"))
+                    .and_then(|id| TokenId::parse(id).ok());
+                CreateTokenError::ServerLinked { existing }
+            } else if reasons.failed(0) {
+                CreateTokenError::LimitReached
+            } else {
+                CreateTokenError::IdTaken
+            })
         };
         attempt
             .retry(retry_policy())
@@ -749,47 +726,36 @@ impl Store {
                 return Err(DeleteTokenError::NotFound);
             };
             let items = self.delete_token_items(account, token, &current.server_uuid, now)?;
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            {
-                // Reasons are in request order: token, guard, account.
-                let reasons = cancelled.cancellation_reasons();
-                if failed(reasons, 0) {
-                    let item = reasons.first().and_then(CancellationReason::item);
-                    let record = match item {
-                        Some(item) if !item.is_empty() => TokenRecord::from_item(item)?,
-                        _ => self.token(account, token).await?,
-                    };
-                    return Err(match record {
-                        None => DeleteTokenError::NotFound,
-                        Some(record) => {
-                            why_not_deleted(&record, now).unwrap_or(DeleteTokenError::Store(
-                                // The token changed between the read and the write
-                                // (e.g. a sync just ended): read again and retry.
-                                StoreError::Unprocessed("TransactWriteItems(delete token)"),
-                            ))
-                        }
-                    });
-                }
-                if failed(reasons, 2) {
-                    return Err(StoreError::Malformed(format!(
-                        "account {account} counts no token while token {token} exists"
-                    ))
-                    .into());
-                }
-                return Err(StoreError::Unprocessed("TransactWriteItems(delete token)").into());
+            let reasons =
+                match transact(&self.client, "TransactWriteItems(delete token)", items).await {
+                    Ok(()) => return Ok(()),
+                    Err(Refusal::Store(error)) => return Err(error.into()),
+                    Err(Refusal::Conditions(reasons)) => reasons,
+                };
+            // Reasons are in request order: token, guard, account.
+            if reasons.failed(0) {
+                let record = match reasons.item(0) {
+                    Some(item) => TokenRecord::from_item(item)?,
+                    None => self.token(account, token).await?,
+                };
+                return Err(match record {
+                    None => DeleteTokenError::NotFound,
+                    Some(record) => {
+                        why_not_deleted(&record, now).unwrap_or(DeleteTokenError::Store(
+                            // The token changed between the read and the write
+                            // (e.g. a sync just ended): read again and retry.
+                            StoreError::Unprocessed("TransactWriteItems(delete token)"),
+                        ))
+                    }
+                });
             }
-            Err(StoreError::dynamo("TransactWriteItems(delete token)", error).into())
+            if reasons.failed(2) {
+                return Err(StoreError::Malformed(format!(
+                    "account {account} counts no token while token {token} exists"
+                ))
+                .into());
+            }
+            Err(StoreError::Unprocessed("TransactWriteItems(delete token)").into())
         };
         attempt
             .retry(retry_policy())
