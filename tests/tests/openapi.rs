@@ -7,7 +7,12 @@
 //!   a token created and synced through the real flow, validates each
 //!   answer's status and body against the document's schemas (JSON Schema
 //!   2020-12, OpenAPI 3.1's dialect). Response schemas list their fields as
-//!   `required`, so a documented field that disappears fails too.
+//!   `required` (checked below for every success answer), so a documented
+//!   field that disappears fails too;
+//! - the request bodies the walk sends are checked against the documented
+//!   request schemas: an accepted body must match them, and a body the
+//!   service refuses as malformed must not, so the documented limits are
+//!   the ones the code enforces.
 //!
 //! Documenting a new route: add its entry to docs/openapi.yaml (build its
 //! router with `adesync_runtime::routes::Routes`, so it is listed) and a
@@ -112,6 +117,106 @@ fn api_gateway_routes_each_sync_trigger_route_to_its_function() {
     }
 }
 
+/// The documented fields of success answers are `required`, so the walk's
+/// validation fails when one disappears from an answer. A field the service
+/// leaves out when it is unset (a policy's optional Apple settings) is named
+/// in the schema's `x-absent-when-unset` instead, which must name documented,
+/// non-required fields.
+#[test]
+fn every_field_of_a_success_answer_is_required_or_declared_absent_when_unset() {
+    let doc = document();
+    let mut problems = Vec::new();
+    for (method, path) in documented(&doc) {
+        let operation = &doc["paths"][&path][method.to_lowercase()];
+        for (status, response) in operation["responses"].as_object().expect("responses") {
+            if !status.starts_with('2') {
+                continue;
+            }
+            for media in resolve(&doc, response)["content"]
+                .as_object()
+                .into_iter()
+                .flat_map(|c| c.values())
+            {
+                let at = format!("{method} {path} {status}");
+                fields_required(&doc, &media["schema"], &at, 0, &mut problems);
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The schema `schema` and its `allOf` parts, references followed.
+fn schema_parts<'a>(doc: &'a Value, schema: &'a Value) -> Vec<&'a Value> {
+    let schema = resolve(doc, schema);
+    let mut parts = vec![schema];
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        parts.extend(schema_parts(doc, part));
+    }
+    parts
+}
+
+fn names(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Collects the properties of `schema` (and of the schemas inside it) that are
+/// neither required nor declared absent when unset.
+fn fields_required(
+    doc: &Value,
+    schema: &Value,
+    at: &str,
+    depth: usize,
+    problems: &mut Vec<String>,
+) {
+    assert!(depth < 32, "{at}: schemas nest too deep (a cycle?)");
+    let parts = schema_parts(doc, schema);
+    // `allOf` parts describe one object: a property of one part may be
+    // required by another.
+    let mut properties = serde_json::Map::new();
+    let mut required = BTreeSet::new();
+    let mut absent = BTreeSet::new();
+    for part in &parts {
+        if let Some(own) = part["properties"].as_object() {
+            properties.extend(own.clone());
+        }
+        required.extend(names(&part["required"]));
+        absent.extend(names(&part["x-absent-when-unset"]));
+    }
+    for name in properties.keys() {
+        if !required.contains(name.as_str()) && !absent.contains(name.as_str()) {
+            problems.push(format!(
+                "{at}: {name} is neither required nor x-absent-when-unset"
+            ));
+        }
+    }
+    for name in &absent {
+        if !properties.contains_key(*name) || required.contains(name) {
+            problems.push(format!(
+                "{at}: x-absent-when-unset names {name}, which is not an optional documented field"
+            ));
+        }
+    }
+    for (name, property) in &properties {
+        fields_required(doc, property, &format!("{at} .{name}"), depth + 1, problems);
+    }
+    for part in &parts {
+        for branch in ["oneOf", "anyOf"]
+            .iter()
+            .flat_map(|k| part[*k].as_array().into_iter().flatten())
+        {
+            fields_required(doc, branch, at, depth + 1, problems);
+        }
+        if part.get("items").is_some() {
+            fields_required(doc, &part["items"], &format!("{at}[]"), depth + 1, problems);
+        }
+    }
+}
+
 /// Follows a `$ref` to `#/components/...`.
 fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
     match value["$ref"].as_str() {
@@ -132,6 +237,59 @@ struct Checker {
 }
 
 impl Checker {
+    /// Where `value` breaks `schema` (a schema of the document), in words.
+    fn errors(&self, schema: &Value, value: &Value, what: &str) -> Vec<String> {
+        let mut schema = schema.clone();
+        // Internal references resolve against the document's components.
+        schema["components"] = self.doc["components"].clone();
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{what} schema: {e}"));
+        validator
+            .iter_errors(value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect()
+    }
+
+    /// Checks a request body the walk sent against the documented request
+    /// schema: a body the service accepted must match it, and a body it
+    /// refused as malformed (`invalid_request`, `invalid_policy`) must not.
+    fn check_request(
+        &self,
+        method: &Method,
+        template: &str,
+        body: &Value,
+        reply: &adesync_tests::Reply,
+    ) {
+        let operation = &self.doc["paths"][template][method.as_str().to_lowercase()];
+        let schema =
+            &resolve(&self.doc, &operation["requestBody"])["content"]["application/json"]["schema"];
+        assert!(
+            schema.is_object(),
+            "{method} {template} takes a body the document does not describe: {body}"
+        );
+        let errors = self.errors(schema, body, &format!("{method} {template} request"));
+        let malformed = reply.status == 400
+            && matches!(
+                reply.body["error"].as_str(),
+                Some("invalid_request" | "invalid_policy")
+            );
+        if reply.status < 300 {
+            assert!(
+                errors.is_empty(),
+                "{method} {template} accepted a body docs/openapi.yaml refuses:\n  {}\nbody: {body}",
+                errors.join("\n  ")
+            );
+        } else if malformed {
+            assert!(
+                !errors.is_empty(),
+                "{method} {template} refused a body docs/openapi.yaml accepts ({}): {body}",
+                reply.body
+            );
+        }
+    }
+
     fn check(&mut self, method: &Method, template: &str, reply: &adesync_tests::Reply) {
         let key = (method.to_string(), template.to_owned());
         let operation = &self.doc["paths"][template][method.as_str().to_lowercase()];
@@ -172,17 +330,11 @@ impl Checker {
                     answered.starts_with(media.as_str()),
                     "{method} {template} {status}: content type {answered}, documented {media}"
                 );
-                let mut schema = body["schema"].clone();
-                // Internal references resolve against the document's components.
-                schema["components"] = self.doc["components"].clone();
-                let validator = jsonschema::options()
-                    .with_draft(jsonschema::Draft::Draft202012)
-                    .build(&schema)
-                    .unwrap_or_else(|e| panic!("{method} {template} {status} schema: {e}"));
-                let errors: Vec<String> = validator
-                    .iter_errors(&reply.body)
-                    .map(|e| format!("{} at {}", e, e.instance_path()))
-                    .collect();
+                let errors = self.errors(
+                    &body["schema"],
+                    &reply.body,
+                    &format!("{method} {template} {status}"),
+                );
                 assert!(
                     errors.is_empty(),
                     "{method} {template} {status} does not match docs/openapi.yaml:\n  {}\nbody: {}",
@@ -216,6 +368,7 @@ impl Walk {
         body: Option<Value>,
         expected: u16,
     ) -> Value {
+        let sent = body.clone();
         let reply = match jwt {
             Some(jwt) => self.env.call(method.clone(), path, jwt, body).await,
             None => {
@@ -228,6 +381,9 @@ impl Walk {
         };
         assert_eq!(reply.status, expected, "{method} {path}: {reply:?}");
         self.checker.check(&method, template, &reply);
+        if let Some(sent) = &sent {
+            self.checker.check_request(&method, template, sent, &reply);
+        }
         reply.body
     }
 
@@ -474,6 +630,239 @@ async fn real_answers_of_every_documented_operation_match_the_document() {
         204,
     )
     .await;
+
+    // Enrollment policies: refused at Apple's name limit, created, listed,
+    // shown and changed.
+    let policies = &format!("/v1/tokens/{id}/policies");
+    let collection = "/v1/tokens/{token_id}/policies";
+    let refused = walk
+        .admin(
+            Method::POST,
+            collection,
+            policies,
+            Some(json!({"name": "n".repeat(126), "url": "https://mdm.acme.test/enroll"})),
+            400,
+        )
+        .await;
+    assert_eq!(refused["field"], "name", "{refused}");
+    let staff = walk
+        .admin(
+            Method::POST,
+            collection,
+            policies,
+            Some(json!({
+                "name": "n".repeat(125),
+                "url": "https://mdm.acme.test/enroll",
+                "is_supervised": true,
+                "department": "IT",
+                "skip_setup_items": ["Siri", "TOS"],
+            })),
+            201,
+        )
+        .await;
+    let staff = staff["policy_id"].as_str().expect("policy id").to_owned();
+    let kiosk = walk
+        .admin(
+            Method::POST,
+            collection,
+            policies,
+            Some(adesync_tests::policies::policy_body("Kiosk")),
+            201,
+        )
+        .await;
+    let kiosk = kiosk["policy_id"].as_str().expect("policy id").to_owned();
+    walk.admin(Method::GET, collection, policies, None, 200)
+        .await;
+    let policy = "/v1/tokens/{token_id}/policies/{policy_id}";
+    let staff_path = &format!("{policies}/{staff}");
+    walk.admin(Method::GET, policy, staff_path, None, 200).await;
+    walk.admin(
+        Method::GET,
+        policy,
+        &format!("{policies}/01JD8X3Q5V7N2M4K6P8R0T2W4Y"),
+        None,
+        404,
+    )
+    .await;
+    let changed = walk
+        .admin(
+            Method::PATCH,
+            policy,
+            staff_path,
+            Some(json!({"department": null, "support_email_address": "help@acme.test"})),
+            200,
+        )
+        .await;
+    assert!(changed.get("department").is_none(), "{changed}");
+    walk.admin(
+        Method::PATCH,
+        policy,
+        staff_path,
+        Some(json!({"name": null})),
+        400,
+    )
+    .await;
+
+    // Assignment: two devices of the token, then a serial that is none.
+    let assign = "/v1/tokens/{token_id}/policies/{policy_id}/devices";
+    let devices: Vec<String> = page["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .skip(1)
+        .take(2)
+        .map(|d| d["serial_number"].as_str().expect("serial").to_owned())
+        .collect();
+    let [first, second] = [&devices[0], &devices[1]];
+    let report = walk
+        .admin(
+            Method::POST,
+            assign,
+            &format!("{staff_path}/devices"),
+            Some(json!({ "serials": &devices })),
+            200,
+        )
+        .await;
+    assert_eq!(report["device_count"], 2, "{report}");
+    walk.admin(
+        Method::POST,
+        assign,
+        &format!("{staff_path}/devices"),
+        Some(json!({"serials": ["NOSUCHDEVICE1"]})),
+        400,
+    )
+    .await;
+    walk.admin(Method::DELETE, policy, staff_path, None, 409)
+        .await;
+    walk.admin(
+        Method::DELETE,
+        policy,
+        &format!("{policies}/{kiosk}"),
+        None,
+        204,
+    )
+    .await;
+
+    // The first device gets a licensed user and a license and enrolls; the
+    // second, unlicensed, is refused.
+    walk.admin(
+        Method::PUT,
+        "/v1/tokens/{token_id}/devices/{serial}/user",
+        &format!("/v1/tokens/{id}/devices/{first}/user"),
+        Some(json!({"user_id": "ada@acme.test"})),
+        200,
+    )
+    .await;
+    walk.admin(
+        Method::PUT,
+        "/v1/licenses/users/{user_id}",
+        "/v1/licenses/users/ada@acme.test",
+        Some(json!({"licensed": true})),
+        200,
+    )
+    .await;
+    walk.admin(
+        Method::PUT,
+        "/v1/licenses/users/{user_id}",
+        "/v1/licenses/users/ada@acme.test",
+        Some(json!({"licensed": "yes"})),
+        400,
+    )
+    .await;
+    walk.admin(
+        Method::PUT,
+        "/v1/licenses/devices/{serial}",
+        &format!("/v1/licenses/devices/{first}"),
+        Some(json!({"licensed": true})),
+        200,
+    )
+    .await;
+    let enrollments = "/v1/enrollments";
+    let refused = walk
+        .admin(
+            Method::POST,
+            enrollments,
+            enrollments,
+            Some(json!({ "serial": second })),
+            402,
+        )
+        .await;
+    assert_eq!(refused["needs"], "device_license", "{refused}");
+    walk.admin(
+        Method::POST,
+        enrollments,
+        enrollments,
+        Some(json!({"serial": "NOSUCHDEVICE1"})),
+        404,
+    )
+    .await;
+    let enrolled = walk
+        .admin(
+            Method::POST,
+            enrollments,
+            enrollments,
+            Some(json!({ "serial": first })),
+            201,
+        )
+        .await;
+    walk.admin(
+        Method::POST,
+        enrollments,
+        enrollments,
+        Some(json!({ "serial": first })),
+        409,
+    )
+    .await;
+    let profile = "/v1/enrollments/{enrollment_id}/profile";
+    let profile_path = &format!(
+        "/v1/enrollments/{}/profile",
+        enrolled["enrollment_id"].as_str().expect("enrollment id")
+    );
+    walk.admin(Method::GET, profile, profile_path, None, 200)
+        .await;
+
+    // Re-enroll actions: refused in the wrong state, then a wipe.
+    let action = "/v1/tokens/{token_id}/devices/{serial}/actions/{action}";
+    let actions = &format!("/v1/tokens/{id}/devices/{first}/actions");
+    walk.admin(
+        Method::POST,
+        action,
+        &format!("{actions}/factory-reset"),
+        None,
+        409,
+    )
+    .await;
+    walk.admin(Method::POST, action, &format!("{actions}/erase"), None, 404)
+        .await;
+    let wiped = walk
+        .admin(Method::POST, action, &format!("{actions}/wipe"), None, 202)
+        .await;
+    assert_eq!(wiped["enrollment_state"], "wiped", "{wiped}");
+
+    // The default policy: an unknown id is not found; the staff policy is.
+    let default = "/v1/tokens/{token_id}/default-policy";
+    let default_path = &format!("/v1/tokens/{id}/default-policy");
+    walk.admin(
+        Method::PUT,
+        default,
+        default_path,
+        Some(json!({"policy_id": "01JD8X3Q5V7N2M4K6P8R0T2W4Y"})),
+        404,
+    )
+    .await;
+    walk.admin(
+        Method::PUT,
+        default,
+        default_path,
+        Some(json!({ "policy_id": staff })),
+        200,
+    )
+    .await;
+
+    // 15 minutes on, the SCEP challenge has expired.
+    walk.env.advance(16 * 60).await;
+    walk.admin(Method::GET, profile, profile_path, None, 410)
+        .await;
 
     let not_walked: Vec<_> = documented(&walk.checker.doc)
         .difference(&walk.checker.succeeded)

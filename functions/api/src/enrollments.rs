@@ -8,17 +8,17 @@ use std::sync::Arc;
 use adesync_core::enrollment::{DeviceAction, SCEP_EXPIRED_MESSAGE};
 use adesync_core::ids::{EnrollmentId, Serial, UserId};
 use adesync_runtime::http::DevicePath;
+use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::enroll::{self as service, EnrollError, Enrolled};
 use adesync_store::enrollments::{EnrollmentRecord, Licensee};
 use adesync_store::policies::PolicyRecord;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,17 +28,17 @@ use crate::policies::policy_json;
 use crate::status::owned_token;
 use crate::tokens::{body_bytes, parse_body};
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route(
+pub fn routes() -> Routes<Arc<Api>> {
+    Routes::new()
+        .post(
             "/v1/tokens/{token_id}/devices/{serial}/actions/{action}",
-            post(act),
+            act,
         )
-        .route("/v1/tokens/{token_id}/devices/{serial}/user", put(set_user))
-        .route("/v1/licenses/users/{user_id}", put(license_user))
-        .route("/v1/licenses/devices/{serial}", put(license_device))
-        .route("/v1/enrollments", post(enroll))
-        .route("/v1/enrollments/{enrollment_id}/profile", get(profile))
+        .put("/v1/tokens/{token_id}/devices/{serial}/user", set_user)
+        .put("/v1/licenses/users/{user_id}", license_user)
+        .put("/v1/licenses/devices/{serial}", license_device)
+        .post("/v1/enrollments", enroll)
+        .get("/v1/enrollments/{enrollment_id}/profile", profile)
 }
 
 fn refused(error: EnrollError) -> ApiError {

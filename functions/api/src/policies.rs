@@ -13,17 +13,17 @@ use adesync_core::policy::{
     PolicyPatch, PolicySettings,
 };
 use adesync_runtime::http::TokenPath;
+use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::assign::Adapters;
 use adesync_service::policies::{self as service, AssignReport, MAX_SERIALS_PER_CALL, PolicyError};
 use adesync_store::policies::PolicyRecord;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -32,18 +32,18 @@ use crate::Api;
 use crate::status::owned_token;
 use crate::tokens::{body_bytes, parse_body};
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/v1/tokens/{token_id}/policies", get(list).post(create))
-        .route(
-            "/v1/tokens/{token_id}/policies/{policy_id}",
-            get(show).patch(update).delete(delete),
-        )
-        .route(
+pub fn routes() -> Routes<Arc<Api>> {
+    Routes::new()
+        .get("/v1/tokens/{token_id}/policies", list)
+        .post("/v1/tokens/{token_id}/policies", create)
+        .get("/v1/tokens/{token_id}/policies/{policy_id}", show)
+        .patch("/v1/tokens/{token_id}/policies/{policy_id}", update)
+        .delete("/v1/tokens/{token_id}/policies/{policy_id}", delete)
+        .post(
             "/v1/tokens/{token_id}/policies/{policy_id}/devices",
-            post(assign_devices),
+            assign_devices,
         )
-        .route("/v1/tokens/{token_id}/default-policy", put(set_default))
+        .put("/v1/tokens/{token_id}/default-policy", set_default)
 }
 
 /// The token and policy named by `{token_id}` and `{policy_id}` (404 for anything
