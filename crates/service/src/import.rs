@@ -52,7 +52,7 @@ pub struct Applied {
 
 /// Whether records that only move a device's version may go unwritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refreshes {
+pub enum Refreshes {
     /// Every earlier batch of the run was applied: no older change of these
     /// devices can still arrive, so an unchanged device costs no write.
     Skip,
@@ -186,27 +186,7 @@ impl Importer {
             }
             let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
             let stored = self.store.get_devices(token, &serials).await?;
-            let mut writes: Vec<DeviceWrite> = groups
-                .iter()
-                .filter_map(|group| {
-                    let current = stored.get(&group.serial);
-                    // See `Refreshes`: a record that only moves the version
-                    // is written only when an older batch may still arrive.
-                    match device::decide_all(current.map(|s| &s.device), &group.records, now) {
-                        Decision::Write(device) => Some(DeviceWrite {
-                            device,
-                            expected: current.map(|s| s.revision),
-                        }),
-                        Decision::Refresh(device) if refreshes == Refreshes::Write => {
-                            Some(DeviceWrite {
-                                device,
-                                expected: current.map(|s| s.revision),
-                            })
-                        }
-                        Decision::Refresh(_) | Decision::Skip(_) => None,
-                    }
-                })
-                .collect();
+            let mut writes = decide_writes(&groups, &stored, refreshes, now);
             let moves = crate::assign::prepare_writes(
                 &self.store,
                 token,
@@ -379,6 +359,36 @@ impl Importer {
         }
         Err(ImportError::Contended(0))
     }
+}
+
+/// The writes a batch's records call for, given the stored devices: the
+/// importer's CPU path between reading and writing (benchmarked on its own
+/// in `benches/importer.rs`).
+pub fn decide_writes(
+    groups: &[SerialRecords],
+    stored: &HashMap<Serial, Stored>,
+    refreshes: Refreshes,
+    now: DateTime<Utc>,
+) -> Vec<DeviceWrite> {
+    groups
+        .iter()
+        .filter_map(|group| {
+            let current = stored.get(&group.serial);
+            // See `Refreshes`: a record that only moves the version is
+            // written only when an older batch may still arrive.
+            match device::decide_all(current.map(|s| &s.device), &group.records, now) {
+                Decision::Write(device) => Some(DeviceWrite {
+                    device,
+                    expected: current.map(|s| s.revision),
+                }),
+                Decision::Refresh(device) if refreshes == Refreshes::Write => Some(DeviceWrite {
+                    device,
+                    expected: current.map(|s| s.revision),
+                }),
+                Decision::Refresh(_) | Decision::Skip(_) => None,
+            }
+        })
+        .collect()
 }
 
 fn split_half<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {

@@ -387,21 +387,7 @@ impl Store {
         let (new, existing): (Vec<DeviceWrite>, Vec<DeviceWrite>) =
             writes.into_iter().partition(|w| w.expected.is_none());
         let new_count = new.len();
-        let creates = new
-            .chunks(MAX_BATCH_WRITE)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|w| {
-                        let put = PutRequest::builder()
-                            .set_item(Some(device_item(token, &w.device, 1)))
-                            .build()
-                            .map_err(|e| StoreError::Malformed(e.to_string()))?;
-                        Ok(WriteRequest::builder().put_request(put).build())
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let creates = create_requests(token, &new)?;
         let updates: Vec<Vec<DeviceWrite>> = existing
             .chunks(MAX_TRANSACTION_ITEMS)
             .map(<[DeviceWrite]>::to_vec)
@@ -697,6 +683,28 @@ impl Store {
             }
         }
     }
+}
+
+/// The `BatchWriteItem` calls (25 puts each) that create the devices of
+/// `new` at revision 1 (see [`Store::write_devices`]).
+pub fn create_requests(
+    token: &TokenId,
+    new: &[DeviceWrite],
+) -> Result<Vec<Vec<WriteRequest>>, StoreError> {
+    new.chunks(MAX_BATCH_WRITE)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|w| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(device_item(token, &w.device, 1)))
+                        .build()
+                        .map_err(|e| StoreError::Malformed(e.to_string()))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .collect()
 }
 
 fn poisoned<T>(_: T) -> StoreError {

@@ -37,6 +37,11 @@ pub fn sample_device(i: usize) -> Result<Device> {
         .context("a new device is written")
 }
 
+/// Devices an importer-sized SQS message carries (a 240 KiB batch).
+pub const DEVICES_PER_MESSAGE: f64 = 700.0;
+/// The way the importer writes new devices: the ceiling it is held to.
+pub const BATCH_WRITE: &str = "BatchWriteItem, 25 items per call";
+
 /// Items per second for one way of writing `items` devices.
 pub struct Rate {
     pub what: &'static str,
@@ -53,7 +58,7 @@ pub async fn dynamodb(clients: &Clients, template: &Template, items: usize) -> R
     let mut rates = Vec::new();
 
     for (what, chunk) in [
-        ("BatchWriteItem, 25 items per call", 25usize),
+        (BATCH_WRITE, 25usize),
         ("TransactWriteItems, 100 conditional puts per call", 100),
         ("PutItem, one conditional put per call", 1),
     ] {

@@ -63,3 +63,134 @@ impl Intercept for ThrottleDynamo {
         Ok(())
     }
 }
+
+/// Counts the DynamoDB write requests the functions send, per table, as
+/// DynamoDB bills them: `PutItem`, `UpdateItem` and `DeleteItem` are one
+/// each, `BatchWriteItem` and `TransactWriteItems` one per item they carry
+/// (a transaction's `ConditionCheck` writes nothing and is not counted).
+/// Every attempt counts, retries included: each reaches the table. Counting
+/// is off until [`CountDynamoWrites::start`], so the benchmark can count one
+/// phase of a run; while off, a request costs one atomic load.
+#[derive(Debug, Clone, Default)]
+pub struct CountDynamoWrites {
+    counting: Arc<std::sync::atomic::AtomicBool>,
+    /// table name → write requests
+    tables: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+}
+
+impl CountDynamoWrites {
+    /// Forgets what was counted and counts from now on.
+    pub fn start(&self) {
+        if let Ok(mut tables) = self.tables.lock() {
+            tables.clear();
+        }
+        self.counting.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops counting and returns the counts (table name → write requests).
+    pub fn stop(&self) -> std::collections::HashMap<String, u64> {
+        self.counting.store(false, Ordering::SeqCst);
+        self.tables
+            .lock()
+            .map(|tables| tables.clone())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, target: &str, body: &[u8]) -> Result<(), BoxError> {
+        let operation = target.rsplit('.').next().unwrap_or_default();
+        let request: serde_json::Value = serde_json::from_slice(body)?;
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        match operation {
+            "PutItem" | "UpdateItem" | "DeleteItem" => {
+                if let Some(table) = request["TableName"].as_str() {
+                    counts.push((table.to_owned(), 1));
+                }
+            }
+            "BatchWriteItem" => {
+                if let Some(items) = request["RequestItems"].as_object() {
+                    for (table, requests) in items {
+                        let n = requests.as_array().map_or(0, Vec::len) as u64;
+                        counts.push((table.clone(), n));
+                    }
+                }
+            }
+            "TransactWriteItems" => {
+                for item in request["TransactItems"].as_array().into_iter().flatten() {
+                    let write = ["Put", "Update", "Delete"]
+                        .iter()
+                        .find_map(|kind| item.get(*kind));
+                    if let Some(table) = write.and_then(|w| w["TableName"].as_str()) {
+                        counts.push((table.to_owned(), 1));
+                    }
+                }
+            }
+            // Reads, and table management.
+            _ => {}
+        }
+        let mut tables = self
+            .tables
+            .lock()
+            .map_err(|_| "the write counter was poisoned")?;
+        for (table, n) in counts {
+            *tables.entry(table).or_default() += n;
+        }
+        Ok(())
+    }
+}
+
+impl Intercept for CountDynamoWrites {
+    fn name(&self) -> &'static str {
+        "CountDynamoWrites"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !self.counting.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let request = context.request();
+        let Some(target) = request.headers().get("x-amz-target") else {
+            return Ok(());
+        };
+        // The SDK serialises DynamoDB requests into memory, so the body is there.
+        let body = request.body().bytes().unwrap_or_default();
+        self.record(target, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_count_as_dynamodb_bills_them() {
+        let counter = CountDynamoWrites::default();
+        counter.start();
+        let batch = r#"{"RequestItems":{"devices":[{"PutRequest":{}},{"PutRequest":{}},{"DeleteRequest":{}}]}}"#;
+        counter
+            .record("DynamoDB_20120810.BatchWriteItem", batch.as_bytes())
+            .unwrap();
+        let transaction = r#"{"TransactItems":[{"Put":{"TableName":"runs"}},{"Update":{"TableName":"runs"}},{"ConditionCheck":{"TableName":"tokens"}}]}"#;
+        counter
+            .record(
+                "DynamoDB_20120810.TransactWriteItems",
+                transaction.as_bytes(),
+            )
+            .unwrap();
+        counter
+            .record("DynamoDB_20120810.UpdateItem", br#"{"TableName":"tokens"}"#)
+            .unwrap();
+        counter
+            .record("DynamoDB_20120810.Query", br#"{"TableName":"devices"}"#)
+            .unwrap();
+        let counts = counter.stop();
+        assert_eq!(counts.get("devices"), Some(&3));
+        assert_eq!(counts.get("runs"), Some(&2));
+        assert_eq!(counts.get("tokens"), Some(&1));
+        assert_eq!(counts.len(), 3);
+    }
+}

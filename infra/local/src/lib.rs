@@ -83,6 +83,17 @@ impl LocalService {
         endpoints: Endpoints,
         options: ServiceOptions,
     ) -> Result<Self> {
+        Self::start_counting(workspace, endpoints, options, None).await
+    }
+
+    /// [`LocalService::start`], with the functions' DynamoDB write requests
+    /// counted by `writes` (the benchmark's re-sync figure).
+    pub async fn start_counting(
+        workspace: &Workspace,
+        endpoints: Endpoints,
+        options: ServiceOptions,
+        writes: Option<faults::CountDynamoWrites>,
+    ) -> Result<Self> {
         let clients = endpoints.clients().await;
         let template = Template::load(&workspace.template_path())?;
         let deployed = template
@@ -115,6 +126,16 @@ impl LocalService {
                     .config()
                     .to_builder()
                     .interceptor(throttle)
+                    .build(),
+            );
+        }
+        if let Some(writes) = writes {
+            function_clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                function_clients
+                    .dynamodb
+                    .config()
+                    .to_builder()
+                    .interceptor(writes)
                     .build(),
             );
         }

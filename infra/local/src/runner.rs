@@ -727,8 +727,9 @@ async fn dead_letter(
     }
 }
 
-/// The SQS event Lambda builds from received messages.
-fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> SqsEvent {
+/// The SQS event Lambda builds from received messages (also the benchmark's,
+/// which hands them to the function binaries).
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> SqsEvent {
     let records: Vec<Value> = messages
         .iter()
         .map(|m| {
