@@ -26,7 +26,7 @@ use chrono::DateTime;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::attrs::{self, Item};
-use crate::error::retry_policy;
+use crate::error::{build_error, retry_policy};
 use crate::{Store, StoreError};
 
 /// Keys per `BatchGetItem` (DynamoDB's limit).
@@ -502,7 +502,9 @@ impl Store {
         })
     }
 
-    fn conditional_put(
+    /// A device put conditioned on the revision it was read at (or on its
+    /// absence): the importer's and the counted policy writes' optimistic check.
+    pub(crate) fn conditional_put(
         &self,
         token: &TokenId,
         write: &DeviceWrite,
@@ -518,10 +520,7 @@ impl Store {
                 .expression_attribute_values(":expected", attrs::n(expected)),
         };
         Ok(TransactWriteItem::builder()
-            .put(
-                put.build()
-                    .map_err(|e| StoreError::Malformed(e.to_string()))?,
-            )
+            .put(put.build().map_err(build_error)?)
             .build())
     }
 

@@ -28,7 +28,7 @@ use backon::Retryable;
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
-use crate::devices::{DeviceWrite, MAX_TRANSACTION_ITEMS, device_item};
+use crate::devices::{DeviceWrite, MAX_TRANSACTION_ITEMS};
 use crate::error::{build_error, retry_policy};
 use crate::tokens::attr as token_attr;
 use crate::transact::{Refusal, transact};
@@ -760,7 +760,7 @@ impl Store {
             let deltas = deltas(&chunk);
             let mut items = Vec::with_capacity(chunk.len() + deltas.len());
             for counted in &chunk {
-                items.push(self.counted_put(token, &counted.write)?);
+                items.push(self.conditional_put(token, &counted.write)?);
             }
             let counters: Vec<(&PolicyId, i64)> = deltas.iter().map(|(p, d)| (*p, *d)).collect();
             for (policy, delta) in &counters {
@@ -851,26 +851,6 @@ impl Store {
         Err(StoreError::Unprocessed(
             "TransactWriteItems(devices with counts)",
         ))
-    }
-
-    fn counted_put(
-        &self,
-        token: &TokenId,
-        write: &DeviceWrite,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let revision = write.expected.map_or(1, |r| r + 1);
-        let mut put = Put::builder()
-            .table_name(&self.tables.devices)
-            .set_item(Some(device_item(token, &write.device, revision)));
-        put = match write.expected {
-            None => put.condition_expression("attribute_not_exists(serial)"),
-            Some(expected) => put
-                .condition_expression("revision = :expected")
-                .expression_attribute_values(":expected", attrs::n(expected)),
-        };
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(build_error)?)
-            .build())
     }
 
     /// Deletes devices past their deletion date that still count in a policy, each
