@@ -44,7 +44,13 @@ pub struct TestOptions {
     pub sim_devices: usize,
     /// Answer every Nth DynamoDB request of the functions with a throttle.
     pub throttle_dynamodb_every: Option<u64>,
+    /// Devices per part of a run's close (default [`CLOSE_PART_DEVICES`]).
+    pub close_part_devices: Option<usize>,
 }
+
+/// Devices per part of a run's close in tests: small, so that every test
+/// with more devices closes its runs in several parts, as a large token does.
+pub const CLOSE_PART_DEVICES: usize = 1_000;
 
 /// One test's adesync.
 pub struct TestService {
@@ -104,6 +110,13 @@ impl TestService {
                     (
                         "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS".to_owned(),
                         "2".to_owned(),
+                    ),
+                    (
+                        "ADESYNC_CLOSE_PART_DEVICES".to_owned(),
+                        options
+                            .close_part_devices
+                            .unwrap_or(CLOSE_PART_DEVICES)
+                            .to_string(),
                     ),
                 ]),
                 ..ServiceOptions::default()

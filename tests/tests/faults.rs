@@ -13,6 +13,8 @@ use adesync_queue::batches::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_service::faults::CrashPoint;
 use adesync_tests::flows::CreatedToken;
 use adesync_tests::{TestOptions, TestService};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -78,6 +80,12 @@ async fn the_importer_killed_before_marking_a_batch_counts_it_once() {
     sync_through_a_crash(CrashPoint::ImporterBeforeMark, 2, 2_000).await;
 }
 
+/// 2,500 devices close in three parts of 1,000 (the tests' part size).
+#[tokio::test]
+async fn the_importer_killed_between_parts_of_a_runs_close_counts_every_device_once() {
+    sync_through_a_crash(CrashPoint::ImporterAfterNextPart, 2, 2_500).await;
+}
+
 /// A run the test feeds by hand, as the worker would.
 struct HandRun {
     account: AccountId,
@@ -139,6 +147,7 @@ fn end(run: &HandRun, batches: u64) -> String {
             sweep_at: None,
             warning: None,
         },
+        closing: None,
     }))
     .unwrap()
 }
@@ -365,4 +374,77 @@ async fn a_worker_whose_lease_lapsed_cannot_overwrite_the_run_that_took_over() {
         serials(&env.sim_devices(&token.server_uuid).await)
     );
     assert_eq!(env.sync_status(&token).await["state"], "idle");
+}
+
+/// The API refuses to delete a token while its import runs, but an import
+/// that outlived its estimate may still be draining when the delete is
+/// allowed: its batches must then leave nothing behind.
+#[tokio::test]
+async fn a_batch_applied_after_its_token_was_deleted_leaves_no_device() {
+    let env = TestService::start().await;
+    let created = env.create_token("acme", 0).await;
+    env.wait_until_idle(&created, RUN_TIMEOUT).await;
+    let run = hand_run(&env, &created).await;
+    env.service
+        .clients
+        .dynamodb
+        .delete_item()
+        .table_name(&env.service.config.tables.tokens)
+        .key("account_id", AttributeValue::S("acme".into()))
+        .key("token_id", AttributeValue::S(created.token_id.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    let t = chrono::Utc::now() + chrono::Duration::hours(1);
+    let records = ["DRAIN0000001", "DRAIN0000002", "DRAIN0000003"]
+        .iter()
+        .map(|s| modified(s, t, "RED"))
+        .collect();
+    deliver(&env, &run.token, &[batch(&run, 0, records)]).await;
+    wait_until_consumed(&env).await;
+
+    let items = env
+        .service
+        .clients
+        .dynamodb
+        .query()
+        .table_name(&env.service.config.tables.devices)
+        .key_condition_expression("token_id = :t")
+        .expression_attribute_values(":t", AttributeValue::S(created.token_id.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.count(), 0, "orphaned devices: {:?}", items.items());
+}
+
+/// Waits until the device-batches queue holds no message, visible or in flight.
+async fn wait_until_consumed(env: &TestService) {
+    let started = std::time::Instant::now();
+    loop {
+        let attributes = env
+            .service
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&env.service.config.device_batches_queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let left: u64 = attributes
+            .attributes()
+            .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+        if left == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "{left} messages still on the device-batches queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

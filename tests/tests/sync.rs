@@ -4,11 +4,18 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use adesync_tests::TestService;
+use adesync_tests::{TestOptions, TestService};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn small_close_parts() -> TestOptions {
+    TestOptions {
+        close_part_devices: Some(3),
+        ..TestOptions::default()
+    }
+}
 
 fn serials(devices: &[Value]) -> HashSet<String> {
     devices
@@ -191,7 +198,8 @@ async fn deltas_pick_up_added_modified_and_reassigned_devices() {
 
 #[tokio::test]
 async fn released_devices_are_marked_removed_and_expire_in_30_to_45_days() {
-    let env = TestService::start().await;
+    // Runs close in parts of 3 devices, as a large token's do.
+    let env = TestService::start_with(small_close_parts()).await;
     let token = env.create_token("acme", 20).await;
     env.wait_until_idle(&token, RUN_TIMEOUT).await;
     let released = env.sim_devices(&token.server_uuid).await[3]["serial_number"]
@@ -240,6 +248,8 @@ async fn released_devices_are_marked_removed_and_expire_in_30_to_45_days() {
     let removed = env.all_devices(&token, "&state=removed_from_apple").await;
     assert_eq!(serials(&removed), HashSet::from([released.clone()]));
     assert_eq!(env.all_devices(&token, "&state=active").await.len(), 19);
+    // Removed devices are still listed, so still counted.
+    assert_eq!(env.sync_status(&token).await["device_count"], 20);
 
     // An administrator may delete it before then.
     let deleted = env.call(Method::DELETE, &path, &token.jwt, None).await;
@@ -252,7 +262,7 @@ async fn released_devices_are_marked_removed_and_expire_in_30_to_45_days() {
 
 #[tokio::test]
 async fn an_admin_deleted_device_stays_away_on_deltas_and_returns_on_the_next_full_sync() {
-    let env = TestService::start().await;
+    let env = TestService::start_with(small_close_parts()).await;
     let token = env.create_token("acme", 10).await;
     env.wait_until_idle(&token, RUN_TIMEOUT).await;
     let serial = env.sim_devices(&token.server_uuid).await[0]["serial_number"]

@@ -9,7 +9,7 @@
 //! retried, never silently dropped.
 
 use adesync_core::device::{DeviceRecord, Version};
-use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
 use adesync_core::sync::SyncKind;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use backon::Retryable;
@@ -62,6 +62,29 @@ pub struct EndOfRun {
     /// Device records the run fetched from Apple.
     pub fetched: u64,
     pub outcome: RunOutcome,
+    /// Set on the markers the importer queues to itself when closing the
+    /// run takes more than one part (see [`Closing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing: Option<Closing>,
+}
+
+/// How far closing a run has come. A large token's devices are swept and
+/// counted in parts, each in its own invocation, so that no invocation
+/// holds the whole token in memory or outlives the function's timeout;
+/// each part queues the next one behind itself (same message group).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closing {
+    /// The part this marker asks for, from 1 (the first marker is part 0).
+    pub part: u32,
+    /// Device batches missing when the close began (in the dead-letter
+    /// queue): decided once, so every part sweeps, or not, alike.
+    pub missing: u64,
+    /// The last serial the parts before swept (none before the first part).
+    pub after: Option<Serial>,
+    /// Devices the parts before found listed.
+    pub listed: u64,
+    /// Devices the parts before released.
+    pub released: u64,
 }
 
 /// How the fetching part of a run ended.
@@ -98,7 +121,10 @@ impl BatchMessage {
     fn deduplication_id(&self) -> String {
         match self {
             BatchMessage::Devices(b) => format!("{}-{}", b.run_id, b.seq),
-            BatchMessage::EndOfRun(e) => format!("{}-end", e.run_id),
+            BatchMessage::EndOfRun(e) => match &e.closing {
+                None => format!("{}-end", e.run_id),
+                Some(closing) => format!("{}-end-{}", e.run_id, closing.part),
+            },
         }
     }
 }
@@ -243,7 +269,6 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
 mod tests {
     use super::*;
     use adesync_core::device::{AppleAttributes, Observation};
-    use adesync_core::ids::Serial;
 
     fn record(i: usize) -> DeviceRecord {
         DeviceRecord {
@@ -300,9 +325,35 @@ mod tests {
                 sweep_at: Some(Version::for_snapshot(chrono::Utc::now(), 0)),
                 warning: None,
             },
+            closing: None,
         });
         let text = serde_json::to_string(&end).unwrap();
         assert_eq!(BatchMessage::decode(&text).unwrap(), end);
         assert!(BatchMessage::decode("{\"type\":\"devices\"}").is_err());
+
+        // A later part of the close round-trips, and SQS does not drop it as
+        // a duplicate of the first marker or of another part.
+        let BatchMessage::EndOfRun(first) = &end else {
+            unreachable!()
+        };
+        let part = |part| {
+            BatchMessage::EndOfRun(EndOfRun {
+                closing: Some(Closing {
+                    part,
+                    missing: 0,
+                    after: Some(Serial::parse("C02T0HL0GGC0").unwrap()),
+                    listed: 20_000,
+                    released: 3,
+                }),
+                ..first.clone()
+            })
+        };
+        let text = serde_json::to_string(&part(1)).unwrap();
+        assert_eq!(BatchMessage::decode(&text).unwrap(), part(1));
+        let ids: std::collections::HashSet<String> = [end.clone(), part(1), part(2)]
+            .iter()
+            .map(BatchMessage::deduplication_id)
+            .collect();
+        assert_eq!(ids.len(), 3);
     }
 }

@@ -22,6 +22,9 @@ pub mod var {
     pub const APPLE_RETRY_DEADLINE_SECONDS: &str = "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS";
     /// Optional: longest wait for one Apple answer (default 60 s).
     pub const APPLE_REQUEST_TIMEOUT_SECONDS: &str = "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS";
+    /// Optional: devices one part of a run's close sweeps and counts
+    /// (default 20,000; see `adesync_service::import`).
+    pub const CLOSE_PART_DEVICES: &str = "ADESYNC_CLOSE_PART_DEVICES";
 }
 
 /// Everything a function needs to know about its environment.
@@ -36,6 +39,9 @@ pub struct Config {
     pub apple_retry_deadline: std::time::Duration,
     /// Longest wait for one Apple answer.
     pub apple_request_timeout: std::time::Duration,
+    /// Devices one invocation of the importer sweeps and counts when it
+    /// closes a run (a larger token takes several).
+    pub close_part_devices: usize,
 }
 
 /// A setting is missing.
@@ -87,9 +93,17 @@ impl Config {
                 .unwrap_or_else(|| "https://mdmenrollment.apple.com".to_owned()),
             apple_retry_deadline: seconds(&lookup, var::APPLE_RETRY_DEADLINE_SECONDS, 120),
             apple_request_timeout: seconds(&lookup, var::APPLE_REQUEST_TIMEOUT_SECONDS, 60),
+            close_part_devices: lookup(var::CLOSE_PART_DEVICES)
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(DEFAULT_CLOSE_PART_DEVICES),
         })
     }
 }
+
+/// See [`var::CLOSE_PART_DEVICES`]: measured to close well inside the
+/// importer's 60 s timeout and 32 MiB (docs/performance.md).
+pub const DEFAULT_CLOSE_PART_DEVICES: usize = 20_000;
 
 /// An optional setting in whole seconds.
 fn seconds(

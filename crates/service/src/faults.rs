@@ -23,6 +23,9 @@ pub enum CrashPoint {
     ImporterMidBatch,
     /// The importer wrote a batch's devices but did not mark the batch.
     ImporterBeforeMark,
+    /// The importer swept a part of a closing run and queued the next
+    /// part's marker, but its own message was not acknowledged.
+    ImporterAfterNextPart,
 }
 
 /// The armed crash points of one process.

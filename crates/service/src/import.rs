@@ -17,9 +17,10 @@ use adesync_core::device::{self, Decision, Device, SerialRecords, Version};
 use adesync_core::ids::{PolicyId, Serial, TokenId};
 use adesync_core::token::TokenStatus;
 use adesync_queue::Queues;
-use adesync_queue::batches::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
+use adesync_queue::batches::{BatchMessage, Closing, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_store::claims::RunEnd;
 use adesync_store::devices::{DeviceWrite, Stored};
+use adesync_store::progress::{BatchMark, Marked};
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -34,8 +35,11 @@ pub struct Importer {
     pub store: Store,
     pub clock: SharedClock,
     pub faults: Arc<Faults>,
-    /// For the assignment job queued when a run closes.
+    /// For the assignment job queued when a run closes, and the markers of
+    /// a close's later parts.
     pub queues: Queues,
+    /// Devices one invocation sweeps and counts when it closes a run.
+    pub close_part_devices: usize,
 }
 
 /// What a batch did (for logs and tests).
@@ -67,6 +71,8 @@ pub enum Refreshes {
 pub enum ImportError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("could not queue the next part of the run's close: {0}")]
+    Queue(#[from] adesync_queue::QueueError),
     #[error("{0} devices kept changing while this batch was applied")]
     Contended(usize),
     #[error(transparent)]
@@ -90,9 +96,18 @@ impl Importer {
     /// the token's next sync was a full one, whose snapshot supersedes it.
     #[tracing::instrument(skip(self, batch), fields(token = %batch.token_id, run = %batch.run_id, seq = batch.seq))]
     async fn apply_batch(&self, batch: &DeviceBatch) -> Result<Applied, ImportError> {
-        // A running run implies its token exists: deleting a token waits
-        // for its import. (Writes are re-checked below all the same.)
-        let run = match self.store.get_run(&batch.token_id, &batch.run_id).await? {
+        // What the batch needs to know, read at once: the run, whether a
+        // later batch is marked, and the token's default policy. A running
+        // run implies its token exists (deleting a token waits for its
+        // import); the marking below checks it all the same.
+        let (run, later_marked, default) = futures::try_join!(
+            self.store.get_run(&batch.token_id, &batch.run_id),
+            self.store
+                .batch_marked_after(&batch.token_id, &batch.run_id, batch.seq),
+            self.store
+                .default_policy_id(&batch.account_id, &batch.token_id),
+        )?;
+        let run = match run {
             Some(run) if !run.is_over() => run,
             _ => {
                 tracing::warn!("the batch's run is closed (or unknown); dropping the late batch");
@@ -103,12 +118,7 @@ impl Importer {
             }
         };
         // In order: every earlier batch is marked and no later one is.
-        let in_order = run.batches_imported == batch.seq
-            && !self
-                .store
-                .batch_marked_after(&batch.token_id, &batch.run_id, batch.seq)
-                .await?;
-        let refreshes = if in_order {
+        let refreshes = if run.batches_imported == batch.seq && !later_marked {
             Refreshes::Skip
         } else {
             tracing::warn!(
@@ -118,43 +128,40 @@ impl Importer {
             Refreshes::Write
         };
         let now = self.clock.now();
-        // Newly synced devices join the token's default policy in the same write.
-        let default = self
-            .store
-            .default_policy_id(&batch.account_id, &batch.token_id)
-            .await?;
         let groups = device::group_by_serial(batch.records.clone());
         let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
+        // Newly synced devices join the token's default policy in the same write.
         let written = self
             .converge(&batch.token_id, groups, refreshes, default.as_ref(), now)
             .await?;
 
-        // A device written after the token was deleted would be orphaned:
-        // the delete requires no running import, but an import that outlived
-        // its estimate may still be draining. Undo rather than orphan.
-        if written > 0
-            && !self
-                .store
-                .token_exists(&batch.account_id, &batch.token_id)
-                .await?
-        {
-            self.store.delete_devices(&batch.token_id, &serials).await?;
-            return Ok(Applied::default());
-        }
-
         self.faults.check(CrashPoint::ImporterBeforeMark)?;
-        let snapshot = batch.snapshot.then_some(serials.as_slice());
-        let first_time = self
+        let marked = self
             .store
             .mark_batch_imported(
-                &batch.token_id,
-                &batch.run_id,
-                batch.seq,
-                serials.len() as u64,
-                snapshot,
+                BatchMark {
+                    account: &batch.account_id,
+                    token: &batch.token_id,
+                    run: &batch.run_id,
+                    seq: batch.seq,
+                    imported: serials.len() as u64,
+                    snapshot_serials: batch.snapshot.then_some(serials.as_slice()),
+                },
                 now,
             )
             .await?;
+        if marked == Marked::TokenGone {
+            // A device written after the token was deleted would be
+            // orphaned: the delete requires no running import, but an
+            // import that outlived its estimate may still be draining.
+            // Undo rather than orphan.
+            tracing::warn!("the token was deleted while its batch was applied; undoing its writes");
+            if written > 0 {
+                self.store.delete_devices(&batch.token_id, &serials).await?;
+            }
+            return Ok(Applied::default());
+        }
+        let first_time = marked == Marked::First;
         tracing::info!(
             records = serials.len(),
             written,
@@ -216,8 +223,14 @@ impl Importer {
     }
 
     /// Closes a run once all its batches were applied (FIFO order puts this
-    /// marker behind them).
-    #[tracing::instrument(skip(self, end), fields(token = %end.token_id, run = %end.run_id))]
+    /// marker behind them), one part of the token's devices per marker:
+    /// each part sweeps and counts up to `close_part_devices` devices, a
+    /// page at a time, and queues the marker of the next part behind
+    /// itself; the last part records the count and ends the run. A part
+    /// that fails is redelivered and done again (its writes are
+    /// conditional, and the next part's marker, deduplicated by SQS, is
+    /// sent at most once).
+    #[tracing::instrument(skip(self, end), fields(token = %end.token_id, run = %end.run_id, part = end.closing.as_ref().map_or(0, |c| c.part)))]
     async fn close_run(&self, end: &EndOfRun) -> Result<(), ImportError> {
         let now = self.clock.now();
         if let Some(run) = self.store.get_run(&end.token_id, &end.run_id).await?
@@ -226,37 +239,67 @@ impl Importer {
             tracing::info!("run already closed; ignoring a repeated end-of-run marker");
             return Ok(());
         }
-        let (markers, seen) = self.store.run_markers(&end.token_id, &end.run_id).await?;
-        let missing = end.batches.saturating_sub(markers);
-
-        let (status, error, warning) = match &end.outcome {
-            RunOutcome::Failed { error } => ("failed", Some(error.clone()), None),
-            RunOutcome::Finished { .. } if missing > 0 => (
-                "failed",
-                Some(format!(
-                    "{missing} of {} device batches could not be imported and are in the dead-letter queue; devices in them may be out of date until the next sync.",
-                    end.batches
-                )),
-                None,
-            ),
-            RunOutcome::Finished { warning, .. } => ("succeeded", None, warning.clone()),
+        let so_far = match &end.closing {
+            Some(closing) => closing.clone(),
+            None => {
+                let markers = self
+                    .store
+                    .count_batch_markers(&end.token_id, &end.run_id)
+                    .await?;
+                Closing {
+                    part: 0,
+                    missing: end.batches.saturating_sub(markers),
+                    after: None,
+                    listed: 0,
+                    released: 0,
+                }
+            }
         };
-
-        // A complete snapshot tells which devices are no longer assigned; an
-        // incomplete one must not release devices whose batch was lost.
-        let sweep_at = match &end.outcome {
-            RunOutcome::Finished {
-                sweep_at: Some(at), ..
-            } if missing == 0 => Some(*at),
-            _ => None,
+        let verdict = verdict(end, so_far.missing);
+        let part = self.sweep_part(end, &so_far, verdict.sweep_at, now).await?;
+        let tally = Closing {
+            part: so_far.part + 1,
+            missing: so_far.missing,
+            after: part.through.clone().or(so_far.after),
+            listed: so_far.listed + part.listed,
+            released: so_far.released + part.released,
         };
-        let listed = self
-            .sweep_and_count(&end.token_id, sweep_at, &seen, now)
-            .await?;
+        if part.full {
+            let next = BatchMessage::EndOfRun(EndOfRun {
+                closing: Some(tally.clone()),
+                ..end.clone()
+            });
+            self.queues.send_batch_messages(&[next]).await?;
+            self.faults.check(CrashPoint::ImporterAfterNextPart)?;
+            tracing::info!(
+                swept = part.devices,
+                listed = tally.listed,
+                released = tally.released,
+                "part of the run's close done; the next part is queued"
+            );
+            return Ok(());
+        }
+        self.finish_close(end, verdict, &tally, now).await
+    }
+
+    /// The last part of a run's close: records the count, ends the run and
+    /// releases the lease.
+    async fn finish_close(
+        &self,
+        end: &EndOfRun,
+        verdict: Verdict,
+        tally: &Closing,
+        now: DateTime<Utc>,
+    ) -> Result<(), ImportError> {
+        let Verdict {
+            status,
+            error,
+            warning,
+            ..
+        } = verdict;
         self.store
-            .set_device_count(&end.account_id, &end.token_id, listed)
+            .set_device_count(&end.account_id, &end.token_id, tally.listed)
             .await?;
-
         self.store
             .record_run_closed(
                 &end.token_id,
@@ -273,7 +316,7 @@ impl Importer {
                 error: error.clone(),
             },
         };
-        let released = self
+        let lease_released = self
             .store
             .finish_run(
                 &end.account_id,
@@ -307,58 +350,209 @@ impl Importer {
                 tracing::warn!(%error, "the assignment job waits for the hourly sweep")
             }
         }
-        tracing::info!(status, listed, released, "run closed");
+        if tally.released > 0 {
+            tracing::info!(
+                released = tally.released,
+                "devices no longer in Apple Business marked removed"
+            );
+        }
+        tracing::info!(
+            status,
+            listed = tally.listed,
+            parts = tally.part,
+            lease_released,
+            "run closed"
+        );
         Ok(())
     }
 
-    /// Releases devices a complete snapshot did not contain (when
-    /// `sweep_at` is set) and returns how many devices the token now lists.
-    async fn sweep_and_count(
+    /// One part of a run's close: the next `close_part_devices` devices
+    /// after `so_far.after`, read a page at a time. With `sweep_at` set
+    /// (a complete snapshot), listed devices it did not contain are
+    /// released; every device is counted.
+    async fn sweep_part(
         &self,
-        token: &TokenId,
+        end: &EndOfRun,
+        so_far: &Closing,
         sweep_at: Option<Version>,
-        seen: &HashSet<Serial>,
         now: DateTime<Utc>,
-    ) -> Result<u64, ImportError> {
-        for _ in 0..CONFLICT_ROUNDS {
-            let devices = self.store.all_devices(token).await?;
-            // Expired devices the TTL must not delete (they count in a policy) go now.
-            let devices =
-                crate::assign::drop_expired_counted(&self.store, token, devices, now).await?;
-            let mut listed: HashMap<Serial, bool> = devices
-                .iter()
-                .map(|s| (s.device.serial.clone(), s.device.is_listed(now)))
-                .collect();
-            let Some(sweep_at) = sweep_at else {
-                return Ok(listed.values().filter(|l| **l).count() as u64);
-            };
-            let writes: Vec<DeviceWrite> = devices
-                .into_iter()
-                .filter(|s| s.device.is_listed(now) && !seen.contains(&s.device.serial))
-                .filter_map(|Stored { device, revision }| {
-                    release(&device, sweep_at, now).map(|released| DeviceWrite {
-                        device: released,
-                        expected: Some(revision),
-                    })
-                })
-                .collect();
-            for write in &writes {
-                listed.insert(write.device.serial.clone(), write.device.is_listed(now));
+    ) -> Result<Part, ImportError> {
+        let token = &end.token_id;
+        let after = so_far.after.as_ref();
+        let Some((through, devices)) = self
+            .store
+            .serial_after(token, after, self.close_part_devices)
+            .await?
+        else {
+            return Ok(Part::default());
+        };
+        // Only this part's range of the snapshot is held in memory.
+        let seen = match sweep_at {
+            Some(_) => {
+                self.store
+                    .snapshot_serials_between(token, &end.run_id, after, &through)
+                    .await?
             }
-            let released = writes.len();
-            let outcome = self.store.write_devices(token, writes).await?;
-            if outcome.conflicts.is_empty() {
-                if released > 0 {
-                    tracing::info!(
-                        released,
-                        "devices no longer in Apple Business marked removed"
-                    );
-                }
-                return Ok(listed.values().filter(|l| **l).count() as u64);
+            None => HashSet::new(),
+        };
+        let mut part = Part {
+            devices,
+            full: devices >= self.close_part_devices,
+            ..Part::default()
+        };
+        let mut page_after = after.cloned();
+        loop {
+            let (page, next) = self
+                .store
+                .devices_through(token, page_after.as_ref(), &through, SWEEP_PAGE)
+                .await?;
+            let swept = self.sweep_page(token, page, &seen, sweep_at, now).await?;
+            part.listed += swept.listed;
+            part.released += swept.released;
+            match next {
+                Some(next) => page_after = Some(next),
+                None => break,
             }
         }
-        Err(ImportError::Contended(0))
+        part.through = Some(through);
+        Ok(part)
     }
+
+    /// Sweeps and counts one page of devices, re-reading those an API
+    /// request changed meanwhile.
+    async fn sweep_page(
+        &self,
+        token: &TokenId,
+        page: Vec<Stored>,
+        seen: &HashSet<Serial>,
+        sweep_at: Option<Version>,
+        now: DateTime<Utc>,
+    ) -> Result<Swept, ImportError> {
+        let mut swept = Swept::default();
+        let mut devices = page;
+        for _ in 0..CONFLICT_ROUNDS {
+            // Expired devices the TTL must not delete (they count in a policy) go now.
+            devices = crate::assign::drop_expired_counted(&self.store, token, devices, now).await?;
+            let plan = plan_sweep(devices, seen, sweep_at, now);
+            swept.listed += plan.listed;
+            let outcome = self.store.write_devices(token, plan.writes.clone()).await?;
+            let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
+            for write in plan
+                .writes
+                .iter()
+                .filter(|w| !conflicted.contains(&w.device.serial))
+            {
+                swept.released += 1;
+                swept.listed += u64::from(write.device.is_listed(now));
+            }
+            if conflicted.is_empty() {
+                return Ok(swept);
+            }
+            let serials: Vec<Serial> = conflicted.into_iter().collect();
+            devices = self
+                .store
+                .get_devices(token, &serials)
+                .await?
+                .into_values()
+                .collect();
+        }
+        Err(ImportError::Contended(devices.len()))
+    }
+}
+
+/// Devices read per query while closing a run: bounds the importer's memory.
+const SWEEP_PAGE: u32 = 500;
+
+/// How a run ends, decided from how its fetching ended and how many of its
+/// batches are missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+    /// Release the devices the snapshot did not contain, as of this version.
+    pub sweep_at: Option<Version>,
+}
+
+/// See [`Verdict`]. A complete snapshot tells which devices are no longer
+/// assigned; an incomplete one must not release devices whose batch was lost.
+pub fn verdict(end: &EndOfRun, missing: u64) -> Verdict {
+    match &end.outcome {
+        RunOutcome::Failed { error } => Verdict {
+            status: "failed",
+            error: Some(error.clone()),
+            warning: None,
+            sweep_at: None,
+        },
+        RunOutcome::Finished { .. } if missing > 0 => Verdict {
+            status: "failed",
+            error: Some(format!(
+                "{missing} of {} device batches could not be imported and are in the dead-letter queue; devices in them may be out of date until the next sync.",
+                end.batches
+            )),
+            warning: None,
+            sweep_at: None,
+        },
+        RunOutcome::Finished { warning, sweep_at } => Verdict {
+            status: "succeeded",
+            error: None,
+            warning: warning.clone(),
+            sweep_at: *sweep_at,
+        },
+    }
+}
+
+/// What one part of a close did.
+#[derive(Debug, Default)]
+struct Part {
+    /// Devices in the part.
+    devices: usize,
+    /// The part had as many devices as a part holds: more may follow.
+    full: bool,
+    /// Its last serial.
+    through: Option<Serial>,
+    listed: u64,
+    released: u64,
+}
+
+/// What sweeping a page did.
+#[derive(Debug, Default)]
+struct Swept {
+    listed: u64,
+    released: u64,
+}
+
+/// What a page of a close writes, and how many of the devices it leaves
+/// unwritten are listed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepPlan {
+    pub writes: Vec<DeviceWrite>,
+    pub listed: u64,
+}
+
+/// The releases a page of stored devices calls for: with `sweep_at` set,
+/// every listed device the snapshot did not contain (`seen`) is released as
+/// of that version; every device left as it is and listed is counted.
+pub fn plan_sweep(
+    devices: Vec<Stored>,
+    seen: &HashSet<Serial>,
+    sweep_at: Option<Version>,
+    now: DateTime<Utc>,
+) -> SweepPlan {
+    let mut plan = SweepPlan::default();
+    for Stored { device, revision } in devices {
+        let released = sweep_at
+            .filter(|_| device.is_listed(now) && !seen.contains(&device.serial))
+            .and_then(|at| release(&device, at, now));
+        match released {
+            Some(released) => plan.writes.push(DeviceWrite {
+                device: released,
+                expected: Some(revision),
+            }),
+            None => plan.listed += u64::from(device.is_listed(now)),
+        }
+    }
+    plan
 }
 
 /// The writes a batch's records call for, given the stored devices: the
@@ -400,5 +594,116 @@ fn release(device: &Device, sweep_at: Version, now: DateTime<Utc>) -> Option<Dev
     match device::release(device, sweep_at, now) {
         Decision::Write(released) => Some(released),
         Decision::Refresh(_) | Decision::Skip(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adesync_core::device::{AppleAttributes, DeviceState, Management};
+    use adesync_core::ids::{AccountId, RunId};
+    use adesync_core::sync::SyncKind;
+
+    fn at(days: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap() + chrono::Duration::days(days)
+    }
+
+    fn stored(serial: &str, state: DeviceState, revision: u64) -> Stored {
+        Stored {
+            device: Device {
+                serial: Serial::parse(serial).unwrap(),
+                state,
+                attributes: AppleAttributes::default(),
+                version: Version::for_snapshot(at(0), 0),
+                attributes_version: None,
+                removed_at: None,
+                deletes_at: None,
+                deleted_at: None,
+                policy_id: None,
+                management: Management::default(),
+                first_seen_at: at(0),
+            },
+            revision,
+        }
+    }
+
+    fn serials(list: &[&str]) -> HashSet<Serial> {
+        list.iter().map(|s| Serial::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_full_sync_releases_the_listed_devices_its_snapshot_did_not_contain() {
+        let page = vec![
+            stored("SEEN1", DeviceState::Active, 3),
+            stored("GONE1", DeviceState::Active, 5),
+            stored("GONE2", DeviceState::DeletedByAdmin, 2),
+        ];
+        let sweep_at = Version::for_snapshot(at(7), 0);
+        let plan = plan_sweep(page, &serials(&["SEEN1"]), Some(sweep_at), at(7));
+
+        assert_eq!(plan.writes.len(), 1, "{plan:?}");
+        let write = &plan.writes[0];
+        assert_eq!(write.device.serial.as_str(), "GONE1");
+        assert_eq!(write.device.state, DeviceState::RemovedFromApple);
+        assert_eq!(write.expected, Some(5), "conditional on the revision read");
+        // SEEN1 is counted as it is; the admin-deleted device is not listed.
+        assert_eq!(plan.listed, 1);
+    }
+
+    #[test]
+    fn without_a_complete_snapshot_devices_are_only_counted() {
+        let page = vec![
+            stored("ONE", DeviceState::Active, 1),
+            stored("TWO", DeviceState::RemovedFromApple, 1),
+            stored("THREE", DeviceState::DeletedByAdmin, 1),
+        ];
+        let plan = plan_sweep(page, &HashSet::new(), None, at(7));
+        assert!(plan.writes.is_empty());
+        assert_eq!(plan.listed, 2);
+    }
+
+    fn end(outcome: RunOutcome) -> EndOfRun {
+        EndOfRun {
+            account_id: AccountId::parse("a").unwrap(),
+            token_id: TokenId::parse("t").unwrap(),
+            run_id: RunId::parse("r").unwrap(),
+            kind: SyncKind::Full,
+            batches: 40,
+            fetched: 20_000,
+            outcome,
+            closing: None,
+        }
+    }
+
+    #[test]
+    fn a_run_with_batches_in_the_dead_letter_queue_fails_and_releases_nothing() {
+        let finished = end(RunOutcome::Finished {
+            sweep_at: Some(Version::for_snapshot(at(7), 0)),
+            warning: None,
+        });
+        let complete = verdict(&finished, 0);
+        assert_eq!(complete.status, "succeeded");
+        assert!(complete.sweep_at.is_some());
+
+        let incomplete = verdict(&finished, 2);
+        assert_eq!(incomplete.status, "failed");
+        assert_eq!(incomplete.sweep_at, None);
+        assert!(
+            incomplete
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("2 of 40 device batches"),
+            "{incomplete:?}"
+        );
+
+        let failed = verdict(
+            &end(RunOutcome::Failed {
+                error: "Apple answered 503".into(),
+            }),
+            0,
+        );
+        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.sweep_at, None);
     }
 }

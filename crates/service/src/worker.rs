@@ -369,6 +369,7 @@ impl Worker {
             batches,
             fetched: state.fetched,
             outcome,
+            closing: None,
         });
         self.queues.send_batch_messages(&[end]).await?;
         Ok(())

@@ -317,12 +317,7 @@ impl Store {
     ) -> Result<Vec<Stored>, StoreError> {
         let keys: Vec<Item> = serials
             .iter()
-            .map(|serial| {
-                HashMap::from([
-                    ("token_id".to_owned(), attrs::s(token.as_str())),
-                    ("serial".to_owned(), attrs::s(serial.as_str())),
-                ])
-            })
+            .map(|serial| device_key(token, serial))
             .collect();
         let pending = Mutex::new(
             KeysAndAttributes::builder()
@@ -658,30 +653,92 @@ impl Store {
         Ok(())
     }
 
-    /// Every device item of a token (for the full-sync sweep and recounts).
-    pub async fn all_devices(&self, token: &TokenId) -> Result<Vec<Stored>, StoreError> {
-        let mut all = Vec::new();
-        let mut start: Option<Item> = None;
+    /// Where a part of the end-of-run sweep ends: the `count`-th serial of
+    /// the token after `after`, or its last one when fewer follow, with how
+    /// many devices that makes (`None` when none follow). Reads keys only,
+    /// so a part's range is known before its devices are read in full.
+    pub async fn serial_after(
+        &self,
+        token: &TokenId,
+        after: Option<&Serial>,
+        count: usize,
+    ) -> Result<Option<(Serial, usize)>, StoreError> {
+        let mut last: Option<Serial> = None;
+        let mut seen = 0;
+        let mut start = after.map(|after| device_key(token, after));
         loop {
+            let wanted = i32::try_from(count - seen).unwrap_or(i32::MAX);
             let output = self
                 .client
                 .query()
                 .table_name(&self.tables.devices)
                 .key_condition_expression("token_id = :token")
                 .expression_attribute_values(":token", attrs::s(token.as_str()))
+                .projection_expression("serial")
                 .set_exclusive_start_key(start.take())
+                .limit(wanted)
+                .consistent_read(true)
                 .send()
                 .await
-                .map_err(|e| StoreError::dynamo("Query(all devices)", e))?;
-            for item in output.items() {
-                all.push(device_from_item(item)?);
+                .map_err(|e| StoreError::dynamo("Query(device serials)", e))?;
+            seen += output.items().len();
+            if let Some(serial) = output
+                .items()
+                .last()
+                .and_then(|item| attrs::get_s(item, "serial"))
+            {
+                last =
+                    Some(Serial::parse(serial).map_err(|e| StoreError::Malformed(e.to_string()))?);
             }
             match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(all),
+                Some(key) if !key.is_empty() && seen < count => start = Some(key),
+                _ => return Ok(last.map(|last| (last, seen))),
             }
         }
     }
+
+    /// A page of at most `limit` of the token's devices after `after`, up
+    /// to and including `through`, read consistently; and where the next
+    /// page starts, if any.
+    pub async fn devices_through(
+        &self,
+        token: &TokenId,
+        after: Option<&Serial>,
+        through: &Serial,
+        limit: u32,
+    ) -> Result<(Vec<Stored>, Option<Serial>), StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.tables.devices)
+            .key_condition_expression("token_id = :token AND serial <= :through")
+            .expression_attribute_values(":token", attrs::s(token.as_str()))
+            .expression_attribute_values(":through", attrs::s(through.as_str()))
+            .set_exclusive_start_key(after.map(|after| device_key(token, after)))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Query(devices of a sweep)", e))?;
+        let devices = output
+            .items()
+            .iter()
+            .map(device_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = output
+            .last_evaluated_key()
+            .and_then(|key| attrs::get_s(key, "serial"))
+            .and_then(|s| Serial::parse(s).ok());
+        Ok((devices, next))
+    }
+}
+
+/// A device item's primary key.
+fn device_key(token: &TokenId, serial: &Serial) -> Item {
+    HashMap::from([
+        ("token_id".to_owned(), attrs::s(token.as_str())),
+        ("serial".to_owned(), attrs::s(serial.as_str())),
+    ])
 }
 
 /// The `BatchWriteItem` calls (25 puts each) that create the devices of

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use adesync_core::cursor::{Phase, Position};
 use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
 use adesync_core::sync::SyncKind;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use backon::Retryable;
 use chrono::{DateTime, Utc};
 
@@ -41,6 +41,31 @@ pub mod progress_attr {
     pub const BATCH_SEQ: &str = "batch_seq";
 }
 use progress_attr as p;
+
+/// A device batch the importer applied, to mark.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMark<'a> {
+    pub account: &'a AccountId,
+    pub token: &'a TokenId,
+    pub run: &'a RunId,
+    pub seq: u64,
+    /// Records it carried (counted once on the run).
+    pub imported: u64,
+    /// The serials of a full snapshot's batch, which the run's close must
+    /// not release.
+    pub snapshot_serials: Option<&'a [Serial]>,
+}
+
+/// What marking a batch imported did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marked {
+    /// Marked and counted now.
+    First,
+    /// Marked before: a redelivery, not counted again.
+    Again,
+    /// The token was deleted: nothing marked.
+    TokenGone,
+}
 
 /// What the worker needs from the token item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,17 +290,23 @@ impl Store {
             .map(|outcome| outcome.is_none())
     }
 
-    /// Marks batch `seq` of `run` as imported and counts its records, once.
-    /// Returns false when it was marked before (a redelivery).
+    /// Marks batch `seq` of `run` as imported and counts its records, once,
+    /// provided the token still exists (checked in the same transaction, so
+    /// the importer learns of a token deleted under it without another
+    /// round trip).
     pub async fn mark_batch_imported(
         &self,
-        token: &TokenId,
-        run: &RunId,
-        seq: u64,
-        imported: u64,
-        snapshot_serials: Option<&[Serial]>,
+        batch: BatchMark<'_>,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Marked, StoreError> {
+        let BatchMark {
+            account,
+            token,
+            run,
+            seq,
+            imported,
+            snapshot_serials,
+        } = batch;
         let mut marker: Item = HashMap::from([
             ("token_id".to_owned(), attrs::s(token.as_str())),
             ("sk".to_owned(), attrs::s(batch_sk(run, seq))),
@@ -311,13 +342,30 @@ impl Store {
             .expression_attribute_values(":now", attrs::millis(now))
             .build()
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let token_exists = ConditionCheck::builder()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression("attribute_exists(token_id)")
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
         let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(token_exists)
+                .build(),
             TransactWriteItem::builder().put(put).build(),
             TransactWriteItem::builder().update(count).build(),
         ];
-        self.transact_conditionally("TransactWriteItems(mark batch)", items)
-            .await
-            .map(|outcome| outcome.is_none())
+        Ok(
+            match self
+                .transact_conditionally("TransactWriteItems(mark batch)", items)
+                .await?
+            {
+                None => Marked::First,
+                Some(0) => Marked::TokenGone,
+                Some(_) => Marked::Again,
+            },
+        )
     }
 
     /// Whether a batch numbered `seq` or higher of `run` is already marked
@@ -345,14 +393,53 @@ impl Store {
         Ok(output.count() > 0)
     }
 
-    /// The batch markers of `run`: how many, and the serials of its snapshot.
-    pub async fn run_markers(
+    /// How many batches of `run` are marked imported.
+    pub async fn count_batch_markers(
         &self,
         token: &TokenId,
         run: &RunId,
-    ) -> Result<(u64, HashSet<Serial>), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut count = 0;
+        self.each_batch_marker(token, run, "sk", |_| count += 1)
+            .await?;
+        Ok(count)
+    }
+
+    /// The serials `run`'s snapshot batches contained that sort after
+    /// `after` and up to `through`: what one part of the end-of-run sweep
+    /// must not release. The markers hold every serial of the snapshot,
+    /// but only this part's range is kept in memory.
+    pub async fn snapshot_serials_between(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+        after: Option<&Serial>,
+        through: &Serial,
+    ) -> Result<HashSet<Serial>, StoreError> {
         let mut serials = HashSet::new();
+        let in_range = |s: &&str| after.is_none_or(|a| *s > a.as_str()) && *s <= through.as_str();
+        self.each_batch_marker(token, run, "serials", |item| {
+            if let Some(joined) = attrs::get_s(item, "serials") {
+                serials.extend(
+                    joined
+                        .split(' ')
+                        .filter(in_range)
+                        .filter_map(|s| Serial::parse(s).ok()),
+                );
+            }
+        })
+        .await?;
+        Ok(serials)
+    }
+
+    /// Calls `each` with every batch marker of `run` (its `projection`).
+    async fn each_batch_marker(
+        &self,
+        token: &TokenId,
+        run: &RunId,
+        projection: &str,
+        mut each: impl FnMut(&Item),
+    ) -> Result<(), StoreError> {
         let mut start: Option<Item> = None;
         loop {
             let output = self
@@ -362,20 +449,16 @@ impl Store {
                 .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":token", attrs::s(token.as_str()))
                 .expression_attribute_values(":prefix", attrs::s(format!("batch#{run}#")))
+                .projection_expression(projection)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| StoreError::dynamo("Query(batch markers)", e))?;
-            for item in output.items() {
-                count += 1;
-                if let Some(joined) = attrs::get_s(item, "serials") {
-                    serials.extend(joined.split(' ').filter_map(|s| Serial::parse(s).ok()));
-                }
-            }
+            output.items().iter().for_each(&mut each);
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok((count, serials)),
+                _ => return Ok(()),
             }
         }
     }

@@ -28,6 +28,7 @@ pub fn importer(
         store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
         clock,
         faults,
+        close_part_devices: config.close_part_devices,
         queues: adesync_queue::Queues::new(
             clients.sqs.clone(),
             &config.sync_jobs_queue_url,

@@ -62,6 +62,11 @@ pub struct FunctionFigures {
     pub peak_rss_kib: Vec<u64>,
     /// What the peak RSS was measured on.
     pub load: String,
+    /// The longest single invocation per round, for the functions that
+    /// carry the full sync (each must end inside the function's timeout).
+    pub longest_invocation: Vec<Duration>,
+    /// The function's timeout in template.yaml.
+    pub timeout: Duration,
 }
 
 /// Where the release binaries are: next to this (release) benchmark.
@@ -158,6 +163,10 @@ pub async fn measure(
                 FunctionFigures {
                     binary: (*b).to_owned(),
                     load: format!("sample event events/{b}/{}", sample_event(b)),
+                    timeout: deployed
+                        .template
+                        .function(b)
+                        .map_or(Duration::from_secs(30), |f| f.timeout),
                     ..FunctionFigures::default()
                 },
             )
@@ -207,7 +216,7 @@ pub async fn measure(
         let mut worker = spawn("sync-worker").await?;
         worker.ready().await?;
         let (store_ref, token_ref, run_ref) = (&store, &token, &run);
-        drain(
+        let longest = drain(
             &clients,
             &deployed,
             "SyncJobsQueue",
@@ -222,11 +231,12 @@ pub async fn measure(
         .await?;
         let worker_figures = figures.get_mut("sync-worker").context("worker")?;
         worker_figures.peak_rss_kib.push(worker.peak_rss_kib()?);
+        worker_figures.longest_invocation.push(longest);
         worker.stop().await?;
 
         let mut importer = spawn("device-importer").await?;
         importer.ready().await?;
-        drain(
+        let longest = drain(
             &clients,
             &deployed,
             "DeviceBatchesQueue",
@@ -241,6 +251,7 @@ pub async fn measure(
         .await?;
         let importer_figures = figures.get_mut("device-importer").context("importer")?;
         importer_figures.peak_rss_kib.push(importer.peak_rss_kib()?);
+        importer_figures.longest_invocation.push(longest);
         importer.stop().await?;
         let record = store
             .get_run(&token, &run)
@@ -288,14 +299,15 @@ pub async fn measure(
 
 /// Feeds a queue's messages to `function` as Lambda's event source mapping
 /// does (the template's batch size, failed records left for a retry) until
-/// the queue is empty and `done` says the work is over.
+/// the queue is empty and `done` says the work is over; returns the
+/// longest invocation.
 async fn drain<F, Fut>(
     clients: &adesync_runtime::aws::Clients,
     deployed: &Deployed,
     queue: &str,
     function: &mut FunctionProcess,
     done: F,
-) -> Result<()>
+) -> Result<Duration>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<bool>>,
@@ -310,6 +322,7 @@ where
         .map_or(1, |(_, size)| *size);
     let arn = format!("arn:aws:sqs:us-east-1:123456789012:{queue}");
     let give_up = std::time::Instant::now() + Duration::from_secs(1800);
+    let mut longest = Duration::ZERO;
     loop {
         ensure!(
             std::time::Instant::now() < give_up,
@@ -327,15 +340,17 @@ where
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
             if done().await? {
-                return Ok(());
+                return Ok(longest);
             }
             continue;
         }
         eprintln!("  {queue}: {} message(s) to the function", messages.len());
         let event = adesync_local::runner::sqs_event(&messages, &arn);
+        let started = std::time::Instant::now();
         let answer = function
             .invoke(Bytes::from(serde_json::to_vec(&event)?))
             .await?;
+        longest = longest.max(started.elapsed());
         ensure!(
             answer.ok,
             "the function failed: {}",

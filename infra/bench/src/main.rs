@@ -408,6 +408,23 @@ async fn function_rows(
             .target("< 32", |median| median < 32.0)
             .worst(),
         );
+        if !f.longest_invocation.is_empty() {
+            let longest: Vec<f64> = f
+                .longest_invocation
+                .iter()
+                .map(Duration::as_secs_f64)
+                .collect();
+            let timeout = f.timeout.as_secs_f64();
+            // The binary answering at all already proves it ended inside the
+            // timeout (the Runtime API gives up then); this shows the margin.
+            rows.push(Row::new(
+                format!(
+                    "{}: longest invocation (s), {}; timeout {timeout} s",
+                    f.binary, f.load
+                ),
+                Spread::of(&longest),
+            ));
+        }
     }
     Ok(())
 }
