@@ -303,6 +303,8 @@ async fn an_admin_deleted_device_stays_away_on_deltas_and_returns_on_the_next_fu
         env.call(Method::GET, &path, &token.jwt, None).await.status,
         404
     );
+    // The delta's close recounted the token in parts of 3.
+    assert_eq!(env.sync_status(&token).await["device_count"], 9);
 
     env.advance(7 * 24 * 3600).await;
     let full = env.request_sync(&token, "full").await;

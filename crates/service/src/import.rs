@@ -379,42 +379,57 @@ impl Importer {
     ) -> Result<Part, ImportError> {
         let token = &end.token_id;
         let after = so_far.after.as_ref();
-        let Some((through, devices)) = self
-            .store
-            .serial_after(token, after, self.close_part_devices)
-            .await?
-        else {
-            return Ok(Part::default());
-        };
-        // Only this part's range of the snapshot is held in memory.
-        let seen = match sweep_at {
+        // A sweep needs the part's range first, to hold only that range of
+        // the snapshot in memory; a count alone reads the devices once.
+        let (through, in_range, seen) = match sweep_at {
             Some(_) => {
-                self.store
-                    .snapshot_serials_between(token, &end.run_id, after, &through)
+                let Some((through, in_range)) = self
+                    .store
+                    .serial_after(token, after, self.close_part_devices)
                     .await?
+                else {
+                    return Ok(Part::default());
+                };
+                let seen = self
+                    .store
+                    .snapshot_serials_between(token, &end.run_id, after, &through)
+                    .await?;
+                (Some(through), in_range, seen)
             }
-            None => HashSet::new(),
+            None => (None, 0, HashSet::new()),
         };
-        let mut part = Part {
-            devices,
-            full: devices >= self.close_part_devices,
-            ..Part::default()
-        };
+        let mut part = Part::default();
         let mut page_after = after.cloned();
         loop {
+            let room = self.close_part_devices.saturating_sub(part.devices);
+            let limit = u32::try_from(room).unwrap_or(u32::MAX).min(SWEEP_PAGE);
             let (page, next) = self
                 .store
-                .devices_through(token, page_after.as_ref(), &through, SWEEP_PAGE)
+                .devices_page(token, page_after.as_ref(), through.as_ref(), limit)
                 .await?;
+            part.devices += page.len();
+            if let Some(last) = page.last() {
+                part.through = Some(last.device.serial.clone());
+            }
             let swept = self.sweep_page(token, page, &seen, sweep_at, now).await?;
             part.listed += swept.listed;
             part.released += swept.released;
             match next {
-                Some(next) => page_after = Some(next),
+                Some(next) if part.devices < self.close_part_devices => page_after = Some(next),
+                Some(_) => {
+                    part.full = true;
+                    break;
+                }
                 None => break,
             }
         }
-        part.through = Some(through);
+        if through.is_some() {
+            // The range was a full part's worth of devices when it was
+            // measured; it ends at `through` even if an API delete took its
+            // last device since.
+            part.full = in_range >= self.close_part_devices;
+            part.through = through;
+        }
         Ok(part)
     }
 

@@ -697,29 +697,34 @@ impl Store {
         }
     }
 
-    /// A page of at most `limit` of the token's devices after `after`, up
-    /// to and including `through`, read consistently; and where the next
-    /// page starts, if any.
-    pub async fn devices_through(
+    /// A page of at most `limit` of the token's devices after `after` (up
+    /// to and including `through`, if given), read consistently; and where
+    /// the next page starts, if any.
+    pub async fn devices_page(
         &self,
         token: &TokenId,
         after: Option<&Serial>,
-        through: &Serial,
+        through: Option<&Serial>,
         limit: u32,
     ) -> Result<(Vec<Stored>, Option<Serial>), StoreError> {
-        let output = self
+        let mut query = self
             .client
             .query()
             .table_name(&self.tables.devices)
-            .key_condition_expression("token_id = :token AND serial <= :through")
-            .expression_attribute_values(":token", attrs::s(token.as_str()))
-            .expression_attribute_values(":through", attrs::s(through.as_str()))
+            .key_condition_expression("token_id = :token")
+            .expression_attribute_values(":token", attrs::s(token.as_str()));
+        if let Some(through) = through {
+            query = query
+                .key_condition_expression("token_id = :token AND serial <= :through")
+                .expression_attribute_values(":through", attrs::s(through.as_str()));
+        }
+        let output = query
             .set_exclusive_start_key(after.map(|after| device_key(token, after)))
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::dynamo("Query(devices of a sweep)", e))?;
+            .map_err(|e| StoreError::dynamo("Query(devices of a run's close)", e))?;
         let devices = output
             .items()
             .iter()
