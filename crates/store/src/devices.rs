@@ -561,16 +561,7 @@ impl Store {
             .send()
             .await
             .map_err(|e| StoreError::dynamo("Query(devices)", e))?;
-        let devices = output
-            .items()
-            .iter()
-            .map(device_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = output
-            .last_evaluated_key()
-            .and_then(|key| attrs::get_s(key, "serial"))
-            .and_then(|s| Serial::parse(s).ok());
-        Ok((devices, next))
+        page_of(&output)
     }
 
     /// Whether the token has any device item at all.
@@ -725,17 +716,24 @@ impl Store {
             .send()
             .await
             .map_err(|e| StoreError::dynamo("Query(devices of a run's close)", e))?;
-        let devices = output
-            .items()
-            .iter()
-            .map(device_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = output
-            .last_evaluated_key()
-            .and_then(|key| attrs::get_s(key, "serial"))
-            .and_then(|s| Serial::parse(s).ok());
-        Ok((devices, next))
+        page_of(&output)
     }
+}
+
+/// The devices of a `Query` answer, and the serial the next page starts after.
+fn page_of(
+    output: &aws_sdk_dynamodb::operation::query::QueryOutput,
+) -> Result<(Vec<Stored>, Option<Serial>), StoreError> {
+    let devices = output
+        .items()
+        .iter()
+        .map(device_from_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = output
+        .last_evaluated_key()
+        .and_then(|key| attrs::get_s(key, "serial"))
+        .and_then(|s| Serial::parse(s).ok());
+    Ok((devices, next))
 }
 
 /// A device item's primary key.
