@@ -261,6 +261,65 @@ async fn released_devices_are_marked_removed_and_expire_in_30_to_45_days() {
 }
 
 #[tokio::test]
+async fn an_expired_device_a_policy_counts_is_deleted_with_its_count_when_a_run_closes() {
+    // The TTL would delete the item without uncounting it from its policy,
+    // so a counted device is not left to it: the next run's close deletes it.
+    let env = TestService::start_with(small_close_parts()).await;
+    let token = env.create_token("acme", 0).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let policy = env.new_policy(&token, "Default").await;
+    assert_eq!(env.set_default_policy(&token, &policy).await.status, 200);
+    env.sim_post(
+        &format!("/_sim/servers/{}/devices", token.server_uuid),
+        json!({"count": 8}),
+    )
+    .await;
+    let delta = env.request_sync(&token, "delta").await;
+    env.wait_for_run(&token, delta.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(env.policy(&token, &policy).await["device_count"], 8);
+
+    let released = env.sim_devices(&token.server_uuid).await[5]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{released}/release",
+            token.server_uuid
+        ),
+        json!({}),
+    )
+    .await;
+    env.advance(7 * 24 * 3600).await;
+    let full = env.request_sync(&token, "full").await;
+    env.wait_for_run(&token, full.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    let path = format!("/v1/tokens/{}/devices/{released}", token.token_id);
+    let removed = env.call(Method::GET, &path, &token.jwt, None).await;
+    assert_eq!(removed.body["state"], "removed_from_apple", "{removed:?}");
+    // Removed, it still counts in its policy until it is deleted.
+    assert_eq!(env.policy(&token, &policy).await["device_count"], 8);
+
+    // Past its deletion date: hidden at once, deleted (and uncounted) by the
+    // close of the next run, a delta whose close only counts.
+    env.advance(46 * 24 * 3600).await;
+    assert_eq!(
+        env.call(Method::GET, &path, &token.jwt, None).await.status,
+        404
+    );
+    assert_eq!(env.policy(&token, &policy).await["device_count"], 8);
+    let delta = env.request_sync(&token, "delta").await;
+    assert_eq!(delta.status, 202, "{delta:?}");
+    let run = env
+        .wait_for_run(&token, delta.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(env.policy(&token, &policy).await["device_count"], 7);
+    assert_eq!(env.sync_status(&token).await["device_count"], 7);
+}
+
+#[tokio::test]
 async fn an_admin_deleted_device_stays_away_on_deltas_and_returns_on_the_next_full_sync() {
     let env = TestService::start_with(small_close_parts()).await;
     let token = env.create_token("acme", 10).await;

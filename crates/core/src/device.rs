@@ -329,6 +329,17 @@ impl DeviceState {
     }
 }
 
+/// Whether a device deleted at `deletes_at` is past its TTL (DynamoDB may
+/// not have removed the item yet).
+pub fn expired(deletes_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    deletes_at.is_some_and(|at| at <= now)
+}
+
+/// Whether the API shows a device in `state`, deleted at `deletes_at`, now.
+pub fn listed(state: DeviceState, deletes_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    state.is_listed() && !expired(deletes_at, now)
+}
+
 /// A device of a token, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
@@ -378,12 +389,12 @@ pub struct Management {
 impl Device {
     /// Whether the item is past its TTL (DynamoDB may not have removed it yet).
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        self.deletes_at.is_some_and(|at| at <= now)
+        expired(self.deletes_at, now)
     }
 
     /// Whether the API shows it now.
     pub fn is_listed(&self, now: DateTime<Utc>) -> bool {
-        self.state.is_listed() && !self.is_expired(now)
+        listed(self.state, self.deletes_at, now)
     }
 
     /// Everything but the bookkeeping of versions is the same.

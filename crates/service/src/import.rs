@@ -19,7 +19,7 @@ use adesync_core::token::TokenStatus;
 use adesync_queue::Queues;
 use adesync_queue::batches::{BatchMessage, Closing, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_store::claims::RunEnd;
-use adesync_store::devices::{DeviceWrite, Stored};
+use adesync_store::devices::{DeviceSummary, DeviceWrite, Stored};
 use adesync_store::progress::{BatchMark, Marked};
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -405,15 +405,27 @@ impl Importer {
             let limit = u32::try_from(room).unwrap_or(u32::MAX).min(SWEEP_PAGE);
             let (page, next) = self
                 .store
-                .devices_page(token, page_after.as_ref(), through.as_ref(), limit)
+                .device_summaries_page(token, page_after.as_ref(), through.as_ref(), limit)
                 .await?;
             part.devices += page.len();
             if let Some(last) = page.last() {
-                part.through = Some(last.device.serial.clone());
+                part.through = Some(last.serial.clone());
             }
-            let swept = self.sweep_page(token, page, &seen, sweep_at, now).await?;
-            part.listed += swept.listed;
-            part.released += swept.released;
+            let triage = triage(&page, &seen, sweep_at, now);
+            part.listed += triage.listed;
+            if !triage.to_read.is_empty() {
+                let devices = self
+                    .store
+                    .get_devices(token, &triage.to_read)
+                    .await?
+                    .into_values()
+                    .collect();
+                let swept = self
+                    .sweep_page(token, devices, &seen, sweep_at, now)
+                    .await?;
+                part.listed += swept.listed;
+                part.released += swept.released;
+            }
             match next {
                 Some(next) if part.devices < self.close_part_devices => page_after = Some(next),
                 Some(_) => {
@@ -433,8 +445,8 @@ impl Importer {
         Ok(part)
     }
 
-    /// Sweeps and counts one page of devices, re-reading those an API
-    /// request changed meanwhile.
+    /// Sweeps and counts devices [`triage`] picked, re-reading those an
+    /// API request changed meanwhile.
     async fn sweep_page(
         &self,
         token: &TokenId,
@@ -475,8 +487,9 @@ impl Importer {
     }
 }
 
-/// Devices read per query while closing a run: bounds the importer's memory.
-const SWEEP_PAGE: u32 = 500;
+/// Devices summarised per query while closing a run: bounds the
+/// importer's memory (DynamoDB ends a page sooner, at 1 MB of items read).
+const SWEEP_PAGE: u32 = 2_000;
 
 /// How a run ends, decided from how its fetching ended and how many of its
 /// batches are missing.
@@ -535,6 +548,39 @@ struct Part {
 struct Swept {
     listed: u64,
     released: u64,
+}
+
+/// Which devices of a page a close must read in full, and how many of
+/// the others are listed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Triage {
+    pub to_read: Vec<Serial>,
+    pub listed: u64,
+}
+
+/// Sorts a page of summaries: a device is read in full when the close may
+/// write it — listed but absent from a complete snapshot (`seen`, with
+/// `sweep_at` set: released), or expired while a policy counts it (deleted
+/// with its count, which the TTL would not do). Every other listed device
+/// is only counted, so closing a run reads no device item it leaves alone.
+pub fn triage(
+    page: &[DeviceSummary],
+    seen: &HashSet<Serial>,
+    sweep_at: Option<Version>,
+    now: DateTime<Utc>,
+) -> Triage {
+    let mut triage = Triage::default();
+    for summary in page {
+        let listed = device::listed(summary.state, summary.deletes_at, now);
+        let expired_counted = summary.counted && device::expired(summary.deletes_at, now);
+        let unseen = sweep_at.is_some() && listed && !seen.contains(&summary.serial);
+        if expired_counted || unseen {
+            triage.to_read.push(summary.serial.clone());
+        } else {
+            triage.listed += u64::from(listed);
+        }
+    }
+    triage
 }
 
 /// What a page of a close writes, and how many of the devices it leaves
@@ -675,6 +721,46 @@ mod tests {
         let plan = plan_sweep(page, &HashSet::new(), None, at(7));
         assert!(plan.writes.is_empty());
         assert_eq!(plan.listed, 2);
+    }
+
+    fn summary(
+        serial: &str,
+        state: DeviceState,
+        deletes_at: Option<i64>,
+        counted: bool,
+    ) -> DeviceSummary {
+        DeviceSummary {
+            serial: Serial::parse(serial).unwrap(),
+            state,
+            deletes_at: deletes_at.map(at),
+            counted,
+        }
+    }
+
+    #[test]
+    fn a_close_reads_in_full_only_the_devices_it_may_write() {
+        let page = vec![
+            summary("SEEN1", DeviceState::Active, None, true),
+            summary("GONE1", DeviceState::Active, None, false),
+            // Expired while a policy counts it: deleted with its count.
+            summary("OLD1", DeviceState::RemovedFromApple, Some(6), true),
+            // Expired, uncounted: the TTL deletes it; neither read nor listed.
+            summary("OLD2", DeviceState::DeletedByAdmin, Some(6), false),
+            // Deleted, not expired: not listed, nothing to do.
+            summary("DEL1", DeviceState::DeletedByAdmin, Some(30), true),
+            summary("REM1", DeviceState::RemovedFromApple, Some(30), false),
+        ];
+        let sweep_at = Some(Version::for_snapshot(at(7), 0));
+        let full = triage(&page, &serials(&["SEEN1"]), sweep_at, at(7));
+        let read: Vec<&str> = full.to_read.iter().map(Serial::as_str).collect();
+        // REM1 is listed and unseen, so it is read too (release leaves it be).
+        assert_eq!(read, ["GONE1", "OLD1", "REM1"]);
+        assert_eq!(full.listed, 1, "SEEN1");
+
+        let count_only = triage(&page, &HashSet::new(), None, at(7));
+        let read: Vec<&str> = count_only.to_read.iter().map(Serial::as_str).collect();
+        assert_eq!(read, ["OLD1"]);
+        assert_eq!(count_only.listed, 3, "SEEN1, GONE1, REM1");
     }
 
     fn end(outcome: RunOutcome) -> EndOfRun {

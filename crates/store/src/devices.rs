@@ -45,6 +45,18 @@ pub struct Stored {
     pub revision: u64,
 }
 
+/// What closing a run needs to know of a stored device: whether it is
+/// listed, and whether the TTL must be done by hand (see
+/// [`Store::delete_counted_devices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub serial: Serial,
+    pub state: DeviceState,
+    pub deletes_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A policy counts it.
+    pub counted: bool,
+}
+
 /// A device to write, conditional on what was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceWrite {
@@ -688,16 +700,18 @@ impl Store {
         }
     }
 
-    /// A page of at most `limit` of the token's devices after `after` (up
-    /// to and including `through`, if given), read consistently; and where
-    /// the next page starts, if any.
-    pub async fn devices_page(
+    /// A page of what closing a run needs to know of the token's devices
+    /// after `after` (up to and including `through`, if given), read
+    /// consistently; and where the next page starts, if any. Only a few
+    /// small attributes come back, so a close reads a whole token without
+    /// moving its items (DynamoDB caps a page at 1 MB of items read).
+    pub async fn device_summaries_page(
         &self,
         token: &TokenId,
         after: Option<&Serial>,
         through: Option<&Serial>,
         limit: u32,
-    ) -> Result<(Vec<Stored>, Option<Serial>), StoreError> {
+    ) -> Result<(Vec<DeviceSummary>, Option<Serial>), StoreError> {
         let mut query = self
             .client
             .query()
@@ -710,13 +724,20 @@ impl Store {
                 .expression_attribute_values(":through", attrs::s(through.as_str()));
         }
         let output = query
+            .projection_expression("serial, #state, deletes_at, policy_id")
+            .expression_attribute_names("#state", "state")
             .set_exclusive_start_key(after.map(|after| device_key(token, after)))
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::dynamo("Query(devices of a run's close)", e))?;
-        page_of(&output)
+            .map_err(|e| StoreError::dynamo("Query(device summaries of a run's close)", e))?;
+        let summaries = output
+            .items()
+            .iter()
+            .map(summary_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((summaries, next_serial(&output)))
     }
 }
 
@@ -729,11 +750,28 @@ fn page_of(
         .iter()
         .map(device_from_item)
         .collect::<Result<Vec<_>, _>>()?;
-    let next = output
+    Ok((devices, next_serial(output)))
+}
+
+/// The serial a `Query` answer's next page starts after.
+fn next_serial(output: &aws_sdk_dynamodb::operation::query::QueryOutput) -> Option<Serial> {
+    output
         .last_evaluated_key()
         .and_then(|key| attrs::get_s(key, "serial"))
-        .and_then(|s| Serial::parse(s).ok());
-    Ok((devices, next))
+        .and_then(|s| Serial::parse(s).ok())
+}
+
+/// Reads what [`Store::device_summaries_page`] projects.
+fn summary_from_item(item: &Item) -> Result<DeviceSummary, StoreError> {
+    let serial = attrs::get_s(item, "serial")
+        .and_then(|s| Serial::parse(s).ok())
+        .ok_or_else(|| StoreError::Malformed("device without a valid serial".into()))?;
+    Ok(DeviceSummary {
+        serial,
+        state: state_from(attrs::get_s(item, "state").unwrap_or_default())?,
+        deletes_at: attrs::get_time(item, "deletes_at")?,
+        counted: item.contains_key("policy_id"),
+    })
 }
 
 /// A device item's primary key.
