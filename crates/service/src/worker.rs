@@ -218,7 +218,9 @@ impl Worker {
                         "Apple refused the cursor; the run fetches every device again"
                     );
                     state.snapshot_at = None;
-                    state.new_token = !self.store.token_has_devices(&job.token_id).await?;
+                    // Batches of the abandoned walk may still be queued:
+                    // whether the token has devices is no longer known.
+                    state.new_token = false;
                     state.warning = Some(restart_warning(reason).to_owned());
                     if !self
                         .save(job, &next, &state, batch_seq, 0, &mut import_until, now)
@@ -256,8 +258,10 @@ impl Worker {
                     {
                         break StepEnd::Superseded;
                     }
-                    // After every older run's records, before this run's.
-                    let sweep_at = finish.full_snapshot.then(|| {
+                    // After every older run's records, before this run's. A
+                    // new token's devices all come from this snapshot: there
+                    // is nothing to release, and the close only counts.
+                    let sweep_at = (finish.full_snapshot && !state.new_token).then(|| {
                         Version::for_snapshot(state.snapshot_at.unwrap_or(now), state.seq_base)
                     });
                     self.end_run(
