@@ -96,6 +96,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     let command = Cli::parse().command;
+    // Opt-in: what the functions hosted in this process do, in their logs.
+    if std::env::var_os("RUST_LOG").is_some() {
+        adesync_runtime::logging::init();
+    }
     let workspace = Workspace::locate()?;
     // Checked before anything starts: a debug build's figures say nothing.
     if matches!(command, Command::Functions { .. } | Command::All { .. }) {
