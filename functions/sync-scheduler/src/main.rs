@@ -6,7 +6,7 @@ use adesync_core::clock::SystemClock;
 use adesync_runtime::{Config, aws::Clients, logging};
 use lambda_runtime::{LambdaEvent, service_fn};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logging::init();
     let config = Config::from_env()?;

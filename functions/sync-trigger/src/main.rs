@@ -6,7 +6,7 @@ use adesync_core::clock::SystemClock;
 use adesync_runtime::{Config, aws::Clients, logging};
 use adesync_sync_trigger::{SyncTrigger, routes};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     logging::init();
     let config = Config::from_env()?;

@@ -8,7 +8,7 @@ use adesync_runtime::{Config, aws::Clients, logging};
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logging::init();
     let config = Config::from_env()?;
