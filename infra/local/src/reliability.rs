@@ -266,14 +266,26 @@ pub const MATRIX: &[Row] = &[
     ),
     row(
         OURS,
-        "Importer killed mid-batch",
+        "Importer killed mid-batch, before marking, between parts of a close",
         &[
             t(FAULTS, "the_importer_killed_mid_batch_loses_nothing"),
             t(
                 FAULTS,
                 "the_importer_killed_before_marking_a_batch_counts_it_once",
             ),
+            t(
+                FAULTS,
+                "the_importer_killed_between_parts_of_a_runs_close_counts_every_device_once",
+            ),
         ],
+    ),
+    row(
+        OURS,
+        "A token deleted while its batch is applied",
+        &[t(
+            FAULTS,
+            "a_batch_applied_after_its_token_was_deleted_leaves_no_device",
+        )],
     ),
     row(
         OURS,
@@ -1126,7 +1138,11 @@ mod tests {
 
     #[test]
     fn every_row_of_the_issue_has_a_test_or_the_api_fuzzing() {
-        assert_eq!(MATRIX.len(), 29, "the rows of issue 9");
+        assert_eq!(
+            MATRIX.len(),
+            30,
+            "the 29 rows of issue 9, and a token deleted while its batch is applied"
+        );
         let empty: Vec<_> = MATRIX.iter().filter(|r| r.tests.is_empty()).collect();
         assert_eq!(empty.len(), 1);
         assert_eq!(empty[0].row, API_FUZZ_ROW);
