@@ -308,9 +308,20 @@ impl Importer {
             warning,
             ..
         } = verdict;
+        // The token is brought up to date before the run record says the
+        // run is over: a client that waits for the run (the CLI's --watch)
+        // then reads the token's count and status as this run left them.
         self.store
             .set_device_count(&end.account_id, &end.token_id, tally.listed)
             .await?;
+        if error.is_none()
+            && let Err(e) = self
+                .store
+                .set_token_status(&end.account_id, &end.token_id, TokenStatus::Ok, None, now)
+                .await
+        {
+            tracing::warn!(error = %e, "could not clear the token's status after a successful sync");
+        }
         self.store
             .record_run_closed(
                 &end.token_id,
@@ -338,14 +349,6 @@ impl Importer {
                 now,
             )
             .await?;
-        if error.is_none()
-            && let Err(e) = self
-                .store
-                .set_token_status(&end.account_id, &end.token_id, TokenStatus::Ok, None, now)
-                .await
-        {
-            tracing::warn!(error = %e, "could not clear the token's status after a successful sync");
-        }
         // Devices the run put into the default policy are assigned with Apple now.
         match crate::assign::queue_if_due(
             &self.store,
