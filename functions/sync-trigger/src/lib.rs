@@ -105,7 +105,10 @@ async fn trigger(
     .await
     {
         Ok(started) => Ok((StatusCode::ACCEPTED, Json(accepted(&started)))),
-        Err(error) => Err(refused(error, now)),
+        // Retry-After counts from the answer, not the request: the claim
+        // that won meanwhile may be stamped after this request's `now`, and
+        // the wait must not read longer than the cooldown itself.
+        Err(error) => Err(refused(error, state.clock.now())),
     }
 }
 
