@@ -2,8 +2,9 @@
 //!
 //! Every binary runs as Lambda runs it (see [`crate::lambda`]) against the
 //! local AWS and the Apple simulator:
-//! - the sync worker and the device importer carry a real full sync of
-//!   `devices` devices: the worker fetches them from the simulator and
+//! - the sync worker and the device importer carry two real full syncs of
+//!   `devices` devices, a new token's first and then an unchanged re-sync
+//!   (whose close sweeps): the worker fetches them from the simulator and
 //!   queues the device batches (the largest an SQS message holds), and the
 //!   importer gets them as Lambda would, as many per event as the
 //!   template's `BatchSize` says (1);
@@ -182,7 +183,24 @@ pub async fn measure(
         async move { FunctionProcess::spawn(&path, &environment, timeout, memory, &log).await }
     };
 
-    // The full sync, carried by the worker and importer binaries.
+    // Two full syncs per token, carried by the worker and importer binaries:
+    // the first (a new token's: its close only counts), then the same,
+    // unchanged fleet again (its close sweeps: the snapshot's serials are
+    // read part by part).
+    let mut resync: HashMap<&str, FunctionFigures> = ["sync-worker", "device-importer"]
+        .into_iter()
+        .map(|b| {
+            (
+                b,
+                FunctionFigures {
+                    binary: b.to_owned(),
+                    load: format!("an unchanged re-sync of {devices} devices (its close sweeps)"),
+                    timeout: figures[b].timeout,
+                    ..FunctionFigures::default()
+                },
+            )
+        })
+        .collect();
     for (round, (token, server)) in tokens.iter().enumerate() {
         let added = reqwest::Client::new()
             .post(format!("{}/_sim/servers/{server}/devices", sim.base_url()))
@@ -196,78 +214,67 @@ pub async fn measure(
         );
         let token = TokenId::parse(token)?;
         let account = AccountId::parse(crate::BENCH_ACCOUNT)?;
-        // The token's first full sync ran moments ago; the claim is made as
-        // of 8 days on, past the 7-day full-sync cooldown.
-        let started = adesync_service::start::start_sync(
-            &store,
-            &queues,
-            &account,
-            &token,
-            SyncRequest {
-                trigger: Trigger::Manual,
-                kind: SyncKind::Full,
-            },
-            chrono::Utc::now() + chrono::Duration::days(8),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("could not start the full sync: {e}"))?;
-        let run = started.claim.run_id;
-
-        let mut worker = spawn("sync-worker").await?;
-        worker.ready().await?;
-        let (store_ref, token_ref, run_ref) = (&store, &token, &run);
-        let longest = drain(
-            &clients,
-            &deployed,
-            "SyncJobsQueue",
-            &mut worker,
-            move || async move {
-                Ok(store_ref
-                    .get_run(token_ref, run_ref)
-                    .await?
-                    .is_some_and(|r| r.fetch_finished_at.is_some() || r.is_over()))
-            },
-        )
-        .await?;
-        let worker_figures = figures.get_mut("sync-worker").context("worker")?;
-        worker_figures.peak_rss_kib.push(worker.peak_rss_kib()?);
-        worker_figures.longest_invocation.push(longest);
-        worker.stop().await?;
-
-        let mut importer = spawn("device-importer").await?;
-        importer.ready().await?;
-        let longest = drain(
-            &clients,
-            &deployed,
-            "DeviceBatchesQueue",
-            &mut importer,
-            move || async move {
-                Ok(store_ref
-                    .get_run(token_ref, run_ref)
-                    .await?
-                    .is_some_and(|r| r.is_over()))
-            },
-        )
-        .await?;
-        let importer_figures = figures.get_mut("device-importer").context("importer")?;
-        importer_figures.peak_rss_kib.push(importer.peak_rss_kib()?);
-        importer_figures.longest_invocation.push(longest);
-        importer.stop().await?;
-        let record = store
-            .get_run(&token, &run)
-            .await?
-            .context("the run vanished")?;
-        ensure!(
-            record.status == "succeeded" && record.imported == devices as u64,
-            "round {}: the binaries' full sync ended {} with {} of {devices} devices imported",
-            round + 1,
-            record.status,
-            record.imported
-        );
+        // The token's first full sync ran moments ago; each claim is made
+        // as of days on, past the 7-day full-sync cooldown.
+        for (days, figures) in [(8, &mut figures), (17, &mut resync)] {
+            let started = adesync_service::start::start_sync(
+                &store,
+                &queues,
+                &account,
+                &token,
+                SyncRequest {
+                    trigger: Trigger::Manual,
+                    kind: SyncKind::Full,
+                },
+                chrono::Utc::now() + chrono::Duration::days(days),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("could not start the full sync: {e}"))?;
+            let run = started.claim.run_id;
+            let (store_ref, token_ref, run_ref) = (&store, &token, &run);
+            for (binary, queue) in [
+                ("sync-worker", "SyncJobsQueue"),
+                ("device-importer", "DeviceBatchesQueue"),
+            ] {
+                let mut process = spawn(binary).await?;
+                process.ready().await?;
+                let fetching = binary == "sync-worker";
+                let longest = drain(
+                    &clients,
+                    &deployed,
+                    queue,
+                    &mut process,
+                    move || async move {
+                        Ok(store_ref
+                            .get_run(token_ref, run_ref)
+                            .await?
+                            .is_some_and(|r| {
+                                r.is_over() || (fetching && r.fetch_finished_at.is_some())
+                            }))
+                    },
+                )
+                .await?;
+                let f = figures.get_mut(binary).context("binary")?;
+                f.peak_rss_kib.push(process.peak_rss_kib()?);
+                f.longest_invocation.push(longest);
+                process.stop().await?;
+            }
+            let record = store
+                .get_run(&token, &run)
+                .await?
+                .context("the run vanished")?;
+            ensure!(
+                record.status == "succeeded" && record.imported == devices as u64,
+                "round {}: the binaries' full sync ended {} with {} of {devices} devices imported",
+                round + 1,
+                record.status,
+                record.imported
+            );
+        }
     }
     for binary in ["sync-worker", "device-importer"] {
         if let Some(f) = figures.get_mut(binary) {
-            f.load = format!("a full sync of {devices} devices");
+            f.load = format!("a new token's first full sync of {devices} devices");
         }
     }
 
@@ -294,7 +301,13 @@ pub async fn measure(
         }
     }
     deployed.destroy(&clients).await?;
-    Ok(BINARIES.iter().filter_map(|b| figures.remove(b)).collect())
+    let mut all: Vec<FunctionFigures> = BINARIES.iter().filter_map(|b| figures.remove(b)).collect();
+    all.extend(
+        ["sync-worker", "device-importer"]
+            .iter()
+            .filter_map(|b| resync.remove(b)),
+    );
+    Ok(all)
 }
 
 /// Feeds a queue's messages to `function` as Lambda's event source mapping
