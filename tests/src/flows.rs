@@ -218,6 +218,24 @@ impl TestService {
             .unwrap_or_default()
     }
 
+    /// Releases the `index`-th device of the token's MDM server in Apple
+    /// Business (Apple sends no event for it); returns its serial.
+    pub async fn release_in_apple(&self, token: &CreatedToken, index: usize) -> String {
+        let released = self.sim_devices(&token.server_uuid).await[index]["serial_number"]
+            .as_str()
+            .expect("a simulated device's serial")
+            .to_owned();
+        self.sim_post(
+            &format!(
+                "/_sim/servers/{}/devices/{released}/release",
+                token.server_uuid
+            ),
+            serde_json::json!({}),
+        )
+        .await;
+        released
+    }
+
     /// POSTs to the simulator's control API.
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {
         let response = self

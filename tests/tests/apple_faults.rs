@@ -31,23 +31,6 @@ async fn synced(devices: usize) -> (TestService, CreatedToken) {
     (env, token)
 }
 
-/// Releases one device in Apple Business (Apple sends no event for it).
-async fn release_one(env: &TestService, token: &CreatedToken) -> String {
-    let released = env.sim_devices(&token.server_uuid).await[0]["serial_number"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    env.sim_post(
-        &format!(
-            "/_sim/servers/{}/devices/{released}/release",
-            token.server_uuid
-        ),
-        json!({}),
-    )
-    .await;
-    released
-}
-
 /// Adds devices in Apple Business so the next delta has pages to fetch.
 async fn add_devices(env: &TestService, token: &CreatedToken, count: usize) {
     env.sim_post(
@@ -250,7 +233,7 @@ async fn a_response_slower_than_the_client_timeout_is_retried() {
 #[tokio::test]
 async fn an_expired_cursor_turns_the_delta_into_a_full_sync_that_sweeps() {
     let (env, token) = synced(400).await;
-    let released = release_one(&env, &token).await;
+    let released = env.release_in_apple(&token, 0).await;
     add_devices(&env, &token, 50).await;
     // Apple keeps cursors 7 days; time passes for Apple and for us.
     env.advance(8 * 24 * 3600).await;
@@ -267,7 +250,7 @@ async fn an_expired_cursor_turns_the_delta_into_a_full_sync_that_sweeps() {
 #[tokio::test]
 async fn an_invalid_cursor_turns_the_delta_into_a_full_sync() {
     let (env, token) = synced(400).await;
-    let released = release_one(&env, &token).await;
+    let released = env.release_in_apple(&token, 0).await;
     fault(
         &env,
         json!({"route": "/devices/sync", "status": 400, "body": "INVALID_CURSOR", "times": 1}),

@@ -202,18 +202,7 @@ async fn released_devices_are_marked_removed_and_expire_in_30_to_45_days() {
     let env = TestService::start_with(small_close_parts()).await;
     let token = env.create_token("acme", 20).await;
     env.wait_until_idle(&token, RUN_TIMEOUT).await;
-    let released = env.sim_devices(&token.server_uuid).await[3]["serial_number"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    env.sim_post(
-        &format!(
-            "/_sim/servers/{}/devices/{released}/release",
-            token.server_uuid
-        ),
-        json!({}),
-    )
-    .await;
+    let released = env.release_in_apple(&token, 3).await;
 
     // Apple sends no delta event for a release: a delta keeps the device…
     env.advance(15 * 60).await;
@@ -279,18 +268,7 @@ async fn an_expired_device_a_policy_counts_is_deleted_with_its_count_when_a_run_
         .await;
     assert_eq!(env.policy(&token, &policy).await["device_count"], 8);
 
-    let released = env.sim_devices(&token.server_uuid).await[5]["serial_number"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    env.sim_post(
-        &format!(
-            "/_sim/servers/{}/devices/{released}/release",
-            token.server_uuid
-        ),
-        json!({}),
-    )
-    .await;
+    let released = env.release_in_apple(&token, 5).await;
     env.advance(7 * 24 * 3600).await;
     let full = env.request_sync(&token, "full").await;
     env.wait_for_run(&token, full.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
