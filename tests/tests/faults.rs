@@ -129,7 +129,6 @@ fn batch(run: &HandRun, seq: u64, records: Vec<DeviceRecord>) -> String {
         run_id: run.run.clone(),
         seq,
         snapshot: false,
-        new_token: false,
         records,
     }))
     .unwrap()

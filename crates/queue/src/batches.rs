@@ -41,11 +41,6 @@ pub struct DeviceBatch {
     pub seq: u64,
     /// Records of a full snapshot (fetch), whose serials the sweep needs.
     pub snapshot: bool,
-    /// The token had no devices when this snapshot began: none of these
-    /// serials can be stored yet except by an earlier batch of the run,
-    /// which the later record supersedes — the importer need not read them.
-    #[serde(default)]
-    pub new_token: bool,
     pub records: Vec<DeviceRecord>,
 }
 
@@ -298,7 +293,6 @@ mod tests {
             run_id: RunId::parse("r").unwrap(),
             seq: 7,
             snapshot: true,
-            new_token: false,
             records: Vec::new(),
         };
         let batches = split(header, records.clone()).unwrap();
@@ -308,6 +302,14 @@ mod tests {
             let body = serde_json::to_string(&BatchMessage::Devices(batch.clone())).unwrap();
             assert!(body.len() <= MAX_MESSAGE_BYTES, "{} bytes", body.len());
         }
+        // A batch queued by an older worker, which flagged a new token's
+        // batches with `new_token`, still decodes.
+        let mut older = serde_json::to_value(BatchMessage::Devices(batches[0].clone())).unwrap();
+        older["new_token"] = serde_json::Value::Bool(true);
+        assert_eq!(
+            BatchMessage::decode(&older.to_string()).unwrap(),
+            BatchMessage::Devices(batches[0].clone())
+        );
         let again: Vec<_> = batches.into_iter().flat_map(|b| b.records).collect();
         assert_eq!(again, records);
     }

@@ -51,7 +51,6 @@ fn message_body(fetched_at: DateTime<Utc>) -> (String, usize) {
         run_id: RunId::new_at(fetched_at),
         seq: 0,
         snapshot: true,
-        new_token: false,
         records: Vec::new(),
     };
     let records = (0..5_000).map(|i| record(i, fetched_at)).collect();

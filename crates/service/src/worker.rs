@@ -87,7 +87,9 @@ struct RunState {
     /// Records fetched from Apple (all pages, all phases).
     fetched: u64,
     /// The token had no devices when this run's snapshot began (the first
-    /// sync of a token): the importer can write its devices without reading.
+    /// sync of a token): every device it ends up with came from this
+    /// snapshot, so the run's close has nothing to release. (The importer
+    /// still reads before it creates: Apple may list a serial twice.)
     #[serde(default)]
     new_token: bool,
     warning: Option<String>,
@@ -179,7 +181,6 @@ impl Worker {
                     run_id: job.run_id.clone(),
                     seq: batch_seq,
                     snapshot,
-                    new_token: snapshot && state.new_token,
                     records: Vec::new(),
                 };
                 let batches = batches::split(header, records)?;
