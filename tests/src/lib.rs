@@ -46,11 +46,40 @@ pub struct TestOptions {
     pub throttle_dynamodb_every: Option<u64>,
     /// Devices per part of a run's close (default [`CLOSE_PART_DEVICES`]).
     pub close_part_devices: Option<usize>,
+    /// How many times faster than real time the service's clock (and the
+    /// Apple simulator's) runs; 1 when unset. Everything that waits follows
+    /// it: visibility timeouts, function timeouts, Apple's pace, leases.
+    pub clock_speed: Option<f64>,
 }
 
 /// Devices per part of a run's close in tests: small, so that every test
 /// with more devices closes its runs in several parts, as a large token does.
 pub const CLOSE_PART_DEVICES: usize = 1_000;
+
+/// The functions' settings in a test: at real speed Apple calls give up
+/// fast, so failure paths run in seconds; on a sped-up clock the real
+/// settings already take little real time, and shorter ones would be shorter
+/// than a debug build's own latency.
+fn environment(options: &TestOptions) -> std::collections::HashMap<String, String> {
+    let mut environment = std::collections::HashMap::from([(
+        "ADESYNC_CLOSE_PART_DEVICES".to_owned(),
+        options
+            .close_part_devices
+            .unwrap_or(CLOSE_PART_DEVICES)
+            .to_string(),
+    )]);
+    if options.clock_speed.is_none_or(|speed| speed <= 1.0) {
+        environment.insert(
+            "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS".to_owned(),
+            "4".to_owned(),
+        );
+        environment.insert(
+            "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS".to_owned(),
+            "2".to_owned(),
+        );
+    }
+    environment
+}
 
 /// One test's adesync.
 pub struct TestService {
@@ -95,30 +124,14 @@ impl TestService {
                 runner: RunnerOptions {
                     jwt_secret: JWT_SECRET.into(),
                     schedules: options.schedules,
+                    clock_speed: options.clock_speed.unwrap_or(1.0),
                     ..RunnerOptions::default()
                 },
                 sim_devices: options.sim_devices,
                 throttle_dynamodb: options
                     .throttle_dynamodb_every
                     .map(adesync_local::faults::ThrottleDynamo::every),
-                // Apple calls give up fast, so failure paths run in seconds.
-                environment: std::collections::HashMap::from([
-                    (
-                        "ADESYNC_APPLE_RETRY_DEADLINE_SECONDS".to_owned(),
-                        "4".to_owned(),
-                    ),
-                    (
-                        "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS".to_owned(),
-                        "2".to_owned(),
-                    ),
-                    (
-                        "ADESYNC_CLOSE_PART_DEVICES".to_owned(),
-                        options
-                            .close_part_devices
-                            .unwrap_or(CLOSE_PART_DEVICES)
-                            .to_string(),
-                    ),
-                ]),
+                environment: environment(&options),
                 ..ServiceOptions::default()
             },
         )

@@ -9,7 +9,7 @@
 //! real one, it substitutes the token and device it created.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use adesync_local::runner::{Functions, functions};
 use adesync_local::template::Template;
@@ -277,7 +277,9 @@ async fn consumers_report_only_the_poison_record_of_a_batch() {
             .replace(SAMPLE_RUN, run_id)
     };
     let functions = lambda_functions(&env);
-    let deadline = || Instant::now() + Duration::from_secs(60);
+    let clock: adesync_core::clock::SharedClock = env.service.runner.clock();
+    let deadline =
+        || adesync_core::clock::Deadline::after(clock.clone(), chrono::Duration::seconds(60));
 
     // sync-jobs: the finished run's job is done (dropped: the run no longer
     // holds the token); the unreadable one fails alone and goes back to

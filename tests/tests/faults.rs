@@ -27,10 +27,21 @@ fn serials(devices: &[Value]) -> HashSet<String> {
         .collect()
 }
 
+/// A service whose clock runs 30 times faster: a message whose invocation
+/// failed comes back after its queue's visibility timeout (9 minutes for a
+/// sync job, 6 for a device batch), as on AWS — 18 and 12 real seconds here.
+async fn redelivering() -> TestService {
+    TestService::start_with(TestOptions {
+        clock_speed: Some(30.0),
+        ..TestOptions::default()
+    })
+    .await
+}
+
 /// Syncs `devices` devices with `point` armed `times`, then checks that
 /// the run recovered with every device exactly once and exact counts.
 async fn sync_through_a_crash(point: CrashPoint, times: u32, devices: usize) {
-    let env = TestService::start().await;
+    let env = redelivering().await;
     env.service.runner.faults().arm(point, times);
     let token = env.create_token("acme", devices).await;
     let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
@@ -112,7 +123,7 @@ async fn hand_run(env: &TestService, created: &CreatedToken) -> HandRun {
         .await
         .unwrap();
     env.store()
-        .record_run_started(&account, &token, &claimed.claim)
+        .record_run_started(&account, &token, &claimed.claim, None)
         .await
         .unwrap();
     HandRun {
@@ -237,7 +248,7 @@ async fn duplicate_and_reordered_batches_leave_the_newest_state() {
 
 #[tokio::test]
 async fn a_poison_batch_goes_to_the_dead_letter_queue_and_the_run_reports_it() {
-    let env = TestService::start().await;
+    let env = redelivering().await;
     let created = env.create_token("acme", 2).await;
     env.wait_until_idle(&created, RUN_TIMEOUT).await;
     let run = hand_run(&env, &created).await;
@@ -303,6 +314,8 @@ async fn a_poison_batch_goes_to_the_dead_letter_queue_and_the_run_reports_it() {
 
 #[tokio::test]
 async fn dynamodb_throttling_is_retried_and_loses_nothing() {
+    // At real speed: throttling is retried inside each function (the
+    // store's backoff), so no record fails and waits for its queue.
     let env = TestService::start_with(TestOptions {
         throttle_dynamodb_every: Some(4),
         ..TestOptions::default()

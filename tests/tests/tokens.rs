@@ -320,13 +320,21 @@ async fn a_token_is_created_renewed_and_deleted_without_a_secret_in_any_answer()
     // The first full sync was queued: a claimed run, recorded in the runs table.
     assert_eq!(body["first_sync"]["queued"], true, "{body}");
     let run = RunId::parse(body["first_sync"]["run_id"].as_str().unwrap()).unwrap();
-    assert!(body["last_full_sync_at"].is_string());
+    // Claimed, not completed: the full sync is owed until it completes, and
+    // the 7-day cooldown will count from then.
+    assert!(body["last_full_sync_at"].is_null(), "{body}");
     let state = store
         .sync_state(&account, &TokenId::parse(&token).unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert!(state.last_full_at.is_some());
+    assert!(state.last_full_at.is_none());
+    assert!(state.next_sync_is_full);
+    assert_eq!(
+        state.lease.map(|lease| lease.run_id),
+        Some(run.clone()),
+        "the first run holds the token"
+    );
     assert!(
         item_exists(
             &env,

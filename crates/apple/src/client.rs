@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use adesync_core::clock::Clock;
+use chrono::{DateTime, Utc};
+
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -69,8 +72,9 @@ impl AppleClient {
         let http = reqwest::Client::builder()
             .user_agent(&config.user_agent)
             .default_headers(headers)
-            .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
+            // Answer timeouts are set per request, in the real time the
+            // clock's span takes (see `AppleConfig::clock`).
             .build()
             .map_err(|error| AppleError::Setup {
                 reason: format!("the HTTP client could not be built ({error})"),
@@ -112,6 +116,39 @@ impl AppleClient {
 
     fn url(&self, route: Route) -> String {
         format!("{}{}", self.inner.base_url, route.path())
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.inner.config.clock.as_ref()
+    }
+
+    /// The real time a wait of `span` on the client's clock takes.
+    fn real(&self, span: Duration) -> Duration {
+        span.div_f64(self.clock().speed().max(1.0))
+    }
+}
+
+/// How one call may spend its time, beyond the client's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallLimits {
+    /// Longest wait for one answer (clock time); the configured request
+    /// timeout when None.
+    pub timeout: Option<Duration>,
+    /// Give up retrying once a wait would end after this (clock time), even
+    /// within the retry policy's deadline: the caller's own deadline.
+    pub until: Option<DateTime<Utc>>,
+    /// Whether a timed-out attempt is tried again as it was. A caller that
+    /// answers a timeout by asking less (smaller pages) says no.
+    pub retry_timeouts: bool,
+}
+
+impl CallLimits {
+    /// The client's settings: configured timeout, retries of every kind.
+    pub fn standard() -> Self {
+        CallLimits {
+            retry_timeouts: true,
+            ..CallLimits::default()
+        }
     }
 }
 
@@ -206,6 +243,18 @@ impl AppleSession {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<DevicePage, AppleError> {
+        self.page_within(route, cursor, limit, CallLimits::standard())
+            .await
+    }
+
+    /// A page of `route` within `limits` (see [`CallLimits`]).
+    pub(crate) async fn page_within(
+        &self,
+        route: Route,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+        limits: CallLimits,
+    ) -> Result<DevicePage, AppleError> {
         let limit = match limit {
             Some(limit) => limit,
             None => self.page_limit_for(route).await?,
@@ -214,7 +263,8 @@ impl AppleSession {
             cursor: cursor.filter(|cursor| !cursor.is_empty()),
             limit: Some(limit),
         };
-        self.call(route, None, Some(json(&body)?)).await
+        self.call_within(route, None, Some(json(&body)?), limits)
+            .await
     }
 
     /// `POST /devices`: Apple's record of each named device (at most
@@ -283,6 +333,18 @@ impl AppleSession {
         query: Option<(&str, &str)>,
         body: Option<Vec<u8>>,
     ) -> Result<T, AppleError> {
+        self.call_within(route, query, body, CallLimits::standard())
+            .await
+    }
+
+    /// [`Self::call`] within `limits`.
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        query: Option<(&str, &str)>,
+        body: Option<Vec<u8>>,
+        limits: CallLimits,
+    ) -> Result<T, AppleError> {
         let span = tracing::info_span!(
             "apple",
             route = route.path(),
@@ -291,7 +353,9 @@ impl AppleSession {
         );
         async {
             let started = Instant::now();
-            let (result, attempts) = self.with_retries(route, query, body.as_deref()).await;
+            let (result, attempts) = self
+                .with_retries(route, query, body.as_deref(), limits)
+                .await;
             let duration_ms = elapsed_ms(started);
             let answer = match result {
                 Ok(answer) => answer,
@@ -323,9 +387,18 @@ impl AppleSession {
         route: Route,
         query: Option<(&str, &str)>,
         body: Option<&[u8]>,
+        limits: CallLimits,
     ) -> (Result<Answer, AppleError>, u32) {
         let policy = &self.client.inner.config.retry;
-        let started = Instant::now();
+        let clock = self.client.inner.config.clock.clone();
+        let started = clock.now();
+        let policy_end = started + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
+        let give_up_at = limits
+            .until
+            .map_or(policy_end, |until| until.min(policy_end));
+        let timeout = limits
+            .timeout
+            .unwrap_or(self.client.inner.config.request_timeout);
         let reauthenticated = AtomicBool::new(false);
         let attempts = AtomicU32::new(0);
         let backoff = ExponentialBuilder::default()
@@ -335,17 +408,21 @@ impl AppleSession {
             .without_max_times();
         let result = (|| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(route, query, body, &reauthenticated)
+            self.attempt(route, query, body, timeout, &reauthenticated)
         })
         .retry(backoff)
-        .sleep(tokio::time::sleep)
+        // Waits are clock time: a sped-up local run waits less real time.
+        .sleep(ClockSleeper(self.client.inner.config.clock.clone()))
         .when(|error: &AppleError| {
-            error.is_retryable() && (route.is_idempotent() || error.was_refused())
+            error.is_retryable()
+                && (route.is_idempotent() || error.was_refused())
+                && (limits.retry_timeouts || !matches!(error, AppleError::Timeout))
         })
         .adjust(|error, delay| {
             // Apple's Retry-After is a floor; the backoff only ever lengthens it.
             let wait = delay?.max(error.retry_after().unwrap_or_default());
-            (started.elapsed() + wait <= policy.deadline).then_some(wait)
+            let resume_at = clock.now() + chrono::Duration::from_std(wait).ok()?;
+            (resume_at <= give_up_at).then_some(wait)
         })
         .notify(|error, wait| {
             tracing::info!(%error, wait_ms = wait.as_millis() as u64, "retrying Apple call");
@@ -361,13 +438,14 @@ impl AppleSession {
         route: Route,
         query: Option<(&str, &str)>,
         body: Option<&[u8]>,
+        timeout: Duration,
         reauthenticated: &AtomicBool,
     ) -> Result<Answer, AppleError> {
         let session = match self.current_auth_session() {
             Some(session) => session,
             None => self.authenticate().await?,
         };
-        let mut answer = self.send(route, query, body, &session).await?;
+        let mut answer = self.send(route, query, body, timeout, &session).await?;
         if wants_new_session(route, answer.status, &answer.body) {
             if reauthenticated.swap(true, Ordering::SeqCst) {
                 return Err(AppleError::TokenInvalid);
@@ -378,7 +456,7 @@ impl AppleSession {
             );
             self.forget(&session);
             let session = self.authenticate().await?;
-            answer = self.send(route, query, body, &session).await?;
+            answer = self.send(route, query, body, timeout, &session).await?;
             if wants_new_session(route, answer.status, &answer.body) {
                 return Err(AppleError::TokenInvalid);
             }
@@ -409,7 +487,8 @@ impl AppleSession {
             .get(&url)
             .header(AUTHORIZATION, authorization)
             // nanodep sends it on /session too, because depsim requires it.
-            .header(CONTENT_TYPE, JSON_CONTENT_TYPE);
+            .header(CONTENT_TYPE, JSON_CONTENT_TYPE)
+            .timeout(self.client.real(self.client.inner.config.request_timeout));
         let answer = self.exchange(Route::Session, request).await?;
         if !answer.status.is_success() {
             return Err(classify(
@@ -451,6 +530,7 @@ impl AppleSession {
         route: Route,
         query: Option<(&str, &str)>,
         body: Option<&[u8]>,
+        timeout: Duration,
         session: &SecretString,
     ) -> Result<Answer, AppleError> {
         let mut session =
@@ -465,7 +545,8 @@ impl AppleSession {
             .inner
             .http
             .request(route.method(), self.client.url(route))
-            .header(SESSION_HEADER, session);
+            .header(SESSION_HEADER, session)
+            .timeout(self.client.real(timeout));
         if let Some(query) = query {
             request = request.query(&[query]);
         }
@@ -536,6 +617,18 @@ impl AppleSession {
             body,
             retry_after,
         })
+    }
+}
+
+/// Backoff waits on the client's clock (a named type: a closure here makes
+/// the calls' futures lose `Send` to a higher-ranked lifetime).
+struct ClockSleeper(adesync_core::clock::SharedClock);
+
+impl backon::Sleeper for ClockSleeper {
+    type Sleep = tokio::time::Sleep;
+
+    fn sleep(&self, wait: Duration) -> Self::Sleep {
+        tokio::time::sleep(wait.div_f64(self.0.speed().max(1.0)))
     }
 }
 

@@ -27,7 +27,9 @@ pub mod model;
 pub mod route;
 pub mod walk;
 
-pub use client::{AppleClient, AppleSession, FALLBACK_PAGE_LIMIT, MAX_DEVICES_PER_REQUEST};
+pub use client::{
+    AppleClient, AppleSession, CallLimits, FALLBACK_PAGE_LIMIT, MAX_DEVICES_PER_REQUEST,
+};
 pub use config::{APPLE_BASE_URL, AppleConfig, RetryPolicy};
 pub use credentials::Credentials;
 pub use error::{AppleError, parse_retry_after};

@@ -2,9 +2,10 @@
 
 use adesync_core::cursor::{Outcome, Phase, Walk};
 
-use crate::client::AppleSession;
+use crate::client::{AppleSession, CallLimits};
 use crate::error::AppleError;
 use crate::model::DevicePage;
+use crate::route::Route;
 
 /// Reads the result of a fetch or sync call as the walk's [`Outcome`]. Cursor refusals
 /// become their own outcomes; every other error is [`Outcome::Failed`] (the caller keeps
@@ -25,19 +26,31 @@ pub fn outcome(result: &Result<DevicePage, AppleError>) -> Outcome<'_> {
 
 impl AppleSession {
     /// Requests the page `walk` names: fetch or sync from its cursor. `limit` `None` asks
-    /// for [`AppleSession::page_limit_for`].
+    /// for [`AppleSession::page_limit_for`]; `limits` bound the call's time (a walker
+    /// sizes its pages to the pace and answers a timeout with a smaller page, so it
+    /// passes `retry_timeouts: false`).
     pub async fn request_page(
         &self,
         walk: &Walk,
         limit: Option<u32>,
+        limits: CallLimits,
     ) -> Result<DevicePage, AppleError> {
         let position = walk.request();
         match position.phase {
-            Phase::Fetch => self.fetch_devices(position.cursor.as_deref(), limit).await,
+            Phase::Fetch => {
+                self.page_within(
+                    Route::FetchDevices,
+                    position.cursor.as_deref(),
+                    limit,
+                    limits,
+                )
+                .await
+            }
             // A sync position without a cursor gets Apple's CURSOR_REQUIRED, which the walk
-            // answers by restarting from scratch.
+            // answers by restarting from scratch (an empty cursor is not sent).
             Phase::Sync => {
-                self.sync_devices(position.cursor.as_deref().unwrap_or_default(), limit)
+                let cursor = position.cursor.as_deref().unwrap_or_default();
+                self.page_within(Route::SyncDevices, Some(cursor), limit, limits)
                     .await
             }
         }

@@ -393,8 +393,20 @@ pub async fn run(cli: Cli) -> Result<u8, CommandError> {
                 print_json(&json!({ "runs": runs }));
             } else {
                 let mut t = table([
-                    "run", "kind", "trigger", "status", "started", "finished", "fetched",
-                    "imported", "error",
+                    "run",
+                    "kind",
+                    "trigger",
+                    "status",
+                    "started",
+                    "finished",
+                    "expected",
+                    "fetched",
+                    "imported",
+                    "pages",
+                    "rate/min",
+                    "left",
+                    "lease expires",
+                    "error",
                 ]);
                 for run in &runs {
                     t.add_row([
@@ -404,8 +416,13 @@ pub async fn run(cli: Cli) -> Result<u8, CommandError> {
                         run.status.clone(),
                         time(Some(run.started_at)),
                         time(run.finished_at),
+                        count(run.expected_devices),
                         run.fetched.to_string(),
                         run.imported.to_string(),
+                        run.pages.to_string(),
+                        count(run.devices_per_minute),
+                        time_left(run),
+                        time(run.lease_expires_at.filter(|_| !run.is_over())),
                         text(run.error.as_deref()),
                     ]);
                 }
@@ -626,6 +643,51 @@ async fn tokens(client: &Client, command: TokensCommand, json: bool) -> Result<u
     }
 }
 
+/// A count the API may not know yet, for a table.
+fn count(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// A run's time left for a table: "-" once it has ended, "unknown" while
+/// the API cannot tell (never "0 s" for a run still going).
+fn time_left(run: &Run) -> String {
+    match run.seconds_left() {
+        _ if run.is_over() => "-".to_owned(),
+        Some(left) => format!("about {}", output::seconds(left)),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// The rows of `sync status` about a run's pace, after its progress.
+fn run_rows(run: &Run) -> Vec<(&'static str, String)> {
+    let mut rows = vec![(
+        "expected",
+        run.expected_devices.map_or_else(
+            || "unknown".to_owned(),
+            |n| format!("{n} devices (the token's count when the run started)"),
+        ),
+    )];
+    match (run.devices_per_minute, run.is_over()) {
+        (Some(rate), _) => rows.push(("rate", format!("{rate} devices/min"))),
+        (None, false) => rows.push(("rate", "not measured yet".to_owned())),
+        (None, true) => {}
+    }
+    if run.is_over() {
+        if run.status == "abandoned" && run.error.is_none() {
+            rows.push(("note", crate::watch::ABANDONED.trim().to_owned()));
+        }
+        return rows;
+    }
+    rows.push(("time left", time_left(run)));
+    if let Some(at) = run.lease_expires_at {
+        rows.push((
+            "lease expires",
+            format!("{} (abandoned then unless it progresses)", time(Some(at))),
+        ));
+    }
+    rows
+}
+
 /// Follows a run to its end and prints its summary; the status says
 /// whether it succeeded.
 async fn follow(
@@ -705,13 +767,12 @@ async fn sync(client: &Client, command: SyncCommand, json: bool) -> Result<u8, C
                         (
                             "progress",
                             format!(
-                                "{} fetched, {} imported, about {} left",
-                                run.fetched,
-                                run.imported,
-                                output::seconds(run.estimated_seconds_left)
+                                "{} fetched, {} imported, {} pages",
+                                run.fetched, run.imported, run.pages
                             ),
                         ),
                     ]);
+                    rows.extend(run_rows(run));
                 }
                 rows.extend([
                     ("devices", status.device_count.to_string()),
@@ -1039,6 +1100,82 @@ mod tests {
         assert!(
             dev.is_hide_env_values_set(),
             "--help must not print the secret"
+        );
+    }
+
+    fn run(json: Value) -> Run {
+        serde_json::from_value(json).expect("a run")
+    }
+
+    fn rows(run: &Run) -> Vec<String> {
+        run_rows(run)
+            .into_iter()
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect()
+    }
+
+    #[test]
+    fn status_shows_pace_and_lease_of_a_run_going() {
+        let going = run(json!({
+            "run_id": "r1", "kind": "full", "status": "running",
+            "started_at": "2030-01-01T00:00:00Z", "pages": 46,
+            "fetched": 46000, "imported": 45000, "expected_devices": 200000,
+            "devices_per_minute": 3012, "estimated_seconds_left": 3100,
+            "lease_expires_at": "2030-01-01T00:30:00Z",
+        }));
+        assert_eq!(
+            rows(&going),
+            [
+                "expected: 200000 devices (the token's count when the run started)",
+                "rate: 3012 devices/min",
+                "time left: about 51 min 40 s",
+                "lease expires: 2030-01-01T00:30:00Z (abandoned then unless it progresses)",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_says_unknown_rather_than_zero() {
+        let first = run(json!({
+            "run_id": "r2", "kind": "full", "status": "running",
+            "started_at": "2030-01-01T00:00:00Z", "pages": 5,
+            "fetched": 4500, "imported": 4000, "expected_devices": null,
+            "devices_per_minute": null, "estimated_seconds_left": null,
+            "lease_expires_at": null,
+        }));
+        assert_eq!(
+            rows(&first),
+            [
+                "expected: unknown",
+                "rate: not measured yet",
+                "time left: unknown",
+            ]
+        );
+        assert_eq!(time_left(&first), "unknown");
+        let older = run(json!({
+            "run_id": "r3", "kind": "delta", "status": "running",
+            "started_at": "2030-01-01T00:00:00Z", "estimated_seconds_left": 0,
+        }));
+        assert_eq!(time_left(&older), "unknown");
+    }
+
+    #[test]
+    fn status_explains_an_abandoned_run() {
+        let abandoned = run(json!({
+            "run_id": "r4", "kind": "full", "status": "abandoned",
+            "started_at": "2030-01-01T00:00:00Z", "finished_at": "2030-01-01T00:40:00Z",
+            "fetched": 60000, "imported": 60000, "expected_devices": 200000,
+            "devices_per_minute": 1500, "estimated_seconds_left": null,
+            "lease_expires_at": "2030-01-01T00:40:00Z",
+        }));
+        assert_eq!(time_left(&abandoned), "-");
+        assert_eq!(
+            rows(&abandoned),
+            [
+                "expected: 200000 devices (the token's count when the run started)",
+                "rate: 1500 devices/min",
+                "note: It made no progress for 15 minutes (its lease) and was given up; start a new sync to try again.",
+            ]
         );
     }
 

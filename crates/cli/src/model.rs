@@ -107,12 +107,29 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// When fetching from Apple ended; `fetched` is the run's total from then on.
+    #[serde(default)]
+    pub fetch_finished_at: Option<DateTime<Utc>>,
+    /// Pages fetched from Apple.
+    #[serde(default)]
+    pub pages: u64,
     #[serde(default)]
     pub fetched: u64,
     #[serde(default)]
     pub imported: u64,
+    /// `None`: not known yet (a first sync still fetching, a delta whose
+    /// size Apple has not told). Never read it as 0: see [`Run::seconds_left`].
     #[serde(default)]
-    pub estimated_seconds_left: u64,
+    pub estimated_seconds_left: Option<u64>,
+    /// Devices the token listed when the run started (`None`: never synced).
+    #[serde(default)]
+    pub expected_devices: Option<u64>,
+    /// The rate the run has achieved, once the API has measured one.
+    #[serde(default)]
+    pub devices_per_minute: Option<u64>,
+    /// While the run is going: when it is abandoned unless it makes progress.
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub error: Option<String>,
     #[serde(default)]
@@ -125,6 +142,16 @@ impl Run {
     /// Whether the run has ended, one way or another.
     pub fn is_over(&self) -> bool {
         matches!(self.status.as_str(), "succeeded" | "failed" | "abandoned")
+    }
+
+    /// The API's estimate of the time left, while the run is going.
+    ///
+    /// APIs before `null` was allowed answered 0 when they could not tell
+    /// (e.g. a fetch that had not caught up with the import), and a run
+    /// still going has not 0 seconds left, so 0 counts as unknown too.
+    pub fn seconds_left(&self) -> Option<u64> {
+        self.estimated_seconds_left
+            .filter(|left| *left > 0 && !self.is_over())
     }
 
     /// How long it ran, once it has finished.
@@ -284,4 +311,70 @@ pub struct Assignment {
     pub warning: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(json: Value) -> Run {
+        serde_json::from_value(json).expect("a run")
+    }
+
+    #[test]
+    fn a_run_with_nulls_reads_them_as_not_known() {
+        let going = run(serde_json::json!({
+            "run_id": "r1", "kind": "full", "trigger": "token_created", "status": "running",
+            "started_at": "2030-01-01T00:00:00Z", "finished_at": null, "fetch_finished_at": null,
+            "pages": 3, "fetched": 3000, "imported": 2000,
+            "estimated_seconds_left": null, "expected_devices": null,
+            "devices_per_minute": null, "lease_expires_at": "2030-01-01T00:15:00Z",
+            "recovery": false,
+        }));
+        assert_eq!(going.estimated_seconds_left, None);
+        assert_eq!(going.seconds_left(), None);
+        assert_eq!(going.expected_devices, None);
+        assert_eq!(going.devices_per_minute, None);
+        assert_eq!(going.pages, 3);
+        assert_eq!(
+            going.lease_expires_at.map(|t| t.to_rfc3339()),
+            Some("2030-01-01T00:15:00+00:00".to_owned())
+        );
+        // Scripts reading `--json` still see the API's null, and the
+        // fields the CLI does not name.
+        let again = serde_json::to_value(&going).expect("JSON");
+        assert_eq!(again["estimated_seconds_left"], Value::Null);
+        assert_eq!(again["recovery"], false);
+    }
+
+    #[test]
+    fn a_run_from_an_older_api_still_reads() {
+        let old = run(serde_json::json!({
+            "run_id": "r2", "kind": "delta", "status": "importing",
+            "started_at": "2030-01-01T00:00:00Z",
+            "fetched": 500, "imported": 100, "estimated_seconds_left": 8,
+        }));
+        assert_eq!(old.estimated_seconds_left, Some(8));
+        assert_eq!(old.seconds_left(), Some(8));
+        assert_eq!(old.pages, 0);
+        assert_eq!(old.expected_devices, None);
+        assert_eq!(old.devices_per_minute, None);
+        assert_eq!(old.lease_expires_at, None);
+    }
+
+    #[test]
+    fn zero_seconds_left_is_not_an_estimate_while_the_run_goes() {
+        let fetching = run(serde_json::json!({
+            "run_id": "r3", "kind": "full", "status": "running",
+            "started_at": "2030-01-01T00:00:00Z",
+            "fetched": 100, "imported": 100, "estimated_seconds_left": 0,
+        }));
+        assert_eq!(fetching.seconds_left(), None);
+        let done = run(serde_json::json!({
+            "run_id": "r4", "kind": "full", "status": "succeeded",
+            "started_at": "2030-01-01T00:00:00Z", "finished_at": "2030-01-01T00:01:00Z",
+            "fetched": 100, "imported": 100, "estimated_seconds_left": 30,
+        }));
+        assert_eq!(done.seconds_left(), None, "an ended run has no time left");
+    }
 }

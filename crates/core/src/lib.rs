@@ -4,6 +4,8 @@
 //! - [`ids`]: identifiers parsed once at the edge (accounts, tokens, runs, serial numbers).
 //! - [`clock`]: time as a dependency; every rule takes `now` from a [`clock::Clock`].
 //! - [`sync`]: who may start a sync and when (cooldowns, the one-at-a-time lease).
+//! - [`run`]: a run's lifecycle ([`run::RunStatus`]) and the honest estimate of its progress.
+//! - [`pace`]: page sizes and waits that fit Apple's pace.
 //! - [`cursor`]: the fetch → sync state machine over Apple's device cursors.
 //! - [`device`]: what the importer stores for each device record (versions, releases, admin deletes).
 //! - [`token`]: token names, expiry and health, the per-account token limit, certificate re-issue.
@@ -22,6 +24,8 @@ pub mod device;
 pub mod enrollment;
 pub mod ids;
 pub mod license;
+pub mod pace;
 pub mod policy;
+pub mod run;
 pub mod sync;
 pub mod token;

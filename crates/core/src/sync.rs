@@ -2,12 +2,16 @@
 //!
 //! The rules (product.md "Sync"):
 //! - a manual sync at most once every 15 minutes per token;
-//! - a full sync at most once every 7 days per token;
-//! - one sync at a time: a claimed run holds a 15-minute lease, and a lease
-//!   older than that is abandoned so the next sync may start;
-//! - after a failed delta the next sync is full (the cursor can no longer be
-//!   trusted), whatever the 7-day rule says: that recovery is Apple's
-//!   requirement, not a user's choice;
+//! - a full sync at most once every 7 days per token, counted from the last
+//!   full sync that completed;
+//! - one sync at a time: a claimed run holds a 15-minute lease that each of
+//!   its durable steps renews ([`renewed_lease`]); a run that makes no
+//!   progress for 15 minutes is abandoned so the next sync may start;
+//! - a full sync is owed from the moment one is claimed until one completes
+//!   (`next_sync_is_full`): a full run that fails or is abandoned is
+//!   followed by a full one at the next opportunity, and so is a failed
+//!   delta (the cursor can no longer be trusted), whatever the 7-day rule
+//!   says: that recovery is Apple's requirement, not a user's choice;
 //! - above 200,000 devices, a manual sync is refused while the previous
 //!   import still runs.
 //!
@@ -26,7 +30,7 @@ use crate::ids::RunId;
 pub const MANUAL_COOLDOWN: Duration = Duration::minutes(15);
 /// Minimum time between two full syncs of a token.
 pub const FULL_COOLDOWN: Duration = Duration::days(7);
-/// How long a run may hold a token before it is abandoned.
+/// How long a run may go without progress before it is abandoned.
 pub const LEASE: Duration = Duration::minutes(15);
 /// How often the scheduler runs a delta sync of every token.
 pub const DELTA_INTERVAL: Duration = Duration::hours(12);
@@ -100,9 +104,11 @@ pub struct ImportInProgress {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncState {
     pub last_manual_at: Option<DateTime<Utc>>,
+    /// When the last full sync that completed started.
     pub last_full_at: Option<DateTime<Utc>>,
     pub lease: Option<Lease>,
-    /// Set when a delta failed: the next sync of any kind is a full one.
+    /// A full sync is owed (one was claimed and has not completed, or a
+    /// delta failed): the next sync of any kind is a full one.
     pub next_sync_is_full: bool,
     pub import: Option<ImportInProgress>,
     pub device_count: u64,
@@ -113,9 +119,9 @@ pub struct SyncState {
 pub struct Claim {
     pub run_id: RunId,
     pub trigger: Trigger,
-    /// The kind that will run; a delta becomes full after a failed delta.
+    /// The kind that will run; a delta becomes full while a full is owed.
     pub kind: SyncKind,
-    /// True when this is the full sync that recovers from a failed delta.
+    /// True when this full sync recovers from a failed or abandoned run.
     pub recovery: bool,
     pub started_at: DateTime<Utc>,
     pub lease_expires_at: DateTime<Utc>,
@@ -135,7 +141,7 @@ pub enum Refusal {
     )]
     FullCooldown { retry_at: DateTime<Utc> },
     #[error(
-        "sync {run_id} of this token is still running; wait for it to finish (it is abandoned at {lease_expires_at} if it does not)"
+        "sync {run_id} of this token is still running; wait for it to finish (it is abandoned if it makes no progress until {lease_expires_at})"
     )]
     SyncInProgress {
         run_id: RunId,
@@ -267,19 +273,22 @@ pub fn claim(
     })
 }
 
-/// Seconds left until `total` devices are imported, `imported` of them after
-/// `elapsed_seconds`: at the measured rate once there is one worth trusting
-/// (at least 10 seconds and 100 devices), at Apple's 3,000 per minute before.
-pub fn eta_seconds(total: u64, imported: u64, elapsed_seconds: u64) -> u64 {
-    let remaining = total.saturating_sub(imported);
-    if remaining == 0 {
-        return 0;
-    }
-    if elapsed_seconds >= 10 && imported >= 100 {
-        // remaining / (imported / elapsed), rounded up, in integers.
-        return (remaining * elapsed_seconds).div_ceil(imported);
-    }
-    apple_delivery_seconds(remaining)
+/// The devices a run starting on `previous` should expect: the token's
+/// count, or None for a token never synced (its size is not known until
+/// Apple says).
+pub fn expected_devices(previous: &SyncState) -> Option<u64> {
+    (previous.last_full_at.is_some() || previous.device_count > 0).then_some(previous.device_count)
+}
+
+/// Until when a run that made progress at `now` holds its token.
+pub fn renewed_lease(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + LEASE
+}
+
+/// The lease whose run made no progress for 15 minutes, if any: that run
+/// is abandoned, whoever notices first records it so.
+pub fn lapsed_lease(state: &SyncState, now: DateTime<Utc>) -> Option<&Lease> {
+    state.lease.as_ref().filter(|lease| lease.expires_at <= now)
 }
 
 /// When the import of a run that starts `now` on a token of `device_count`
@@ -499,14 +508,21 @@ mod tests {
     }
 
     #[test]
-    fn eta_uses_apple_rate_until_a_measured_rate_exists() {
-        // 6,000 left at 3,000 per minute: two minutes.
-        assert_eq!(eta_seconds(6_000, 0, 0), 120);
-        assert_eq!(eta_seconds(6_050, 50, 30), 120);
-        // Measured: 1,000 in 10 s → 100 per second → 50 s for 5,000.
-        assert_eq!(eta_seconds(6_000, 1_000, 10), 50);
-        assert_eq!(eta_seconds(1_000, 1_000, 10), 0);
-        assert_eq!(eta_seconds(500, 900, 10), 0);
+    fn a_lease_is_renewed_for_15_minutes_from_the_progress_and_lapses_after() {
+        let state = SyncState {
+            lease: Some(Lease {
+                run_id: run(1),
+                expires_at: renewed_lease(t0()),
+            }),
+            ..SyncState::default()
+        };
+        assert_eq!(renewed_lease(t0()), t0() + Duration::minutes(15));
+        assert_eq!(lapsed_lease(&state, t0() + Duration::minutes(14)), None);
+        assert_eq!(
+            lapsed_lease(&state, t0() + Duration::minutes(15)).map(|l| &l.run_id),
+            Some(&run(1))
+        );
+        assert_eq!(lapsed_lease(&SyncState::default(), t0()), None);
     }
 
     #[test]

@@ -102,6 +102,28 @@ impl Queues {
         Ok(())
     }
 
+    /// Makes a received sync-jobs message visible again `after` from now
+    /// instead of at the end of the queue's visibility timeout: a step that
+    /// failed for a passing reason is retried in seconds, not in the
+    /// 9 minutes a killed step needs (which would eat most of its run's
+    /// 15-minute lease).
+    pub async fn redeliver_sync_job_after(
+        &self,
+        receipt_handle: &str,
+        after: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let seconds = i32::try_from(after.as_secs().max(1)).unwrap_or(i32::MAX);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.sync_jobs_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("ChangeMessageVisibility(sync job)", e))?;
+        Ok(())
+    }
+
     /// Queues a sync job.
     pub async fn send_sync_job(&self, job: &SyncJob) -> Result<(), QueueError> {
         self.client

@@ -52,9 +52,10 @@ pub struct Config {
 pub struct MissingSetting(pub &'static str);
 
 impl Config {
-    /// Settings of the Apple client.
-    pub fn apple(&self) -> adesync_apple::AppleConfig {
+    /// Settings of the Apple client, whose waits run on `clock`.
+    pub fn apple(&self, clock: adesync_core::clock::SharedClock) -> adesync_apple::AppleConfig {
         adesync_apple::AppleConfig {
+            clock,
             base_url: self.apple_base_url.clone(),
             retry: adesync_apple::RetryPolicy {
                 deadline: self.apple_retry_deadline,

@@ -24,12 +24,12 @@
 //! saving its progress on the policy as it goes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
 
 use adesync_apple::{AppleClient, AppleError, AppleSession, DeviceStatus, Profile};
 use adesync_core::assignment::{
     self, AppleAnswer, Assignment, AssignmentStatus, MAX_SERIALS_PER_REQUEST,
 };
+use adesync_core::clock::Deadline;
 use adesync_core::device::Device;
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::policy::PolicySettings;
@@ -46,7 +46,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::tokens::{self, CredentialsError};
 
 /// Time kept in hand before a job's deadline: one Apple request and its writes.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+pub const DEADLINE_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Rounds of re-reading devices someone changed while their answer was being stored.
 const CONFLICT_ROUNDS: usize = 5;
@@ -464,7 +464,7 @@ pub async fn run_job(
     adapters: Adapters<'_>,
     job: &AssignJob,
     now: DateTime<Utc>,
-    deadline: Instant,
+    deadline: &Deadline,
 ) -> Result<JobReport, AssignError> {
     let store = adapters.store;
     let token = &job.token_id;
@@ -513,8 +513,8 @@ pub async fn run_job(
     Ok(report)
 }
 
-fn near(deadline: Instant) -> bool {
-    Instant::now() + DEADLINE_MARGIN > deadline
+fn near(deadline: &Deadline) -> bool {
+    !deadline.leaves(DEADLINE_MARGIN)
 }
 
 /// Moves a changed policy's devices to its new profile. Returns false when the
@@ -523,7 +523,7 @@ async fn reassign(
     link: &AppleLink<'_>,
     policy: &PolicyRecord,
     now: DateTime<Utc>,
-    deadline: Instant,
+    deadline: &Deadline,
     report: &mut JobReport,
 ) -> Result<bool, AssignError> {
     let store = link.store;
@@ -598,7 +598,7 @@ async fn assign_due(
     link: &AppleLink<'_>,
     policies: &[PolicyRecord],
     now: DateTime<Utc>,
-    deadline: Instant,
+    deadline: &Deadline,
     report: &mut JobReport,
 ) -> Result<bool, AssignError> {
     let store = link.store;

@@ -3,7 +3,9 @@
 //! A test arms a point; the next time the worker or the importer passes it,
 //! the step stops there with an error and no further side effect — as if
 //! the process had been killed at that line. SQS then redelivers the
-//! message, and the test checks that nothing was lost or duplicated.
+//! message, and the test checks that nothing was lost or duplicated. A
+//! stall point instead hangs the step until its runtime kills it at the
+//! function's timeout, as Lambda kills a stuck invocation.
 //! Nothing outside the process can arm a point: Lambda binaries build
 //! `Faults::default()` and never touch it again.
 
@@ -26,6 +28,9 @@ pub enum CrashPoint {
     /// The importer swept a part of a closing run and queued the next
     /// part's marker, but its own message was not acknowledged.
     ImporterAfterNextPart,
+    /// The worker saved a page and then hangs (a stall point: see
+    /// [`Faults::stall`]).
+    WorkerStallsAfterSave,
 }
 
 /// The armed crash points of one process.
@@ -53,6 +58,14 @@ impl Faults {
             .lock()
             .map(|armed| armed.get(&point).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// Hangs forever if `point` is armed: the invocation ends only when its
+    /// runtime kills it at its deadline.
+    pub async fn stall(&self, point: CrashPoint) {
+        if self.check(point).is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Crashes if `point` is armed.

@@ -15,12 +15,14 @@ use std::sync::Arc;
 use adesync_core::clock::SharedClock;
 use adesync_core::device::{self, Decision, Device, SerialRecords, Version};
 use adesync_core::ids::{PolicyId, Serial, TokenId};
+use adesync_core::run::RunStatus;
 use adesync_core::token::TokenStatus;
 use adesync_queue::Queues;
 use adesync_queue::batches::{BatchMessage, Closing, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_store::claims::RunEnd;
 use adesync_store::devices::{DeviceSummary, DeviceWrite, Stored};
 use adesync_store::progress::{BatchMark, Marked};
+use adesync_store::runs::RunRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -52,6 +54,27 @@ pub struct Applied {
     /// The batch belongs to a run that is already closed (a redrive from the
     /// dead-letter queue): dropped, see [`Importer::apply`].
     pub dropped: bool,
+}
+
+/// What applying a batch's records wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Converged {
+    written: usize,
+    /// Devices listed now that were not before, minus the reverse: the
+    /// token's device count moves with the import, not only at the close.
+    listed_delta: i64,
+}
+
+/// How writing `write` changes the number of listed devices.
+pub fn listed_delta(
+    stored: &HashMap<Serial, Stored>,
+    write: &DeviceWrite,
+    now: DateTime<Utc>,
+) -> i64 {
+    let before = stored
+        .get(&write.device.serial)
+        .is_some_and(|s| s.device.is_listed(now));
+    i64::from(write.device.is_listed(now)) - i64::from(before)
 }
 
 /// Whether records that only move a device's version may go unwritten.
@@ -132,7 +155,10 @@ impl Importer {
         let groups = device::group_by_serial(batch.records.clone());
         let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
         // Newly synced devices join the token's default policy in the same write.
-        let written = self
+        let Converged {
+            written,
+            listed_delta,
+        } = self
             .converge(&batch.token_id, groups, refreshes, default.as_ref(), now)
             .await?;
 
@@ -146,6 +172,7 @@ impl Importer {
                     run: &batch.run_id,
                     seq: batch.seq,
                     imported: serials.len() as u64,
+                    listed_delta,
                     snapshot_serials: batch.snapshot.then_some(serials.as_slice()),
                 },
                 now,
@@ -179,7 +206,7 @@ impl Importer {
     }
 
     /// Reads, decides and writes until every record is applied; returns
-    /// the number of items written.
+    /// what was written and how it moved the token's listed devices.
     async fn converge(
         &self,
         token: &TokenId,
@@ -187,15 +214,24 @@ impl Importer {
         refreshes: Refreshes,
         default: Option<&PolicyId>,
         now: DateTime<Utc>,
-    ) -> Result<usize, ImportError> {
-        let mut written = 0;
+    ) -> Result<Converged, ImportError> {
+        let mut converged = Converged::default();
         for _ in 0..CONFLICT_ROUNDS {
             if groups.is_empty() {
-                return Ok(written);
+                return Ok(converged);
             }
             let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
             let stored = self.store.get_devices(token, &serials).await?;
             let mut writes = decide_writes(&groups, &stored, refreshes, now);
+            let deltas: HashMap<Serial, i64> = writes
+                .iter()
+                .map(|write| {
+                    (
+                        write.device.serial.clone(),
+                        listed_delta(&stored, write, now),
+                    )
+                })
+                .collect();
             let moves = crate::assign::prepare_writes(
                 &self.store,
                 token,
@@ -220,12 +256,17 @@ impl Importer {
                 self.store.write_devices(token, writes).await?
             };
             crate::assign::settle_counts(&self.store, token, moves, &outcome.conflicts).await?;
-            written += outcome.written;
+            converged.written += outcome.written;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
+            converged.listed_delta += deltas
+                .iter()
+                .filter(|(serial, _)| !conflicted.contains(*serial))
+                .map(|(_, delta)| delta)
+                .sum::<i64>();
             groups.retain(|g| conflicted.contains(&g.serial));
         }
         if groups.is_empty() {
-            Ok(written)
+            Ok(converged)
         } else {
             Err(ImportError::Contended(groups.len()))
         }
@@ -243,12 +284,12 @@ impl Importer {
     async fn close_run(&self, end: &EndOfRun) -> Result<(), ImportError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        if let Some(run) = self.store.get_run(&end.token_id, &end.run_id).await?
-            && run.is_over()
-        {
+        let run = self.store.get_run(&end.token_id, &end.run_id).await?;
+        if run.as_ref().is_some_and(RunRecord::is_over) {
             tracing::info!("run already closed; ignoring a repeated end-of-run marker");
             return Ok(());
         }
+        let run_started_at = run.map_or(now, |run| run.started_at);
         let so_far = match &end.closing {
             Some(closing) => closing.clone(),
             None => {
@@ -275,6 +316,10 @@ impl Importer {
             released: so_far.released + part.released,
         };
         if part.full {
+            // A part of the close is progress: the run keeps its token.
+            self.store
+                .renew_lease(&end.account_id, &end.token_id, &end.run_id, now)
+                .await?;
             let next = BatchMessage::EndOfRun(EndOfRun {
                 closing: Some(tally.clone()),
                 ..end.clone()
@@ -290,7 +335,8 @@ impl Importer {
             );
             return Ok(());
         }
-        self.finish_close(end, verdict, &tally, now).await
+        self.finish_close(end, verdict, &tally, run_started_at, now)
+            .await
     }
 
     /// The last part of a run's close: records the count, ends the run and
@@ -300,6 +346,7 @@ impl Importer {
         end: &EndOfRun,
         verdict: Verdict,
         tally: &Closing,
+        run_started_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), ImportError> {
         let Verdict {
@@ -322,7 +369,8 @@ impl Importer {
         {
             tracing::warn!(error = %e, "could not clear the token's status after a successful sync");
         }
-        self.store
+        let recorded = self
+            .store
             .record_run_closed(
                 &end.token_id,
                 &end.run_id,
@@ -332,6 +380,9 @@ impl Importer {
                 now,
             )
             .await?;
+        if !recorded {
+            tracing::warn!("the run was recorded abandoned while it closed; its record stays so");
+        }
         let run_end = match &error {
             None => RunEnd::Succeeded,
             Some(error) => RunEnd::Failed {
@@ -345,6 +396,7 @@ impl Importer {
                 &end.token_id,
                 &end.run_id,
                 end.kind,
+                run_started_at,
                 &run_end,
                 now,
             )
@@ -371,7 +423,7 @@ impl Importer {
             );
         }
         tracing::info!(
-            status,
+            status = status.as_str(),
             listed = tally.listed,
             parts = tally.part,
             lease_released,
@@ -509,7 +561,7 @@ const SWEEP_PAGE: u32 = 2_000;
 /// batches are missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
-    pub status: &'static str,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub warning: Option<String>,
     /// Release the devices the snapshot did not contain, as of this version.
@@ -521,13 +573,13 @@ pub struct Verdict {
 pub fn verdict(end: &EndOfRun, missing: u64) -> Verdict {
     match &end.outcome {
         RunOutcome::Failed { error } => Verdict {
-            status: "failed",
+            status: RunStatus::Failed,
             error: Some(error.clone()),
             warning: None,
             sweep_at: None,
         },
         RunOutcome::Finished { .. } if missing > 0 => Verdict {
-            status: "failed",
+            status: RunStatus::Failed,
             error: Some(format!(
                 "{missing} of {} device batches could not be imported and are in the dead-letter queue; devices in them may be out of date until the next sync.",
                 end.batches
@@ -536,7 +588,7 @@ pub fn verdict(end: &EndOfRun, missing: u64) -> Verdict {
             sweep_at: None,
         },
         RunOutcome::Finished { warning, sweep_at } => Verdict {
-            status: "succeeded",
+            status: RunStatus::Succeeded,
             error: None,
             warning: warning.clone(),
             sweep_at: *sweep_at,
@@ -797,11 +849,11 @@ mod tests {
             warning: None,
         });
         let complete = verdict(&finished, 0);
-        assert_eq!(complete.status, "succeeded");
+        assert_eq!(complete.status, RunStatus::Succeeded);
         assert!(complete.sweep_at.is_some());
 
         let incomplete = verdict(&finished, 2);
-        assert_eq!(incomplete.status, "failed");
+        assert_eq!(incomplete.status, RunStatus::Failed);
         assert_eq!(incomplete.sweep_at, None);
         assert!(
             incomplete
@@ -818,7 +870,7 @@ mod tests {
             }),
             0,
         );
-        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.status, RunStatus::Failed);
         assert_eq!(failed.sweep_at, None);
     }
 }

@@ -7,6 +7,8 @@
 //! - [`start`]: starting a sync run (manual, scheduled, or a new token's
 //!   first full sync): claim, record, queue.
 //! - [`schedule`]: the scheduler's sweeps over every token.
+//! - [`status`]: a token's sync status and run history; a stuck run is
+//!   recorded abandoned when it is noticed.
 //! - [`worker`]: one step of a run: page Apple, fan devices out, save the cursor.
 //! - [`faults`]: crash points fault tests arm (never armed in Lambda).
 //! - [`import`]: apply device batches idempotently; close runs, sweep, recount.
@@ -26,5 +28,6 @@ pub mod import;
 pub mod policies;
 pub mod schedule;
 pub mod start;
+pub mod status;
 pub mod tokens;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! The scheduler's sweeps: every 12 hours a delta sync of every token; every
-//! hour a full sync of each token whose 7 days have passed (or whose last
-//! delta failed); every hour an assignment job for each token with profile
+//! hour a full sync of each token whose 7 days have passed (or that owes
+//! one: its last full sync or delta failed or was abandoned); every pass
+//! records runs that made no progress for 15 minutes abandoned; every hour an assignment job for each token with profile
 //! assignments due (see [`crate::assign::sweep`]). Each start is the same conditional claim a manual sync
 //! makes, so a sweep overlapping a running sync changes nothing.
 
@@ -100,6 +101,21 @@ async fn start_one(
     // Apple refuses an expired or invalidated token until it is renewed:
     // calling would only fail again. Terms not signed clears on its own
     // once accepted, so those tokens are still tried.
+    // Every pass notices runs that made no progress for 15 minutes: they
+    // are recorded abandoned now, not when the next sync happens to start.
+    if let Some(lapsed) = sync::lapsed_lease(&token.state, now) {
+        match crate::status::settle_lapsed(store, &token.account, &token.token, &lapsed.run_id, now)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(token = %token.token, run = %lapsed.run_id, "a stuck run was recorded abandoned")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, token = %token.token, "a stuck run could not be recorded abandoned")
+            }
+        }
+    }
     let expired = token.expires_at.is_some_and(|at| at <= now);
     if expired || token.status == "token_invalid" {
         return Outcome::Skipped;
@@ -115,7 +131,7 @@ async fn start_one(
     };
     match start_sync(store, queues, &token.account, &token.token, request, now).await {
         Ok(_) => Outcome::Started,
-        Err(StartError::Refused(_) | StartError::TokenNotFound) => Outcome::Refused,
+        Err(StartError::Refused { .. } | StartError::TokenNotFound) => Outcome::Refused,
         Err(error) => {
             tracing::warn!(%error, token = %token.token, "scheduled sync could not start");
             Outcome::Failed

@@ -1,6 +1,7 @@
 //! Starting a sync run.
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::run::{self, ABANDONED_ERROR, Estimate, RunStatus};
 use adesync_core::sync::{self, Claim, Refusal, SyncKind, SyncRequest};
 use adesync_queue::jobs::SyncJob;
 use adesync_queue::{QueueError, Queues};
@@ -21,8 +22,13 @@ pub struct Started {
 /// Why a run did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Refused(Refusal),
+    /// A rule refused it; for a sync in progress, `running` says how far
+    /// that run is (None when its record could not be read).
+    #[error("{refusal}")]
+    Refused {
+        refusal: Refusal,
+        running: Option<Estimate>,
+    },
     #[error("no such token")]
     TokenNotFound,
     #[error(transparent)]
@@ -45,14 +51,23 @@ pub async fn start_sync(
     request: SyncRequest,
     now: DateTime<Utc>,
 ) -> Result<Started, StartError> {
-    let claimed = store
+    let claimed = match store
         .claim_sync(account, token, request, now, RunId::new_at(now))
         .await
-        .map_err(|e| match e {
-            ClaimError::Refused(refusal) => StartError::Refused(refusal),
-            ClaimError::TokenNotFound => StartError::TokenNotFound,
-            ClaimError::Store(e) => StartError::Store(e),
-        })?;
+    {
+        Ok(claimed) => claimed,
+        Err(ClaimError::Refused(refusal)) => {
+            let running = match &refusal {
+                Refusal::SyncInProgress { run_id, .. } => {
+                    running_estimate(store, token, run_id, now).await
+                }
+                _ => None,
+            };
+            return Err(StartError::Refused { refusal, running });
+        }
+        Err(ClaimError::TokenNotFound) => return Err(StartError::TokenNotFound),
+        Err(ClaimError::Store(e)) => return Err(StartError::Store(e)),
+    };
     let claim = claimed.claim.clone();
     if let Some(abandoned) = claimed.abandoned_run() {
         // History only: the lease rule was already enforced by the claim.
@@ -60,8 +75,8 @@ pub async fn start_sync(
             .record_run_ended(
                 token,
                 abandoned,
-                "abandoned",
-                Some("The sync did not finish within 15 minutes and was abandoned."),
+                RunStatus::Abandoned,
+                Some(ABANDONED_ERROR),
                 now,
             )
             .await
@@ -79,7 +94,11 @@ pub async fn start_sync(
         trigger: claim.trigger,
         step: 0,
     };
-    let queued = match store.record_run_started(account, token, &claim).await {
+    let expected = sync::expected_devices(&claimed.previous);
+    let queued = match store
+        .record_run_started(account, token, &claim, expected)
+        .await
+    {
         Ok(()) => queues.send_sync_job(&job).await.map_err(StartError::from),
         Err(error) => Err(StartError::from(error)),
     };
@@ -92,7 +111,7 @@ pub async fn start_sync(
             .record_run_ended(
                 token,
                 &claim.run_id,
-                "failed",
+                RunStatus::Failed,
                 Some("The sync could not be started; nothing was fetched. Retry it."),
                 now,
             )
@@ -125,4 +144,21 @@ pub async fn start_sync(
         estimated_seconds,
         warnings,
     })
+}
+
+/// How far the run holding a token is, for the refusal of another sync.
+async fn running_estimate(
+    store: &Store,
+    token: &TokenId,
+    run_id: &RunId,
+    now: DateTime<Utc>,
+) -> Option<Estimate> {
+    match store.get_run(token, run_id).await {
+        Ok(Some(record)) => Some(run::estimate(&record.progress(), now)),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, run = %run_id, "the running sync's progress could not be read");
+            None
+        }
+    }
 }

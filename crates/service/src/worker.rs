@@ -1,40 +1,48 @@
 //! The sync worker: one step of a run, paging Apple and fanning devices out.
 //!
-//! A step walks Apple's cursor ([`adesync_core::cursor::Walk`]) page by
-//! page. For every page it sends the devices to the device-batches queue
-//! and only once SQS accepted them saves the walk and the cursor — while
-//! the run still holds the token's lease. A worker killed at any point
-//! therefore loses nothing: the next step (SQS redelivers the job) replays
-//! at most the page whose devices were sent but not yet recorded, and the
-//! importer is idempotent. Before its Lambda deadline a step queues its own
-//! continuation. The run ends with an end-of-run marker behind its last
-//! batch; the importer that reads it closes the run.
+//! A step first takes its run's walker slot (one conditional write that
+//! also reads the token): a second delivery of the same job, or a stale
+//! one, finds it taken and does nothing, so one walker at a time moves a
+//! run. It then walks Apple's cursor ([`adesync_core::cursor::Walk`]) page
+//! by page. For every page it sends the devices to the device-batches queue
+//! and only once SQS accepted them saves the walk and the cursor — while it
+//! holds the slot and the run holds the token's lease, which the save
+//! renews: a run that keeps making progress keeps its token for as long as
+//! Apple needs. A worker killed at any point therefore loses nothing: the
+//! next step (SQS redelivers the job) replays at most the page whose
+//! devices were sent but not yet recorded, with the same page size (saved
+//! with the walk), and the importer is idempotent. Pages are sized to
+//! Apple's pace ([`adesync_core::pace`]); one that times out is asked again
+//! smaller. Before its deadline a step queues its own continuation. The run
+//! ends with an end-of-run marker behind its last batch; the importer that
+//! reads it closes the run.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use adesync_apple::{AppleClient, AppleError, DevicePage};
-use adesync_core::clock::SharedClock;
-use adesync_core::cursor::{Failure, Records, RestartReason, Step, Walk, Warning};
+use adesync_apple::{AppleClient, AppleError, AppleSession, CallLimits, DevicePage, Route};
+use adesync_core::clock::{Deadline, SharedClock};
+use adesync_core::cursor::{Failure, Phase, Records, RestartReason, Step, Walk, Warning};
 use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::Serial;
+use adesync_core::pace::{self, PageSize};
 use adesync_core::sync::{self, SyncKind};
 use adesync_core::token::TokenStatus;
 use adesync_queue::batches::{self, BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_queue::jobs::SyncJob;
 use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
-use adesync_store::progress::Progress;
+use adesync_store::progress::{Progress, Walker, WalkerSlot};
 use adesync_store::{Store, StoreError};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::{CrashPoint, Crashed, Faults};
 use crate::tokens;
 
-/// Time kept in hand before the Lambda deadline: one slow Apple page plus
-/// sending its devices must fit in it.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(75);
+/// Time kept in hand after a page's answer: sending its batches to SQS and
+/// saving the walk. A page is only asked if its whole timeout and this fit
+/// before the deadline.
+pub const SEND_AND_SAVE: Duration = Duration::seconds(10);
 
 /// What the worker needs, built once per process.
 pub struct Worker {
@@ -56,6 +64,8 @@ pub enum StepEnd {
     /// The run no longer holds the token (lease lapsed or taken over, or
     /// the token was deleted): nothing was done.
     Superseded,
+    /// A later step of the run is walking: this stale delivery did nothing.
+    Duplicate,
 }
 
 /// A step that must be retried (SQS redelivers the job).
@@ -71,6 +81,22 @@ pub enum WorkerError {
     Corrupt(#[from] serde_json::Error),
     #[error(transparent)]
     Crashed(#[from] Crashed),
+    #[error("Apple's account details could not be read: {0}")]
+    Apple(#[from] AppleError),
+    /// Another invocation walks this step until its deadline: this job
+    /// comes back after it (then that walker has moved on, or died).
+    #[error("another invocation walks this step until {until}")]
+    WalkerBusy { until: DateTime<Utc> },
+}
+
+impl WorkerError {
+    /// When the failed job should be delivered again at the earliest.
+    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            WorkerError::WalkerBusy { until } => Some(*until),
+            _ => None,
+        }
+    }
 }
 
 /// What a run remembers between steps besides the walk.
@@ -93,29 +119,97 @@ struct RunState {
     #[serde(default)]
     new_token: bool,
     warning: Option<String>,
+    /// The page size, kept so a resumed position asks the same page.
+    #[serde(default)]
+    page: PageSize,
+    /// The page maxima `/account` advertises for fetch and sync (read once
+    /// per run).
+    #[serde(default)]
+    maxima: Option<(u32, u32)>,
+}
+
+impl RunState {
+    fn maximum(&self, phase: Phase) -> u32 {
+        let (fetch, sync) = self.maxima.unwrap_or((
+            adesync_apple::FALLBACK_PAGE_LIMIT,
+            adesync_apple::FALLBACK_PAGE_LIMIT,
+        ));
+        match phase {
+            Phase::Fetch => fetch,
+            Phase::Sync => sync,
+        }
+    }
 }
 
 impl Worker {
     /// Runs one step of `job`'s run, returning before `deadline`.
     #[tracing::instrument(skip(self, deadline), fields(token = %job.token_id, run = %job.run_id, step = job.step))]
-    pub async fn run_step(&self, job: &SyncJob, deadline: Instant) -> Result<StepEnd, WorkerError> {
-        let now = self.clock.now();
-        let Some(view) = self
-            .store
-            .worker_view(&job.account_id, &job.token_id)
-            .await?
-        else {
-            tracing::info!("the token no longer exists; dropping the sync job");
-            return Ok(StepEnd::Superseded);
-        };
-        if !view.held_by(&job.run_id, now) {
-            tracing::info!(
-                "the run no longer holds the token (its lease lapsed or another run took over)"
-            );
-            return Ok(StepEnd::Superseded);
+    pub async fn run_step(
+        &self,
+        job: &SyncJob,
+        deadline: &Deadline,
+    ) -> Result<StepEnd, WorkerError> {
+        let walker = walker_id();
+        let result = self.walk_step(job, deadline, &walker).await;
+        if result.is_err() {
+            // Its redelivery need not wait for this invocation's deadline.
+            match self
+                .store
+                .release_walker(&job.account_id, &job.token_id, &walker, self.clock.now())
+                .await
+            {
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "the failed step's walker slot stays taken until its deadline")
+                }
+            }
         }
+        result
+    }
 
-        let resumed = view.walk_of(&job.run_id).is_some();
+    async fn walk_step(
+        &self,
+        job: &SyncJob,
+        deadline: &Deadline,
+        walker: &str,
+    ) -> Result<StepEnd, WorkerError> {
+        let now = self.clock.now();
+        let walker = walker.to_owned();
+        let slot = WalkerSlot {
+            run: &job.run_id,
+            step: job.step,
+            walker: &walker,
+            until: deadline.at(),
+        };
+        let view = match self
+            .store
+            .claim_walker(&job.account_id, &job.token_id, slot, now)
+            .await?
+        {
+            Walker::Walking(view) => view,
+            Walker::TokenGone => {
+                tracing::info!("the token no longer exists; dropping the sync job");
+                return Ok(StepEnd::Superseded);
+            }
+            Walker::NotHeld => {
+                tracing::info!(
+                    "the run no longer holds the token (it ended, its lease lapsed or another run took over)"
+                );
+                return Ok(StepEnd::Superseded);
+            }
+            Walker::Stale => {
+                tracing::info!("a later step of this run is walking; this stale job does nothing");
+                return Ok(StepEnd::Duplicate);
+            }
+            Walker::Busy { until } => {
+                tracing::warn!(
+                    %until,
+                    "another delivery of this sync job walks the run; this one comes back after that walker's deadline"
+                );
+                return Err(WorkerError::WalkerBusy { until });
+            }
+        };
+
         let (mut walk, mut state, mut batch_seq) = match view.walk_of(&job.run_id) {
             Some((walk, state)) => (
                 serde_json::from_str::<Walk>(walk)?,
@@ -136,10 +230,13 @@ impl Worker {
                     fetched: 0,
                     new_token,
                     warning: None,
+                    page: PageSize::default(),
+                    maxima: None,
                 };
                 (walk, state, 0)
             }
         };
+        let resumed = view.walk_of(&job.run_id).is_some();
         let mut import_until = (!resumed).then(|| sync::import_expires_at(now, view.device_count));
 
         let (credentials, cached_session) =
@@ -150,67 +247,123 @@ impl Worker {
         let session = self
             .apple
             .session(job.token_id.as_str(), credentials, cached_session);
+        let save = Saver {
+            worker: self,
+            job,
+            walker: &walker,
+        };
 
+        // The next page is asked while the current one's devices are sent
+        // and its walk saved: Apple's wait and ours overlap.
+        let mut prefetched: Option<Asked> = None;
         let end = loop {
-            if Instant::now() + DEADLINE_MARGIN > deadline {
-                let next = SyncJob {
-                    step: job.step + 1,
-                    ..job.clone()
-                };
-                self.queues.send_sync_job(&next).await?;
-                tracing::info!(pages = walk.pages(), "deadline near; continuation queued");
-                break StepEnd::Continued;
+            if state.maxima.is_none() {
+                match (
+                    session.page_limit_for(Route::FetchDevices).await,
+                    session.page_limit_for(Route::SyncDevices).await,
+                ) {
+                    (Ok(fetch), Ok(sync)) => state.maxima = Some((fetch, sync)),
+                    // The page call below meets the same trouble and
+                    // decides what it means for the run.
+                    (Err(error), _) | (_, Err(error)) => {
+                        tracing::warn!(%error, "Apple's page sizes could not be read; using the documented maximum")
+                    }
+                }
+            }
+            let asked = match prefetched.take() {
+                Some(asked) => asked,
+                None => match self.ask(&session, &walk, &state, deadline).await {
+                    Some(asked) => asked,
+                    None => {
+                        let next = SyncJob {
+                            step: job.step + 1,
+                            ..job.clone()
+                        };
+                        self.queues.send_sync_job(&next).await?;
+                        tracing::info!(pages = walk.pages(), "deadline near; continuation queued");
+                        break StepEnd::Continued;
+                    }
+                },
+            };
+            let now = self.clock.now();
+            let Asked {
+                limit,
+                maximum,
+                took,
+                result,
+            } = asked;
+
+            if let Err(AppleError::Timeout) = &result
+                && let Some(smaller) = state.page.timed_out(maximum, took)
+            {
+                tracing::warn!(
+                    asked = limit,
+                    next = smaller.limit(maximum),
+                    waited_ms = took.num_milliseconds(),
+                    "Apple did not answer a page in time; asking a smaller one"
+                );
+                state.page = smaller;
+                // Saved before the smaller page is asked, so a worker that
+                // resumes this position asks the same page (not progress:
+                // the lease is not renewed).
+                if !save
+                    .walk(&walk, &state, batch_seq, 0, &mut import_until, false, now)
+                    .await?
+                {
+                    break StepEnd::Superseded;
+                }
+                continue;
             }
             let records_kind = walk.records();
-            let result = session.request_page(&walk, None).await;
             let outcome = adesync_apple::walk::outcome(&result);
             let step = walk.clone().next(outcome);
-            let now = self.clock.now();
 
-            // Devices first: the position that covers them is saved only
-            // once SQS has accepted them.
+            // The page's devices as batch messages, numbered on.
             let mut page_devices = 0;
+            let mut messages = Vec::new();
             if let (Ok(page), Step::Request(_) | Step::Done(_)) = (&result, &step) {
                 self.faults.check(CrashPoint::WorkerAfterFetch)?;
                 page_devices = page.devices.len() as u64;
+                state.page = state.page.answered(page.devices.len(), took, maximum);
                 let records = self.records(page, records_kind, &mut state, now);
-                let snapshot = records_kind == Records::Snapshot;
                 let header = DeviceBatch {
                     account_id: job.account_id.clone(),
                     token_id: job.token_id.clone(),
                     run_id: job.run_id.clone(),
                     seq: batch_seq,
-                    snapshot,
+                    snapshot: records_kind == Records::Snapshot,
                     records: Vec::new(),
                 };
                 let batches = batches::split(header, records)?;
                 batch_seq += batches.len() as u64;
-                let messages: Vec<BatchMessage> =
-                    batches.into_iter().map(BatchMessage::Devices).collect();
-                let (first, rest) = messages.split_at(messages.len().min(1));
-                self.queues.send_batch_messages(first).await?;
-                self.faults.check(CrashPoint::WorkerAfterPartialSend)?;
-                self.queues.send_batch_messages(rest).await?;
-                self.faults.check(CrashPoint::WorkerBeforeSave)?;
+                messages = batches.into_iter().map(BatchMessage::Devices).collect();
             }
             state.fetched += page_devices;
 
             match step {
                 Step::Request(next) => {
-                    if !self
-                        .save(
-                            job,
+                    // Devices first: the position that covers them is saved
+                    // only once SQS has accepted them.
+                    let send_and_save = async {
+                        self.send_page(&messages).await?;
+                        save.walk(
                             &next,
                             &state,
                             batch_seq,
                             page_devices,
                             &mut import_until,
+                            true,
                             now,
                         )
-                        .await?
-                    {
+                        .await
+                    };
+                    let (saved, next_page) =
+                        futures::join!(send_and_save, self.ask(&session, &next, &state, deadline));
+                    if !saved? {
                         break StepEnd::Superseded;
                     }
+                    self.faults.stall(CrashPoint::WorkerStallsAfterSave).await;
+                    prefetched = next_page;
                     walk = next;
                 }
                 Step::Restart { walk: next, reason } => {
@@ -223,8 +376,8 @@ impl Worker {
                     // whether the token has devices is no longer known.
                     state.new_token = false;
                     state.warning = Some(restart_warning(reason).to_owned());
-                    if !self
-                        .save(job, &next, &state, batch_seq, 0, &mut import_until, now)
+                    if !save
+                        .walk(&next, &state, batch_seq, 0, &mut import_until, true, now)
                         .await?
                     {
                         break StepEnd::Superseded;
@@ -232,6 +385,7 @@ impl Worker {
                     walk = next;
                 }
                 Step::Done(finish) => {
+                    self.send_page(&messages).await?;
                     let kind = if walk.is_full() {
                         SyncKind::Full
                     } else {
@@ -242,6 +396,7 @@ impl Worker {
                     }
                     let progress = Progress {
                         run: &job.run_id,
+                        walker: &walker,
                         kind,
                         walk: &serde_json::to_string(&walk)?,
                         walk_state: &serde_json::to_string(&state)?,
@@ -251,6 +406,7 @@ impl Worker {
                         pages: 1,
                         import_until: import_until.take(),
                         fetch_finished: true,
+                        renews_lease: true,
                     };
                     if !self
                         .store
@@ -320,44 +476,137 @@ impl Worker {
         Ok(end)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn save(
+    /// Asks Apple for the page `walk` names, sized to the pace `state` has
+    /// seen; None when its whole wait and the sending and saving after it
+    /// no longer fit before `deadline`.
+    async fn ask(
         &self,
-        job: &SyncJob,
+        session: &AppleSession,
+        walk: &Walk,
+        state: &RunState,
+        deadline: &Deadline,
+    ) -> Option<Asked> {
+        let maximum = state.maximum(walk.request().phase);
+        let limit = state.page.limit(maximum);
+        let timeout = state.page.timeout(maximum, self.page_timeout_cap());
+        if !deadline.leaves(timeout + SEND_AND_SAVE) {
+            return None;
+        }
+        let asked_at = self.clock.now();
+        let limits = CallLimits {
+            timeout: timeout.to_std().ok(),
+            until: Some(deadline.at() - SEND_AND_SAVE),
+            retry_timeouts: false,
+        };
+        let result = session.request_page(walk, Some(limit), limits).await;
+        Some(Asked {
+            limit,
+            maximum,
+            took: self.clock.now() - asked_at,
+            result,
+        })
+    }
+
+    /// Sends a page's batch messages (in two sends, so a fault test can
+    /// stop the worker between them).
+    async fn send_page(&self, messages: &[BatchMessage]) -> Result<(), WorkerError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let (first, rest) = messages.split_at(1);
+        self.queues.send_batch_messages(first).await?;
+        self.faults.check(CrashPoint::WorkerAfterPartialSend)?;
+        self.queues.send_batch_messages(rest).await?;
+        self.faults.check(CrashPoint::WorkerBeforeSave)?;
+        Ok(())
+    }
+
+    /// The longest wait for a page: the client's configured request timeout.
+    fn page_timeout_cap(&self) -> Duration {
+        Duration::from_std(self.apple.config().request_timeout).unwrap_or(pace::MAX_PAGE_TIMEOUT)
+    }
+}
+
+/// When a sync job whose step failed (its record reported, not killed) is
+/// delivered again: 30 s, doubling with each receive, at most 4 minutes —
+/// so two or three passing failures in a row still leave the run inside
+/// its 15-minute lease (the queue's own visibility timeout is 9 minutes).
+pub fn redelivery_after(receives: u32) -> Duration {
+    let doublings = receives.saturating_sub(1).min(3);
+    Duration::seconds(30 << doublings)
+}
+
+/// A page asked of Apple: how, and what came back after how long.
+struct Asked {
+    limit: u32,
+    maximum: u32,
+    took: Duration,
+    result: Result<DevicePage, AppleError>,
+}
+
+/// An invocation's own walker id: random, so a save can only be this
+/// invocation's.
+fn walker_id() -> String {
+    hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// Saves a step's walk on behalf of its walker.
+struct Saver<'a> {
+    worker: &'a Worker,
+    job: &'a SyncJob,
+    walker: &'a str,
+}
+
+impl Saver<'_> {
+    /// Saves the walk positioned at its next request; `progress` says
+    /// whether this was a page (the lease is renewed) or only a change of
+    /// page size. Returns false when the walker lost the run.
+    #[allow(clippy::too_many_arguments)]
+    async fn walk(
+        &self,
         walk: &Walk,
         state: &RunState,
         batch_seq: u64,
         fetched: u64,
         import_until: &mut Option<DateTime<Utc>>,
+        progress: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, WorkerError> {
+        let job = self.job;
         let kind = if walk.is_full() {
             SyncKind::Full
         } else {
             job.kind
         };
-        let progress = Progress {
+        let saved = Progress {
             run: &job.run_id,
+            walker: self.walker,
             kind,
             walk: &serde_json::to_string(walk)?,
             walk_state: &serde_json::to_string(state)?,
             position: walk.request(),
             batch_seq,
             fetched,
-            pages: 1,
+            pages: u64::from(progress),
             import_until: import_until.take(),
             fetch_finished: false,
+            renews_lease: progress,
         };
         let saved = self
+            .worker
             .store
-            .save_progress(&job.account_id, &job.token_id, &progress, now)
+            .save_progress(&job.account_id, &job.token_id, &saved, now)
             .await?;
         if !saved {
-            tracing::warn!("the run lost the token while fetching; stopping without saving");
+            tracing::warn!(
+                "the run lost the token while fetching (or another walker took over); stopping without saving"
+            );
         }
         Ok(saved)
     }
+}
 
+impl Worker {
     async fn end_run(
         &self,
         job: &SyncJob,
@@ -536,5 +785,18 @@ fn failure_message(failure: Failure, error: Option<&AppleError>) -> String {
         (Failure::RestartLimit { .. }, _) => "Apple refused the cursor again after a full restart; the next sync starts from scratch.".to_owned(),
         (Failure::PageBudget { pages }, _) => format!("Apple kept saying more devices follow after {pages} pages; the sync stopped to avoid looping."),
         (Failure::Contract { .. }, _) => "Apple answered something its API does not allow at this point; the next sync starts from scratch.".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_comes_back_sooner_than_the_lease_lapses() {
+        let waits: Vec<i64> = (1..=6).map(|n| redelivery_after(n).num_seconds()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 240, 240]);
+        // Three failures in a row (the queue's maxReceiveCount) wait 3.5 minutes.
+        assert!(waits[..3].iter().sum::<i64>() * 1_000 < sync::LEASE.num_milliseconds());
     }
 }

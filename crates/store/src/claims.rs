@@ -15,12 +15,15 @@
 use std::collections::HashMap;
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::run::{ABANDONED_ERROR, RunStatus};
 use adesync_core::sync::{
     self, Claim, ImportInProgress, LARGE_TOKEN_DEVICES, Lease, MANUAL_COOLDOWN, Refusal, SyncKind,
     SyncRequest, SyncState, Trigger,
 };
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
@@ -44,6 +47,17 @@ pub mod attr {
     pub const LAST_ERROR: &str = "last_error";
     pub const LAST_FINISHED_AT: &str = "last_finished_at";
 }
+
+/// What a run holds on the token while it goes: released together.
+const LEASE_ATTRIBUTES: [&str; 7] = [
+    attr::LEASE_RUN_ID,
+    attr::LEASE_UNTIL,
+    attr::LEASE_KIND,
+    attr::LEASE_TRIGGER,
+    attr::LEASE_STARTED_AT,
+    attr::IMPORT_RUN_ID,
+    attr::IMPORT_UNTIL,
+];
 
 /// Why a claim did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +229,10 @@ impl Store {
             }
         }
         sets.push(match claim.kind {
-            SyncKind::Full => format!("{} = :now", attr::LAST_FULL_AT),
+            // A full sync is owed until one completes (`finish_run` clears
+            // it and records `last_full_at`): a full run that fails or is
+            // abandoned is followed by a full one.
+            SyncKind::Full => format!("{} = :yes", attr::NEXT_SYNC_FULL),
             SyncKind::Delta => format!("{} = :now", attr::LAST_DELTA_AT),
         });
 
@@ -260,15 +277,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let claim = &claimed.claim;
         let mut sets = Vec::new();
-        let mut removes = vec![
-            attr::LEASE_RUN_ID,
-            attr::LEASE_UNTIL,
-            attr::LEASE_KIND,
-            attr::LEASE_TRIGGER,
-            attr::LEASE_STARTED_AT,
-            attr::IMPORT_RUN_ID,
-            attr::IMPORT_UNTIL,
-        ];
+        let mut removes = LEASE_ATTRIBUTES.to_vec();
         let mut values = HashMap::from([(":run".to_owned(), attrs::s(claim.run_id.as_str()))]);
         let mut restore = |name: &'static str, previous: Option<DateTime<Utc>>| match previous {
             Some(at) => {
@@ -280,8 +289,8 @@ impl Store {
         if claim.trigger == Trigger::Manual {
             restore(attr::LAST_MANUAL_AT, claimed.previous.last_manual_at);
         }
-        if claim.kind == SyncKind::Full {
-            restore(attr::LAST_FULL_AT, claimed.previous.last_full_at);
+        if claim.kind == SyncKind::Full && !claimed.previous.next_sync_is_full {
+            removes.push(attr::NEXT_SYNC_FULL);
         }
         let mut expression = String::new();
         if !sets.is_empty() {
@@ -313,17 +322,21 @@ impl Store {
         }
     }
 
-    /// Releases `run_id`'s lease on `token` and records how the run ended.
+    /// Releases `run_id`'s lease on `token` and records how the run ended;
+    /// a full run that succeeded (it `started_at`) becomes the last full
+    /// sync, which the 7-day cooldown counts from.
     ///
     /// Conditional on the lease still being held by `run_id`: a run whose
     /// lease lapsed and was taken over must not release its successor.
     /// Returns false when the lease was no longer this run's.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_run(
         &self,
         account: &AccountId,
         token: &TokenId,
         run_id: &RunId,
         kind: SyncKind,
+        started_at: DateTime<Utc>,
         end: &RunEnd,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
@@ -332,28 +345,23 @@ impl Store {
             (":now".to_owned(), attrs::millis(now)),
         ]);
         let mut sets = vec![format!("{} = :now", attr::LAST_FINISHED_AT)];
-        let mut removes = vec![
-            attr::LEASE_RUN_ID,
-            attr::LEASE_UNTIL,
-            attr::LEASE_KIND,
-            attr::LEASE_TRIGGER,
-            attr::LEASE_STARTED_AT,
-            attr::IMPORT_RUN_ID,
-            attr::IMPORT_UNTIL,
-        ];
+        let mut removes = LEASE_ATTRIBUTES.to_vec();
         match end {
             RunEnd::Succeeded => {
-                values.insert(":outcome".into(), attrs::s("succeeded"));
+                values.insert(":outcome".into(), attrs::s(RunStatus::Succeeded.as_str()));
                 sets.push(format!("{} = :outcome", attr::LAST_OUTCOME));
                 removes.push(attr::LAST_ERROR);
                 if kind == SyncKind::Full {
-                    // A completed full sync re-established the cursor.
+                    // A completed full sync re-established the cursor and
+                    // pays what was owed.
                     removes.push(attr::NEXT_SYNC_FULL);
+                    values.insert(":started".into(), attrs::millis(started_at));
+                    sets.push(format!("{} = :started", attr::LAST_FULL_AT));
                 }
             }
             RunEnd::NotStarted => {}
             RunEnd::Failed { error } => {
-                values.insert(":outcome".into(), attrs::s("failed"));
+                values.insert(":outcome".into(), attrs::s(RunStatus::Failed.as_str()));
                 values.insert(":error".into(), attrs::s(error.as_str()));
                 values.insert(":yes".into(), attrs::bool(true));
                 sets.push(format!("{} = :outcome", attr::LAST_OUTCOME));
@@ -387,6 +395,108 @@ impl Store {
                 Ok(false)
             }
             Err(error) => Err(StoreError::dynamo("UpdateItem(finish run)", error)),
+        }
+    }
+
+    /// Records that `run` made no progress for 15 minutes: its lease is
+    /// released (only if it is still `run`'s and has lapsed at `now`) and its
+    /// record says `abandoned`, in one transaction, so whoever notices first
+    /// (the status read, the scheduler, the next claim) records it once. A
+    /// full sync stays owed (`next_sync_full` was set when it was claimed).
+    /// Returns false when there was nothing to settle.
+    pub async fn settle_lapsed_run(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        run: &RunId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let release = Update::builder()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!(
+                "{} = :run AND {} <= :now",
+                attr::LEASE_RUN_ID,
+                attr::LEASE_UNTIL
+            ))
+            .update_expression(format!(
+                "SET {} = :outcome, {} = :error, {} = :now REMOVE {}",
+                attr::LAST_OUTCOME,
+                attr::LAST_ERROR,
+                attr::LAST_FINISHED_AT,
+                LEASE_ATTRIBUTES.join(", ")
+            ))
+            .expression_attribute_values(":run", attrs::s(run.as_str()))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .expression_attribute_values(":outcome", attrs::s(RunStatus::Abandoned.as_str()))
+            .expression_attribute_values(":error", attrs::s(ABANDONED_ERROR))
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let record = crate::runs::run_ended_update(
+            &self.tables.runs,
+            token,
+            run,
+            RunStatus::Abandoned,
+            Some(ABANDONED_ERROR),
+            now,
+        )?;
+        let settled = self
+            .transact_conditionally(
+                "TransactWriteItems(settle lapsed run)",
+                vec![
+                    TransactWriteItem::builder().update(release).build(),
+                    TransactWriteItem::builder().update(record).build(),
+                ],
+            )
+            .await?;
+        match settled {
+            None => {
+                tracing::info!(token = %token, run = %run, "the run made no progress for 15 minutes: recorded abandoned");
+                Ok(true)
+            }
+            // The lease moved on (renewed, released or taken over): nothing to do.
+            Some(0) => Ok(false),
+            // The record was already over: release the lease all the same.
+            Some(_) => self.release_lapsed_lease(account, token, run, now).await,
+        }
+    }
+
+    /// Releases a lapsed lease whose run's record is already over.
+    async fn release_lapsed_lease(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        run: &RunId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!(
+                "{} = :run AND {} <= :now",
+                attr::LEASE_RUN_ID,
+                attr::LEASE_UNTIL
+            ))
+            .update_expression(format!("REMOVE {}", LEASE_ATTRIBUTES.join(", ")))
+            .expression_attribute_values(":run", attrs::s(run.as_str()))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(release lapsed lease)", e)),
         }
     }
 

@@ -1,20 +1,33 @@
 //! A run's progress: the worker's walk through Apple's cursor and the
 //! importer's batch markers.
 //!
-//! The worker saves its position only after the devices of a page were
-//! accepted by SQS, and only while its run still holds the token's lease:
-//! a worker whose lease lapsed and was taken over cannot move the cursor
-//! under its successor. The importer marks each batch it applied in the
-//! same transaction that counts it, so a redelivered batch is never
-//! counted twice; the markers of a full sync also name the serials its
-//! snapshot contained, which is what the end-of-run sweep compares with.
+//! One walker per run: a worker step first takes the run's walker slot
+//! ([`Store::claim_walker`], one conditional write that also reads the
+//! token), so a second delivery of the same job finds the slot taken and
+//! does nothing. The walker saves its position only after the devices of a
+//! page were accepted by SQS, and only while it holds the slot and its run
+//! holds the token's lease: a worker whose lease lapsed and was taken over,
+//! or a duplicate, cannot move the cursor. The importer marks each batch it
+//! applied in the same transaction that counts it, so a redelivered batch
+//! is never counted twice; the markers of a full sync also name the
+//! serials its snapshot contained, which is what the end-of-run sweep
+//! compares with.
+//!
+//! Each of those durable steps — a page saved, a batch marked — renews the
+//! run's lease to 15 minutes from then, in the same write: a run is
+//! abandoned only when it makes no progress for 15 minutes
+//! ([`adesync_core::sync::LEASE`]).
 
 use std::collections::{HashMap, HashSet};
 
 use adesync_core::cursor::{Phase, Position};
 use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
-use adesync_core::sync::SyncKind;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use adesync_core::sync::{self, SyncKind};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use backon::Retryable;
 use chrono::{DateTime, Utc};
 
@@ -39,6 +52,12 @@ pub mod progress_attr {
     pub const CURSOR_SAVED_AT: &str = "cursor_saved_at";
     /// The next device batch number of the run in progress.
     pub const BATCH_SEQ: &str = "batch_seq";
+    /// The walker slot: which run, which step, which invocation (a random
+    /// id) walks it, and until when that invocation may live (its deadline).
+    pub const WALKER_RUN: &str = "walker_run";
+    pub const WALKER_STEP: &str = "walker_step";
+    pub const WALKER_ID: &str = "walker_id";
+    pub const WALKER_UNTIL: &str = "walker_until";
 }
 use progress_attr as p;
 
@@ -51,6 +70,9 @@ pub struct BatchMark<'a> {
     pub seq: u64,
     /// Records it carried (counted once on the run).
     pub imported: u64,
+    /// How the batch's writes changed the token's listed devices (added
+    /// once, with the marker, to the token's `device_count`).
+    pub listed_delta: i64,
     /// The serials of a full snapshot's batch, which the run's close must
     /// not release.
     pub snapshot_serials: Option<&'a [Serial]>,
@@ -98,10 +120,43 @@ impl WorkerView {
     }
 }
 
+/// The walker slot a worker step asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkerSlot<'a> {
+    pub run: &'a RunId,
+    /// The job's step: 0, then each continuation's number.
+    pub step: u32,
+    /// This invocation's own id: what its saves are conditional on.
+    pub walker: &'a str,
+    /// The invocation's deadline: past it, it is dead (Lambda killed it)
+    /// and a redelivery of the same step may take the slot over.
+    pub until: DateTime<Utc>,
+}
+
+/// What asking for the walker slot found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walker {
+    /// The slot is this invocation's; the token as the worker needs it.
+    Walking(WorkerView),
+    /// The run does not hold the token (its lease lapsed or another run
+    /// took over, or it ended).
+    NotHeld,
+    /// Another invocation walks a later step: this delivery is stale.
+    Stale,
+    /// Another invocation walks this step until `until` (its deadline): a
+    /// duplicate delivery, or a redelivery that came back before the
+    /// invocation it replaces could have died.
+    Busy { until: DateTime<Utc> },
+    /// No such token.
+    TokenGone,
+}
+
 /// One page's worth of progress to save.
 #[derive(Debug, Clone)]
 pub struct Progress<'a> {
     pub run: &'a RunId,
+    /// The walker slot's id of the saving invocation.
+    pub walker: &'a str,
     pub kind: SyncKind,
     /// JSON of the walk, positioned at the next request.
     pub walk: &'a str,
@@ -116,6 +171,47 @@ pub struct Progress<'a> {
     pub import_until: Option<DateTime<Utc>>,
     /// Set on the last step: the run's fetch is over.
     pub fetch_finished: bool,
+    /// A page was handled (progress): the lease runs 15 minutes from now.
+    /// False for a save that only changes how the next page is asked.
+    pub renews_lease: bool,
+}
+
+/// The token item as the worker needs it.
+fn worker_view_from_item(item: &Item) -> Result<WorkerView, StoreError> {
+    let state = sync_state_from_item(item)?;
+    let position = match (
+        attrs::get_s(item, p::CURSOR),
+        attrs::get_s(item, p::CURSOR_PHASE),
+    ) {
+        (Some(cursor), Some(phase)) => Some(Position {
+            phase: if phase == "fetch" {
+                Phase::Fetch
+            } else {
+                Phase::Sync
+            },
+            cursor: Some(cursor.to_owned()),
+        }),
+        _ => None,
+    };
+    let walk = match (
+        attrs::get_s(item, p::WALK_RUN_ID),
+        attrs::get_s(item, p::WALK),
+        attrs::get_s(item, p::WALK_STATE),
+    ) {
+        (Some(run), Some(walk), Some(walk_state)) => RunId::parse(run)
+            .ok()
+            .map(|run| (run, walk.to_owned(), walk_state.to_owned())),
+        _ => None,
+    };
+    Ok(WorkerView {
+        lease_run_id: state.lease.as_ref().map(|l| l.run_id.clone()),
+        lease_until: state.lease.as_ref().map(|l| l.expires_at),
+        position,
+        walk,
+        batch_seq: attrs::get_u64(item, p::BATCH_SEQ)?.unwrap_or(0),
+        device_count: state.device_count,
+        next_sync_is_full: state.next_sync_is_full,
+    })
 }
 
 fn phase_text(phase: Phase) -> &'static str {
@@ -131,59 +227,149 @@ fn batch_sk(run: &RunId, seq: u64) -> String {
 }
 
 impl Store {
-    /// Reads the token as the sync worker needs it (None: no such token).
-    pub async fn worker_view(
+    /// Takes the walker slot of `slot.run` for `slot.step`: granted while
+    /// the run holds a live lease and no other invocation walks this step
+    /// (or a later one) — unless that invocation's deadline passed, which
+    /// means Lambda killed it and this is SQS's redelivery. One write that
+    /// also reads the token (the answer is the item as it now is).
+    pub async fn claim_walker(
         &self,
         account: &AccountId,
         token: &TokenId,
-    ) -> Result<Option<WorkerView>, StoreError> {
-        let output = self
+        slot: WalkerSlot<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Walker, StoreError> {
+        let result = self
             .client
-            .get_item()
+            .update_item()
             .table_name(&self.tables.tokens)
             .key("account_id", attrs::s(account.as_str()))
             .key("token_id", attrs::s(token.as_str()))
-            .consistent_read(true)
+            .condition_expression(format!(
+                "{lease} = :run AND {until} > :now AND (attribute_not_exists({wrun}) OR {wrun} <> :run OR {wstep} < :step OR ({wstep} = :step AND {wuntil} <= :now))",
+                lease = attr::LEASE_RUN_ID,
+                until = attr::LEASE_UNTIL,
+                wrun = p::WALKER_RUN,
+                wstep = p::WALKER_STEP,
+                wuntil = p::WALKER_UNTIL,
+            ))
+            .update_expression(format!(
+                "SET {} = :run, {} = :step, {} = :walker, {} = :walker_until",
+                p::WALKER_RUN,
+                p::WALKER_STEP,
+                p::WALKER_ID,
+                p::WALKER_UNTIL
+            ))
+            .expression_attribute_values(":run", attrs::s(slot.run.as_str()))
+            .expression_attribute_values(":step", attrs::n(slot.step))
+            .expression_attribute_values(":walker", attrs::s(slot.walker))
+            .expression_attribute_values(":walker_until", attrs::millis(slot.until))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem(token for worker)", e))?;
-        let Some(item) = output.item() else {
-            return Ok(None);
-        };
-        let state = sync_state_from_item(item)?;
-        let position = match (
-            attrs::get_s(item, p::CURSOR),
-            attrs::get_s(item, p::CURSOR_PHASE),
-        ) {
-            (Some(cursor), Some(phase)) => Some(Position {
-                phase: if phase == "fetch" {
-                    Phase::Fetch
-                } else {
-                    Phase::Sync
-                },
-                cursor: Some(cursor.to_owned()),
-            }),
-            _ => None,
-        };
-        let walk = match (
-            attrs::get_s(item, p::WALK_RUN_ID),
-            attrs::get_s(item, p::WALK),
-            attrs::get_s(item, p::WALK_STATE),
-        ) {
-            (Some(run), Some(walk), Some(walk_state)) => RunId::parse(run)
-                .ok()
-                .map(|run| (run, walk.to_owned(), walk_state.to_owned())),
-            _ => None,
-        };
-        Ok(Some(WorkerView {
-            lease_run_id: state.lease.as_ref().map(|l| l.run_id.clone()),
-            lease_until: state.lease.as_ref().map(|l| l.expires_at),
-            position,
-            walk,
-            batch_seq: attrs::get_u64(item, p::BATCH_SEQ)?.unwrap_or(0),
-            device_count: state.device_count,
-            next_sync_is_full: state.next_sync_is_full,
-        }))
+            .await;
+        match result {
+            Ok(output) => Ok(Walker::Walking(worker_view_from_item(
+                &output.attributes.unwrap_or_default(),
+            )?)),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let Some(item) = failed.item().filter(|i| !i.is_empty()) else {
+                        return Ok(Walker::TokenGone);
+                    };
+                    let view = worker_view_from_item(item)?;
+                    if !view.held_by(slot.run, now) {
+                        return Ok(Walker::NotHeld);
+                    }
+                    let step = attrs::get_u64(item, p::WALKER_STEP)?.unwrap_or(0);
+                    Ok(if step > u64::from(slot.step) {
+                        Walker::Stale
+                    } else {
+                        Walker::Busy {
+                            until: attrs::get_time(item, p::WALKER_UNTIL)?.unwrap_or(now),
+                        }
+                    })
+                }
+                _ => Err(StoreError::dynamo("UpdateItem(claim walker)", error)),
+            },
+        }
+    }
+
+    /// Gives up the walker slot of a step that failed, so its job's
+    /// redelivery may walk at once rather than after the failed
+    /// invocation's deadline. Conditional on the slot still being `walker`'s.
+    pub async fn release_walker(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        walker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!("{} = :walker", p::WALKER_ID))
+            .update_expression(format!("SET {} = :now", p::WALKER_UNTIL))
+            .expression_attribute_values(":walker", attrs::s(walker))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(release walker)", e)),
+        }
+    }
+
+    /// Renews `run`'s lease to 15 minutes from `now`, if the run still holds
+    /// a live one (a part of its close: progress too). Returns whether it did.
+    pub async fn renew_lease(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        run: &RunId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!(
+                "{} = :run AND {} > :now",
+                attr::LEASE_RUN_ID,
+                attr::LEASE_UNTIL
+            ))
+            .update_expression(format!("SET {} = :renewed", attr::LEASE_UNTIL))
+            .expression_attribute_values(":run", attrs::s(run.as_str()))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .expression_attribute_values(":renewed", attrs::millis(sync::renewed_lease(now)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(renew lease)", e)),
+        }
     }
 
     /// Saves a page's progress: the walk and position on the token (only
@@ -228,6 +414,11 @@ impl Store {
             sets.push(format!("{} = :import_until", attr::IMPORT_UNTIL));
             values.insert(":import_until".into(), attrs::millis(until));
         }
+        if progress.renews_lease {
+            sets.push(format!("{} = :renewed", attr::LEASE_UNTIL));
+            values.insert(":renewed".into(), attrs::millis(sync::renewed_lease(now)));
+        }
+        values.insert(":walker".into(), attrs::s(progress.walker));
         let mut expression = format!("SET {}", sets.join(", "));
         if !removes.is_empty() {
             expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
@@ -237,9 +428,10 @@ impl Store {
             .key("account_id", attrs::s(account.as_str()))
             .key("token_id", attrs::s(token.as_str()))
             .condition_expression(format!(
-                "{} = :run AND {} > :now",
+                "{} = :run AND {} > :now AND {} = :walker",
                 attr::LEASE_RUN_ID,
-                attr::LEASE_UNTIL
+                attr::LEASE_UNTIL,
+                p::WALKER_ID
             ))
             .update_expression(expression)
             .expression_attribute_names("#cursor", p::CURSOR)
@@ -291,9 +483,13 @@ impl Store {
     }
 
     /// Marks batch `seq` of `run` as imported and counts its records, once,
-    /// provided the token still exists (checked in the same transaction, so
-    /// the importer learns of a token deleted under it without another
-    /// round trip).
+    /// in one transaction that also moves the token: its `device_count` by
+    /// the batch's `listed_delta`, and — the batch is progress — its lease
+    /// to 15 minutes from `now` while `run` holds a live one. A run that no
+    /// longer holds its lease still gets its batch counted (a second
+    /// transaction, only then), without renewing anything. The token must
+    /// exist: the importer learns of a token deleted under it without
+    /// another round trip.
     pub async fn mark_batch_imported(
         &self,
         batch: BatchMark<'_>,
@@ -305,6 +501,7 @@ impl Store {
             run,
             seq,
             imported,
+            listed_delta,
             snapshot_serials,
         } = batch;
         let mut marker: Item = HashMap::from([
@@ -342,30 +539,65 @@ impl Store {
             .expression_attribute_values(":now", attrs::millis(now))
             .build()
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let token_exists = ConditionCheck::builder()
+        let marking = |token_item: TransactWriteItem| {
+            vec![
+                token_item,
+                TransactWriteItem::builder().put(put.clone()).build(),
+                TransactWriteItem::builder().update(count.clone()).build(),
+            ]
+        };
+        let renewing = Update::builder()
             .table_name(&self.tables.tokens)
             .key("account_id", attrs::s(account.as_str()))
             .key("token_id", attrs::s(token.as_str()))
-            .condition_expression("attribute_exists(token_id)")
+            .condition_expression(format!(
+                "{} = :run AND {} > :now",
+                attr::LEASE_RUN_ID,
+                attr::LEASE_UNTIL
+            ))
+            .update_expression(format!(
+                "SET {} = :renewed ADD {} :delta",
+                attr::LEASE_UNTIL,
+                attr::DEVICE_COUNT
+            ))
+            .expression_attribute_values(":run", attrs::s(run.as_str()))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .expression_attribute_values(":renewed", attrs::millis(sync::renewed_lease(now)))
+            .expression_attribute_values(":delta", attrs::n(listed_delta))
             .build()
             .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let items = vec![
-            TransactWriteItem::builder()
-                .condition_check(token_exists)
-                .build(),
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(count).build(),
-        ];
-        Ok(
-            match self
-                .transact_conditionally("TransactWriteItems(mark batch)", items)
+        let first = self
+            .transact_conditionally(
+                "TransactWriteItems(mark batch)",
+                marking(TransactWriteItem::builder().update(renewing).build()),
+            )
+            .await?;
+        let outcome = match first {
+            // The run no longer holds a live lease (or the token is gone):
+            // count the batch without renewing anything.
+            Some(0) => {
+                let counting = Update::builder()
+                    .table_name(&self.tables.tokens)
+                    .key("account_id", attrs::s(account.as_str()))
+                    .key("token_id", attrs::s(token.as_str()))
+                    .condition_expression("attribute_exists(token_id)")
+                    .update_expression(format!("ADD {} :delta", attr::DEVICE_COUNT))
+                    .expression_attribute_values(":delta", attrs::n(listed_delta))
+                    .build()
+                    .map_err(|e| StoreError::Malformed(e.to_string()))?;
+                self.transact_conditionally(
+                    "TransactWriteItems(mark batch of a run without its lease)",
+                    marking(TransactWriteItem::builder().update(counting).build()),
+                )
                 .await?
-            {
-                None => Marked::First,
-                Some(0) => Marked::TokenGone,
-                Some(_) => Marked::Again,
-            },
-        )
+            }
+            other => other,
+        };
+        Ok(match outcome {
+            None => Marked::First,
+            Some(0) => Marked::TokenGone,
+            Some(_) => Marked::Again,
+        })
     }
 
     /// Whether a batch numbered `seq` or higher of `run` is already marked

@@ -4,8 +4,11 @@
 //! atomic `ADD` updates so concurrent importers never lose a count.
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
-use adesync_core::sync::Claim;
+use adesync_core::run::{Progress, RunStatus};
+use adesync_core::sync::{Claim, SyncKind};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::Update;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::attrs::{self, Item};
@@ -20,15 +23,18 @@ pub fn run_sk(run: &RunId) -> String {
 }
 
 impl Store {
-    /// Records the start of a claimed run. Idempotent: recording the same
-    /// run twice keeps the first record.
+    /// Records the start of a claimed run, with the devices the token
+    /// listed then (`expected`: None for a token never synced, whose size is
+    /// not known until Apple says). Idempotent: recording the same run twice
+    /// keeps the first record.
     pub async fn record_run_started(
         &self,
         account: &AccountId,
         token: &TokenId,
         claim: &Claim,
+        expected: Option<u64>,
     ) -> Result<(), StoreError> {
-        let item: Item = [
+        let mut item: Item = [
             ("token_id", attrs::s(token.as_str())),
             ("sk", attrs::s(run_sk(&claim.run_id))),
             ("run_id", attrs::s(claim.run_id.as_str())),
@@ -36,7 +42,7 @@ impl Store {
             ("kind", attrs::s(claim.kind.as_str())),
             ("trigger", attrs::s(claim.trigger.as_str())),
             ("recovery", attrs::bool(claim.recovery)),
-            ("status", attrs::s("running")),
+            ("status", attrs::s(RunStatus::Running.as_str())),
             ("started_at", attrs::millis(claim.started_at)),
             ("lease_expires_at", attrs::millis(claim.lease_expires_at)),
             ("fetched", attrs::n(0)),
@@ -49,6 +55,9 @@ impl Store {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        if let Some(expected) = expected {
+            item.insert("expected_devices".into(), attrs::n(expected));
+        }
         let result = self
             .client
             .put_item()
@@ -71,50 +80,88 @@ impl Store {
         }
     }
 
-    /// Marks a run as ended (`succeeded`, `failed`, `abandoned`).
+    /// Marks a run that never got going as ended (`failed`, or
+    /// `abandoned` by a claim that took its lapsed lease over), unless its
+    /// record already says it is over. Returns whether it was marked.
     pub async fn record_run_ended(
         &self,
         token: &TokenId,
         run: &RunId,
-        status: &str,
+        status: RunStatus,
         error: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut update = self
+    ) -> Result<bool, StoreError> {
+        let update = run_ended_update(&self.tables.runs, token, run, status, error, now)?;
+        let result = self
             .client
             .update_item()
-            .table_name(&self.tables.runs)
-            .key("token_id", attrs::s(token.as_str()))
-            .key("sk", attrs::s(run_sk(run)))
-            .condition_expression("attribute_exists(sk)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", attrs::s(status))
-            .expression_attribute_values(":now", attrs::millis(now));
-        update = match error {
-            Some(error) => update
-                .update_expression("SET #status = :status, finished_at = :now, #error = :error")
-                .expression_attribute_names("#error", "error")
-                .expression_attribute_values(":error", attrs::s(error)),
-            None => update.update_expression("SET #status = :status, finished_at = :now"),
-        };
-        update
+            .set_table_name(Some(update.table_name))
+            .set_key(Some(update.key))
+            .set_condition_expression(update.condition_expression)
+            .update_expression(update.update_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
             .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem(run ended)", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(run ended)", e)),
+        }
     }
+}
+
+/// The update that ends a run's record with `status`, conditional on the
+/// record existing and not being over yet (a transaction's item, or
+/// [`Store::record_run_ended`]'s).
+pub(crate) fn run_ended_update(
+    table: &str,
+    token: &TokenId,
+    run: &RunId,
+    status: RunStatus,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Update, StoreError> {
+    let mut update = Update::builder()
+        .table_name(table)
+        .key("token_id", attrs::s(token.as_str()))
+        .key("sk", attrs::s(run_sk(run)))
+        .condition_expression("#status IN (:running, :importing)")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":status", attrs::s(status.as_str()))
+        .expression_attribute_values(":running", attrs::s(RunStatus::Running.as_str()))
+        .expression_attribute_values(":importing", attrs::s(RunStatus::Importing.as_str()))
+        .expression_attribute_values(":now", attrs::millis(now));
+    update = match error {
+        Some(error) => update
+            .update_expression("SET #status = :status, finished_at = :now, #error = :error")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":error", attrs::s(error)),
+        None => update.update_expression("SET #status = :status, finished_at = :now"),
+    };
+    update
+        .build()
+        .map_err(|e| StoreError::Malformed(e.to_string()))
 }
 
 /// A run as the status API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
     pub run_id: RunId,
-    pub kind: String,
+    pub kind: SyncKind,
     pub trigger: String,
     pub recovery: bool,
-    /// `running` → `importing` → `succeeded` | `failed` | `abandoned`.
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: DateTime<Utc>,
+    /// Devices the token listed when the run started (None: never synced).
+    pub expected: Option<u64>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub fetch_finished_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -129,7 +176,21 @@ pub struct RunRecord {
 impl RunRecord {
     /// Whether the run has ended one way or another.
     pub fn is_over(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "abandoned")
+        self.status.is_over()
+    }
+
+    /// What the record says about the run's progress.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            kind: self.kind,
+            status: self.status,
+            started_at: self.started_at,
+            fetch_finished_at: self.fetch_finished_at,
+            finished_at: self.finished_at,
+            expected: self.expected,
+            fetched: self.fetched,
+            imported: self.imported,
+        }
     }
 }
 
@@ -139,11 +200,17 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
         run_id: text("run_id")
             .and_then(|r| RunId::parse(&r).ok())
             .ok_or_else(|| StoreError::Malformed("run without a run id".into()))?,
-        kind: text("kind").unwrap_or_default(),
+        kind: match attrs::get_s(item, "kind") {
+            Some("full") => SyncKind::Full,
+            _ => SyncKind::Delta,
+        },
         trigger: text("trigger").unwrap_or_default(),
         recovery: attrs::get_bool(item, "recovery"),
-        status: text("status").unwrap_or_default(),
+        status: attrs::get_s(item, "status")
+            .and_then(RunStatus::parse)
+            .ok_or_else(|| StoreError::Malformed("run without a known status".into()))?,
         started_at: attrs::get_time(item, "started_at")?.unwrap_or(DateTime::UNIX_EPOCH),
+        expected: attrs::get_u64(item, "expected_devices")?,
         lease_expires_at: attrs::get_time(item, "lease_expires_at")?,
         fetch_finished_at: attrs::get_time(item, "fetch_finished_at")?,
         finished_at: attrs::get_time(item, "finished_at")?,
@@ -197,16 +264,18 @@ impl Store {
         output.items().iter().map(run_from_item).collect()
     }
 
-    /// Records how a run ended, with a warning worth showing, if any.
+    /// Records how a run ended, with a warning worth showing, if any —
+    /// unless its record already says it is over (it was recorded abandoned
+    /// meanwhile). Returns whether it was recorded.
     pub async fn record_run_closed(
         &self,
         token: &TokenId,
         run: &RunId,
-        status: &str,
+        status: RunStatus,
         error: Option<&str>,
         warning: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut sets = vec!["#status = :status", "finished_at = :now"];
         let mut update = self
             .client
@@ -214,9 +283,11 @@ impl Store {
             .table_name(&self.tables.runs)
             .key("token_id", attrs::s(token.as_str()))
             .key("sk", attrs::s(run_sk(run)))
-            .condition_expression("attribute_exists(sk)")
+            .condition_expression("#status IN (:running, :importing)")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", attrs::s(status))
+            .expression_attribute_values(":status", attrs::s(status.as_str()))
+            .expression_attribute_values(":running", attrs::s(RunStatus::Running.as_str()))
+            .expression_attribute_values(":importing", attrs::s(RunStatus::Importing.as_str()))
             .expression_attribute_values(":now", attrs::millis(now));
         if let Some(error) = error {
             sets.push("#error = :error");
@@ -228,11 +299,21 @@ impl Store {
             sets.push("warning = :warning");
             update = update.expression_attribute_values(":warning", attrs::s(warning));
         }
-        update
+        match update
             .update_expression(format!("SET {}", sets.join(", ")))
             .send()
             .await
-            .map_err(|e| StoreError::dynamo("UpdateItem(run closed)", e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem(run closed)", e)),
+        }
     }
 }

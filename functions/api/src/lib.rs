@@ -56,7 +56,7 @@ impl Api {
                 &config.device_batches_queue_url,
             ),
             vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
-            apple: AppleClient::new(config.apple())?,
+            apple: AppleClient::new(config.apple(clock.clone()))?,
             clock,
         }))
     }

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use adesync_core::ids::TokenId;
+use adesync_core::run;
 use adesync_core::sync::{self, LARGE_TOKEN_DEVICES, SyncKind};
 use adesync_runtime::http::TokenPath;
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::start::LARGE_TOKEN_WARNING;
+use adesync_service::status::{self, SyncStatus};
 use adesync_store::claims::SyncView;
 use adesync_store::runs::RunRecord;
 use axum::Json;
@@ -35,8 +37,7 @@ pub(crate) async fn owned_token(
     match api.store.sync_view(&caller.account, token).await {
         Ok(Some(view)) => Ok(view),
         Ok(None) => Err(ApiError::not_found("token")),
-        Err(e) if e.is_transient() => Err(ApiError::unavailable(&e)),
-        Err(e) => Err(ApiError::internal(&e)),
+        Err(e) => Err(store_error(e)),
     }
 }
 
@@ -44,20 +45,8 @@ fn at(time: Option<DateTime<Utc>>) -> Value {
     time.map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
-fn run_json(run: &RunRecord, now: DateTime<Utc>, device_count: u64) -> Value {
-    let elapsed = u64::try_from((now - run.started_at).num_seconds()).unwrap_or(0);
-    // A full sync brings every device; until the fetch ends the token's
-    // known count is the best guess of the total.
-    let total = match (run.kind.as_str(), run.fetch_finished_at) {
-        (_, Some(_)) => run.fetched,
-        ("full", None) => run.fetched.max(device_count),
-        _ => run.fetched,
-    };
-    let left = if run.is_over() {
-        0
-    } else {
-        sync::eta_seconds(total, run.imported, elapsed)
-    };
+fn run_json(run: &RunRecord, lease_expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Value {
+    let estimate = run::estimate(&run.progress(), now);
     json!({
         "run_id": run.run_id,
         "kind": run.kind,
@@ -68,9 +57,12 @@ fn run_json(run: &RunRecord, now: DateTime<Utc>, device_count: u64) -> Value {
         "fetch_finished_at": at(run.fetch_finished_at),
         "finished_at": at(run.finished_at),
         "pages": run.pages,
-        "fetched": run.fetched,
+        "expected_devices": run.expected,
+        "fetched": estimate.fetched,
         "imported": run.imported,
-        "estimated_seconds_left": left,
+        "estimated_seconds_left": estimate.seconds_left,
+        "devices_per_minute": estimate.devices_per_minute,
+        "lease_expires_at": at(lease_expires_at.filter(|_| !run.is_over())),
         "error": run.error,
         "warning": run.warning,
     })
@@ -89,17 +81,14 @@ async fn sync_status(
     caller: Caller,
     TokenPath(token): TokenPath,
 ) -> Result<Json<Value>, ApiError> {
-    let view = owned_token(&api, &caller, &token).await?;
+    caller.require_read()?;
     let now = api.clock.now();
-    let run = match view.current_run(now) {
-        Some(run_id) => api
-            .store
-            .get_run(&token, run_id)
-            .await
-            .map_err(store_error)?,
-        None => None,
-    };
+    let SyncStatus { view, run } = status::sync_status(&api.store, &caller.account, &token, now)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("token"))?;
     let state = &view.state;
+    let lease_expires_at = state.lease.as_ref().map(|lease| lease.expires_at);
     let mut warnings = Vec::new();
     if state.device_count > LARGE_TOKEN_DEVICES {
         warnings.push(LARGE_TOKEN_WARNING.to_owned());
@@ -107,9 +96,14 @@ async fn sync_status(
     if let Some(warning) = run.as_ref().and_then(|r| r.warning.clone()) {
         warnings.push(warning);
     }
+    let running = run.as_ref().is_some_and(|r| !r.is_over());
+    // A running full sync is owed until it completes: "next is full" would
+    // only say that this one has not finished.
+    let next_is_full = state.next_sync_is_full
+        && !(running && run.as_ref().is_some_and(|r| r.kind == SyncKind::Full));
     Ok(Json(json!({
-        "state": if run.as_ref().is_some_and(|r| !r.is_over()) { "running" } else { "idle" },
-        "run": run.as_ref().map(|r| run_json(r, now, state.device_count)),
+        "state": if running { "running" } else { "idle" },
+        "run": run.as_ref().map(|r| run_json(r, lease_expires_at, now)),
         "device_count": state.device_count,
         "last_full_sync_at": at(state.last_full_at),
         "last_delta_sync_at": at(view.last_delta_at),
@@ -118,9 +112,9 @@ async fn sync_status(
         "last_outcome": view.last_outcome,
         "last_error": view.last_error,
         "next_manual_sync_at": at(sync::next_manual_sync_at(state, now)),
-        "next_full_sync_at": at(sync::next_full_sync_at(state, now)),
-        "next_sync_is_full": state.next_sync_is_full,
-        "next_sync_kind": if state.next_sync_is_full { SyncKind::Full } else { SyncKind::Delta },
+        "next_full_sync_at": at(sync::next_full_sync_at(state, now).filter(|_| !next_is_full)),
+        "next_sync_is_full": next_is_full,
+        "next_sync_kind": if next_is_full { SyncKind::Full } else { SyncKind::Delta },
         "warnings": warnings,
     })))
 }
@@ -137,7 +131,7 @@ async fn runs(
     TokenPath(token): TokenPath,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let view = owned_token(&api, &caller, &token).await?;
+    caller.require_read()?;
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request(
             "invalid_request",
@@ -152,12 +146,18 @@ async fn runs(
         ));
     }
     let now = api.clock.now();
-    let runs = api
-        .store
-        .recent_runs(&token, limit)
+    let (view, runs) = status::recent_runs(&api.store, &caller.account, &token, limit, now)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    let lease = view.state.lease.as_ref();
     Ok(Json(json!({
-        "runs": runs.iter().map(|r| run_json(r, now, view.state.device_count)).collect::<Vec<_>>(),
+        "runs": runs
+            .iter()
+            .map(|r| {
+                let held = lease.filter(|l| l.run_id == r.run_id).map(|l| l.expires_at);
+                run_json(r, held, now)
+            })
+            .collect::<Vec<_>>(),
     })))
 }

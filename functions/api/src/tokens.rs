@@ -291,7 +291,7 @@ fn refused(error: TokenError) -> ApiError {
             let mut error = ApiError::conflict(
                 "sync_in_progress",
                 format!(
-                    "A sync of this token is running; delete it once the sync has finished (at the latest {}).",
+                    "A sync of this token is running; delete it once the sync has finished (it holds the token until {} and longer while it makes progress; `GET /v1/tokens/{{id}}/sync` shows how far it is).",
                     until.to_rfc3339()
                 ),
             )

@@ -125,7 +125,7 @@ fn accepted(started: &Started) -> Value {
 /// The HTTP answer of each reason a sync did not start.
 fn refused(error: StartError, now: chrono::DateTime<chrono::Utc>) -> ApiError {
     match error {
-        StartError::Refused(refusal) => {
+        StartError::Refused { refusal, running } => {
             let retry_after = refusal.retry_after_seconds(now);
             let message = format!("{}.", capitalize(&refusal.to_string()));
             match &refusal {
@@ -137,10 +137,22 @@ fn refused(error: StartError, now: chrono::DateTime<chrono::Utc>) -> ApiError {
                 Refusal::SyncInProgress {
                     run_id,
                     lease_expires_at,
-                } => ApiError::conflict(refusal.code(), message)
-                    .with("run_id", run_id.as_str())
-                    .with("lease_expires_at", lease_expires_at.to_rfc3339())
-                    .retry_after(retry_after),
+                } => {
+                    // The lease moves with the run's progress: the run's own
+                    // estimate says when to come back, when it has one.
+                    let left = running.and_then(|estimate| estimate.seconds_left);
+                    let mut conflict = ApiError::conflict(refusal.code(), message)
+                        .with("run_id", run_id.as_str())
+                        .with("lease_expires_at", lease_expires_at.to_rfc3339())
+                        .with("estimated_seconds_left", left)
+                        .retry_after(left.unwrap_or(retry_after).max(1));
+                    if let Some(estimate) = running {
+                        conflict = conflict
+                            .with("fetched", estimate.fetched)
+                            .with("devices_per_minute", estimate.devices_per_minute);
+                    }
+                    conflict
+                }
                 Refusal::LargeImportRunning {
                     run_id,
                     estimated_seconds,

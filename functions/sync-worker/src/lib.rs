@@ -7,17 +7,16 @@
 //! not failures here — the step records them on the run and the token.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use adesync_apple::{AppleClient, AppleError};
-use adesync_core::clock::SharedClock;
+use adesync_core::clock::{Deadline, SharedClock};
 use adesync_queue::Queues;
 use adesync_queue::jobs::Job;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
 use adesync_secrets::Vault;
 use adesync_service::faults::Faults;
-use adesync_service::worker::Worker;
+use adesync_service::worker::{Worker, redelivery_after};
 use adesync_store::Store;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
@@ -36,14 +35,15 @@ pub fn worker(
             &config.device_batches_queue_url,
         ),
         vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
-        apple: AppleClient::new(config.apple())?,
+        apple: AppleClient::new(config.apple(clock.clone()))?,
         clock,
         faults,
     }))
 }
 
 /// Handles one SQS event (the template sets `BatchSize: 1`; more work too).
-pub async fn handle(worker: &Worker, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+pub async fn handle(worker: &Worker, event: SqsEvent, deadline: Deadline) -> SqsBatchResponse {
+    let deadline = &deadline;
     adesync_runtime::sqs::run_batch(event, 1, |message: SqsMessage| async move {
         let job = Job::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {
             format!(
@@ -52,11 +52,16 @@ pub async fn handle(worker: &Worker, event: SqsEvent, deadline: Instant) -> SqsB
             )
         })?;
         match job {
-            Job::Sync(job) => worker
-                .run_step(&job, deadline)
-                .await
-                .map(|end| tracing::info!(?end, "sync step done"))
-                .map_err(|e| e.to_string()),
+            Job::Sync(job) => match worker.run_step(&job, deadline).await {
+                Ok(end) => {
+                    tracing::info!(?end, "sync step done");
+                    Ok(())
+                }
+                Err(error) => {
+                    retry_soon(worker, &message, error.retry_at()).await;
+                    Err(error.to_string())
+                }
+            },
             Job::Assign(job) => {
                 let adapters = adesync_service::assign::Adapters {
                     store: &worker.store,
@@ -72,4 +77,26 @@ pub async fn handle(worker: &Worker, event: SqsEvent, deadline: Instant) -> SqsB
         }
     })
     .await
+}
+
+/// Brings a failed step's job back after [`redelivery_after`] its receives
+/// (or once `not_before` has passed) rather than after the queue's
+/// visibility timeout. If that cannot be arranged, the visibility timeout
+/// still brings it back.
+async fn retry_soon(
+    worker: &Worker,
+    message: &SqsMessage,
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let Some(receipt) = message.receipt_handle.as_deref() else {
+        return;
+    };
+    let backoff = redelivery_after(adesync_runtime::sqs::receive_count(message));
+    let wait = not_before.map_or(chrono::Duration::zero(), |at| at - worker.clock.now());
+    let real = worker
+        .clock
+        .real(backoff.max(wait + chrono::Duration::seconds(1)));
+    if let Err(error) = worker.queues.redeliver_sync_job_after(receipt, real).await {
+        tracing::warn!(%error, "the failed step waits for the queue's visibility timeout");
+    }
 }

@@ -85,7 +85,7 @@ async fn gate(State(state): State<SimState>, mut request: Request, next: Next) -
         .then(|| OAuthHeader::parse(header_str(headers, &header::AUTHORIZATION)).ok())
         .flatten()
         .map(|h| h.consumer_key().to_owned());
-    let fault = {
+    let (fault, delay) = {
         let mut world = state.lock();
         world.count_request(request.method().as_str(), &path);
         let server = match (&consumer_key, &session_token) {
@@ -93,12 +93,19 @@ async fn gate(State(state): State<SimState>, mut request: Request, next: Next) -
             (None, Some(token)) => world.session_server(token).map(str::to_owned),
             (None, None) => None,
         };
-        world.take_fault(&path, server.as_deref())
+        let fault = world.take_fault(&path, server.as_deref());
+        // `delay_ms` is simulator time, so a sped-up run is not slowed down by it.
+        let delay = fault.as_ref().map(|f| {
+            world
+                .clock()
+                .real_duration(Duration::from_millis(f.delay_ms))
+        });
+        (fault, delay)
     };
     tracing::debug!(method = %request.method(), path, faulted = fault.is_some(), "apple request");
     if let Some(fault) = fault {
-        if fault.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+            tokio::time::sleep(delay).await;
         }
         if let Ok(status) = StatusCode::from_u16(fault.status) {
             let mut response = plain_text(status, fault.body);
@@ -223,12 +230,20 @@ struct StreamRequest {
     limit: Option<i64>,
 }
 
-/// Holds a page back like Apple's ~3,000 devices/minute when pacing is on.
+/// Holds a page back like Apple's ~3,000 devices/minute when pacing is on. The rate is per
+/// simulator minute, so a sped-up clock pages proportionally faster; a speed change during the
+/// wait applies from the next page.
 async fn pace(state: &SimState, devices: usize) {
-    let rate = state.lock().devices_per_minute;
-    if rate > 0 && devices > 0 {
-        let seconds = devices as f64 * 60.0 / f64::from(rate);
-        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let wait = {
+        let world = state.lock();
+        let rate = world.devices_per_minute;
+        (rate > 0 && devices > 0).then(|| {
+            let simulated = Duration::from_secs_f64(devices as f64 * 60.0 / f64::from(rate));
+            world.clock().real_duration(simulated)
+        })
+    };
+    if let Some(wait) = wait {
+        tokio::time::sleep(wait).await;
     }
 }
 

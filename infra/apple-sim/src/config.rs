@@ -18,6 +18,9 @@ pub struct SimConfig {
     pub default_device_count: usize,
     /// Behaviour that tests may also change while the simulator runs.
     pub behaviour: Behaviour,
+    /// How many times faster than real time the simulator clock starts running (1 to 10,000;
+    /// `POST /_sim/clock {speed}` changes it later). Pacing and fault delays follow it.
+    pub clock_speed: f64,
 }
 
 impl Default for SimConfig {
@@ -27,6 +30,7 @@ impl Default for SimConfig {
             seed: 0,
             default_device_count: 0,
             behaviour: Behaviour::default(),
+            clock_speed: 1.0,
         }
     }
 }

@@ -58,7 +58,7 @@ pub fn routes() -> Router<SimState> {
             post(add_fault).delete(clear_faults).get(list_faults),
         )
         .route("/_sim/rate", post(set_rate).get(get_rate))
-        .route("/_sim/clock", post(advance_clock).get(get_clock))
+        .route("/_sim/clock", post(change_clock).get(get_clock))
         .route("/_sim/stats", get(get_stats).delete(reset_stats))
         .route("/_sim/config", post(set_config).get(get_config))
         .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
@@ -397,23 +397,32 @@ async fn get_rate(State(state): State<SimState>) -> Answer {
 }
 
 fn clock_json(world: &World) -> Value {
+    let clock = world.clock();
     json!({
-        "now": format_time(world.now()),
-        "offset_seconds": world.clock_offset().num_seconds(),
+        "now": format_time(clock.now()),
+        "offset_seconds": clock.offset_seconds(),
+        "speed": clock.speed(),
     })
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AdvanceClock {
-    advance_seconds: i64,
+struct ClockChange {
+    advance_seconds: Option<i64>,
+    /// Simulator seconds per real second, 1 to 10,000.
+    speed: Option<f64>,
 }
 
-async fn advance_clock(State(state): State<SimState>, body: Bytes) -> Answer {
-    let request: AdvanceClock = parse(&body)?;
+async fn change_clock(State(state): State<SimState>, body: Bytes) -> Answer {
+    let request: ClockChange = parse(&body)?;
+    if request.advance_seconds.is_none() && request.speed.is_none() {
+        return Err(ControlError::BadRequest(
+            "give advance_seconds, speed or both".into(),
+        ));
+    }
     let mut world = state.lock();
     world
-        .advance_clock(request.advance_seconds)
+        .adjust_clock(request.advance_seconds, request.speed)
         .map_err(|e| ControlError::BadRequest(e.to_string()))?;
     ok(clock_json(&world))
 }

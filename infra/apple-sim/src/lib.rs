@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`SimConfig`] and the run-time [`Behaviour`] knobs.
+//! - `clock`: the simulator clock (real time, sped up and advanced by tests).
 //! - `world/`: all state behind one lock — servers, devices, event logs, sessions, faults.
 //! - `apple`: Apple's routes and the gate in front of them (faults, `User-Agent`, sessions).
 //! - `control`: the `/_sim/*` routes.
@@ -16,6 +17,7 @@
 //! - `error`: Apple's plain-text error tokens and the control API's JSON errors.
 
 mod apple;
+mod clock;
 pub mod config;
 mod control;
 mod cursor;
@@ -48,10 +50,12 @@ pub struct SimState {
 }
 
 impl SimState {
-    pub fn new(config: &SimConfig) -> Self {
-        Self {
-            world: Arc::new(Mutex::new(World::new(config))),
-        }
+    /// Fails only on a `clock_speed` outside 1–10,000.
+    pub fn new(config: &SimConfig) -> anyhow::Result<Self> {
+        let world = World::new(config).context("the simulator clock")?;
+        Ok(Self {
+            world: Arc::new(Mutex::new(world)),
+        })
     }
 
     /// Never held across an `.await`. A panic while holding it leaves consistent-enough data
@@ -107,11 +111,12 @@ impl RunningSim {
 
 /// Binds `config.addr` and serves the simulator until [`RunningSim::shutdown`].
 pub async fn spawn(config: SimConfig) -> anyhow::Result<RunningSim> {
+    let state = SimState::new(&config)?;
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding the Apple simulator to {}", config.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let app = router(SimState::new(&config));
+    let app = router(state);
     let (shutdown, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -18,6 +18,9 @@ struct Args {
     /// Seed for generated devices (same seed and calls, same serials).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How many times faster than real time the simulator clock runs (1 to 10,000).
+    #[arg(long, default_value_t = 1.0)]
+    clock_speed: f64,
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
         addr: args.addr,
         seed: args.seed,
         default_device_count: args.devices,
+        clock_speed: args.clock_speed,
         ..Default::default()
     })
     .await?;

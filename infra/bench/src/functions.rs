@@ -264,7 +264,8 @@ pub async fn measure(
                 .await?
                 .context("the run vanished")?;
             ensure!(
-                record.status == "succeeded" && record.imported == devices as u64,
+                record.status == adesync_core::run::RunStatus::Succeeded
+                    && record.imported == devices as u64,
                 "round {}: the binaries' full sync ended {} with {} of {devices} devices imported",
                 round + 1,
                 record.status,

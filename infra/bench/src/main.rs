@@ -7,7 +7,9 @@
 //! ```
 //! runs every measurement of docs/performance.md in one go and prints them
 //! side by side with min/median/max over the runs; each also has its own
-//! subcommand (`ceiling`, `e2e`, `resync`, `functions`). The local AWS is
+//! subcommand (`ceiling`, `e2e`, `resync`, `functions`). `apple-pace`
+//! (not part of `all`: it lasts as long as Apple needs, divided by the
+//! clock's speed) syncs at Apple's real pace. The local AWS is
 //! started (or reused, see `AWS_ENDPOINT_URL*`) once; each run gets fresh
 //! tables. The importer's CPU path is a criterion bench of its own:
 //! `cargo bench -p adesync-service --bench importer`.
@@ -28,6 +30,7 @@ use clap::{Parser, Subcommand};
 mod ceiling;
 mod functions;
 mod lambda;
+mod pace;
 mod report;
 
 use report::{Row, Spread};
@@ -80,6 +83,24 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A full sync at Apple's real pace (3,000 devices/min, pages of up to
+    /// 5,000 advertised) on a sped-up clock, then releases found by the next
+    /// full sync: the run's duration on the clock against devices ÷ 3,000,
+    /// counts, and the functions' Lambda seconds per 1,000 devices.
+    ApplePace {
+        #[arg(long, default_value_t = 200_000)]
+        devices: usize,
+        /// How many times faster than real time the clock runs. Every
+        /// function's timeout shrinks with it: at ×10 the importer has 6 real
+        /// seconds per batch or part of a close.
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Devices released in Apple before the second full sync.
+        #[arg(long, default_value_t = 2_000)]
+        releases: usize,
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
     /// All of the above, side by side.
     All {
         #[arg(long, default_value_t = 200_000)]
@@ -125,6 +146,19 @@ async fn main() -> Result<()> {
         }
         Command::Functions { devices, runs } => {
             function_rows(&aws, &workspace, devices, runs, &mut rows).await?;
+        }
+        Command::ApplePace {
+            devices,
+            speed,
+            releases,
+            runs,
+        } => {
+            let setup = pace::Setup {
+                devices,
+                speed,
+                releases,
+            };
+            pace::apple_pace(&aws, &workspace, setup, runs, &mut rows).await?;
         }
         Command::All {
             devices,

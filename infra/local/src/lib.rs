@@ -113,9 +113,18 @@ impl LocalService {
         environment.extend(options.environment.clone());
         let config = Config::from_lookup(|name| environment.get(name).cloned())?;
         let mut runner_options = options.runner;
-        runner_options
-            .linked_clocks
-            .push(format!("{}/_sim/clock", sim.base_url()));
+        let sim_clock = format!("{}/_sim/clock", sim.base_url());
+        if runner_options.clock_speed != 1.0 {
+            // Apple's clock runs as fast as ours from the start.
+            reqwest::Client::new()
+                .post(&sim_clock)
+                .json(&serde_json::json!({ "speed": runner_options.clock_speed }))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .context("the Apple simulator's clock did not take the runner's speed")?;
+        }
+        runner_options.linked_clocks.push(sim_clock);
         // The functions may get a throttled DynamoDB; the service's own
         // handle (what tests check with) never is.
         let mut function_clients = clients.clone();

@@ -92,6 +92,32 @@ struct ServeArgs {
     /// Resource name stage.
     #[arg(long, default_value = "local")]
     stage: String,
+    /// Run the service's clock (and the Apple simulator's) this many times
+    /// faster than real time: leases, cooldowns, schedules, visibility and
+    /// function timeouts and Apple's pace all follow it. Change it later with
+    /// `POST /_dev/clock {"speed": N}` (`GET /_dev/clock` shows it); move it
+    /// forward with `{"advance_seconds": S}`.
+    #[arg(long, default_value_t = 1.0, value_parser = clock_speed)]
+    clock_speed: f64,
+    /// Pace the Apple simulator like Apple: about 3,000 devices per minute of
+    /// the (possibly sped-up) clock, pages of at most 5,000 as `/account`
+    /// advertises. Without it the simulator answers as fast as it can.
+    #[arg(long)]
+    apple_pace: bool,
+}
+
+fn clock_speed(text: &str) -> Result<f64, String> {
+    let speed: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (1.0..=adesync_core::clock::MAX_SPEED).contains(&speed) {
+        Ok(speed)
+    } else {
+        Err(format!(
+            "the clock speed must be from 1 to {}",
+            adesync_core::clock::MAX_SPEED
+        ))
+    }
 }
 
 const DEFAULT_JWT_SECRET: &str = adesync_cli::dev_token::DEFAULT_SECRET;
@@ -160,6 +186,7 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
         runner: RunnerOptions {
             api_addr: args.api_addr,
             jwt_secret: args.jwt_secret.clone(),
+            clock_speed: args.clock_speed,
             ..RunnerOptions::default()
         },
         sim_addr: args.sim_addr,
@@ -177,7 +204,28 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
         Duration::from_secs(12 * 3600),
     )?;
 
+    if args.apple_pace {
+        let paced = reqwest::Client::new()
+            .post(format!("{}/_sim/rate", service.sim.base_url()))
+            .json(&serde_json::json!({ "devices_per_minute": adesync_core::sync::APPLE_DEVICES_PER_MINUTE }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        paced.context("the Apple simulator did not take Apple's pace")?;
+    }
     println!("adesync is running ({:.1?} to start)", started.elapsed());
+    if args.clock_speed != 1.0 || args.apple_pace {
+        println!(
+            "  clock            {}× real time{}  (GET/POST {}/_dev/clock)",
+            args.clock_speed,
+            if args.apple_pace {
+                "; Apple paced at 3,000 devices/min of that clock"
+            } else {
+                ""
+            },
+            service.runner.api_url()
+        );
+    }
     println!(
         "  API              {}  (GET /v1/health)",
         service.runner.api_url()

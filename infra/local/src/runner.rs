@@ -8,17 +8,22 @@
 //! - The SQS consumers are fed by pollers that receive real messages,
 //!   build the SQS event Lambda would send, and delete only the records the
 //!   handler did not report in `batchItemFailures`; failed ones become
-//!   visible again after a short delay and, past `maxReceiveCount`, SQS
-//!   moves them to the dead-letter queue as on AWS.
+//!   visible again after the queue's visibility timeout and, past
+//!   `maxReceiveCount`, SQS moves them to the dead-letter queue as on AWS.
+//! - Every invocation is killed at its function's timeout from
+//!   template.yaml, as Lambda does: its messages are not deleted and come
+//!   back after the visibility timeout.
 //! - The schedules fire on the runner's clock, which `POST /_dev/clock`
-//!   moves forward: every rule about time reads that clock.
+//!   moves forward and speeds up: every rule about time reads that clock,
+//!   and everything that waits — visibility timeouts, function timeouts,
+//!   the Apple simulator's pacing (its clock is linked) — follows it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use adesync_core::clock::{Clock, OffsetClock, SharedClock};
+use adesync_core::clock::{Clock, Deadline, LocalClock, SharedClock};
 use adesync_runtime::aws::Clients;
 use adesync_runtime::{ApiError, Config};
 use adesync_service::faults::Faults;
@@ -40,7 +45,7 @@ use crate::template::Deployed;
 /// An SQS consumer function: the event Lambda would send and the deadline
 /// of the invocation.
 pub type Consumer =
-    Arc<dyn Fn(SqsEvent, Instant) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
+    Arc<dyn Fn(SqsEvent, Deadline) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
 
 /// A scheduled function: the EventBridge event's `detail`-less input.
 pub type Scheduled = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -52,9 +57,9 @@ pub struct RunnerOptions {
     pub jwt_secret: String,
     /// Fire the template's schedules on the runner's clock.
     pub schedules: bool,
-    /// How soon a failed SQS record is delivered again (Lambda waits for
-    /// the visibility timeout; locally that would only slow tests down).
-    pub retry_delay: Duration,
+    /// How many times faster than real time the runner's clock starts
+    /// (`POST /_dev/clock {"speed": N}` changes it later).
+    pub clock_speed: f64,
     /// Concurrent invocations per SQS consumer (Lambda's scaling).
     pub concurrency: usize,
     /// Clocks moved together with the runner's (the Apple simulator's
@@ -70,7 +75,7 @@ impl Default for RunnerOptions {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             jwt_secret: adesync_cli::dev_token::DEFAULT_SECRET.into(),
             schedules: true,
-            retry_delay: Duration::from_secs(1),
+            clock_speed: 1.0,
             concurrency: 4,
             linked_clocks: Vec::new(),
         }
@@ -79,7 +84,12 @@ impl Default for RunnerOptions {
 
 /// The functions the runner hosts, built from one configuration.
 pub struct Functions {
+    /// Every HTTP route, as API Gateway routes them (no timeouts: the
+    /// handlers as Lambda runs them).
     pub http: Router,
+    /// The same routes per function binary, for the runner to kill each at
+    /// its own timeout.
+    pub http_functions: Vec<(String, Router)>,
     /// queue logical id → consumer
     pub consumers: HashMap<String, Consumer>,
     /// function binary name → scheduled handler
@@ -94,15 +104,13 @@ pub fn functions(
     clock: SharedClock,
     faults: Arc<Faults>,
 ) -> Result<Functions> {
-    let http = Router::new()
-        .merge(adesync_sync_trigger::routes(
-            adesync_sync_trigger::SyncTrigger::new(config, clients, clock.clone()),
-        ))
-        .merge(adesync_api::routes(adesync_api::Api::new(
-            config,
-            clients,
-            clock.clone(),
-        )?));
+    let trigger = adesync_sync_trigger::routes(adesync_sync_trigger::SyncTrigger::new(
+        config,
+        clients,
+        clock.clone(),
+    ));
+    let api = adesync_api::routes(adesync_api::Api::new(config, clients, clock.clone())?);
+    let http = Router::new().merge(trigger.clone()).merge(api.clone());
 
     let worker = adesync_sync_worker::worker(config, clients, clock.clone(), faults.clone())?;
     let importer = adesync_device_importer::importer(config, clients, clock.clone(), faults);
@@ -136,6 +144,7 @@ pub fn functions(
     );
     Ok(Functions {
         http: adesync_runtime::http::service(http),
+        http_functions: vec![("sync-trigger".into(), trigger), ("api".into(), api)],
         consumers,
         scheduled,
     })
@@ -144,17 +153,95 @@ pub fn functions(
 /// The running functions.
 pub struct Runner {
     api_addr: SocketAddr,
-    clock: Arc<OffsetClock>,
+    clock: Arc<LocalClock>,
     faults: Arc<Faults>,
+    deliveries: Arc<DeliveryFaults>,
+    invocations: Arc<Invocations>,
     tasks: Vec<JoinHandle<()>>,
     scheduled: HashMap<String, Scheduled>,
     deployed: Deployed,
 }
 
+/// How long the hosted functions ran: what Lambda would bill.
+#[derive(Debug, Default)]
+pub struct Invocations {
+    /// function binary → totals
+    totals: std::sync::Mutex<HashMap<String, InvocationTotals>>,
+}
+
+/// One function's invocations so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct InvocationTotals {
+    pub count: u64,
+    /// On the runner's clock: what Lambda bills for waits (Apple's pace,
+    /// SQS) at any speed; compute is magnified by the clock's speed.
+    pub clock_seconds: f64,
+    /// In real time on this machine.
+    pub real_seconds: f64,
+    /// Invocations killed at their function's timeout.
+    pub killed: u64,
+}
+
+impl Invocations {
+    fn record(&self, function: &str, clock: chrono::Duration, real: Duration, killed: bool) {
+        if let Ok(mut totals) = self.totals.lock() {
+            let entry = totals.entry(function.to_owned()).or_default();
+            entry.count += 1;
+            entry.clock_seconds += clock.num_milliseconds() as f64 / 1000.0;
+            entry.real_seconds += real.as_secs_f64();
+            entry.killed += u64::from(killed);
+        }
+    }
+
+    /// The totals of every function that ran, by binary name.
+    pub fn totals(&self) -> HashMap<String, InvocationTotals> {
+        self.totals.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// Deliveries the runner makes twice on purpose, as SQS sometimes does.
+#[derive(Debug, Default)]
+pub struct DeliveryFaults {
+    /// queue logical id → messages still to deliver twice
+    twice: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl DeliveryFaults {
+    /// The next `times` messages received from `queue` (a logical id of
+    /// template.yaml, e.g. `SyncJobsQueue`) are handed to two invocations at
+    /// once, as when SQS delivers one message to two pollers.
+    pub fn deliver_twice(&self, queue: &str, times: u32) {
+        if let Ok(mut twice) = self.twice.lock() {
+            twice.insert(queue.to_owned(), times);
+        }
+    }
+
+    /// Messages of `queue` still to be delivered twice.
+    pub fn remaining(&self, queue: &str) -> u32 {
+        self.twice
+            .lock()
+            .map(|twice| twice.get(queue).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn take(&self, queue: &str) -> bool {
+        let Ok(mut twice) = self.twice.lock() else {
+            return false;
+        };
+        match twice.get_mut(queue) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct ServerState {
     jwt_secret: Arc<String>,
-    clock: Arc<OffsetClock>,
+    clock: Arc<LocalClock>,
     scheduled: Arc<HashMap<String, Scheduled>>,
     schedule_inputs: Arc<Vec<(String, Value)>>,
     linked_clocks: Arc<Vec<String>>,
@@ -168,8 +255,13 @@ impl Runner {
         clients: &Clients,
         options: RunnerOptions,
     ) -> Result<Self> {
-        let clock = Arc::new(OffsetClock::new());
+        let clock = Arc::new(LocalClock::new());
+        clock
+            .set_speed(options.clock_speed)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let faults = Arc::new(Faults::default());
+        let deliveries = Arc::new(DeliveryFaults::default());
+        let invocations = Arc::new(Invocations::default());
         let functions = functions(config, clients, clock.clone(), faults.clone())?;
         let mut tasks = Vec::new();
 
@@ -179,30 +271,43 @@ impl Runner {
                     continue;
                 };
                 let url = deployed.queue_url(queue)?.to_owned();
-                let redrive = deployed
+                let definition = deployed
                     .template
                     .queues
                     .iter()
                     .find(|q| q.logical_id == *queue)
-                    .and_then(|q| q.redrive.clone())
+                    .with_context(|| format!("template.yaml defines no queue {queue}"))?;
+                let redrive = definition
+                    .redrive
+                    .clone()
                     .map(|(dlq, max)| deployed.queue_url(&dlq).map(|url| (url.to_owned(), max)))
                     .transpose()?;
                 // Lambda hands a FIFO queue's message group to one invocation
                 // at a time. moto keeps groups apart for sequential receives
                 // but not for concurrent long polls, so a FIFO queue gets one
                 // poller (its events still carry several groups at once).
-                let fifo = deployed.template.queues.iter().any(|q| {
-                    q.logical_id == *queue
-                        && q.attributes.get("FifoQueue").is_some_and(|f| f == "true")
-                });
+                let fifo = definition
+                    .attributes
+                    .get("FifoQueue")
+                    .is_some_and(|f| f == "true");
+                let visibility = definition
+                    .attributes
+                    .get("VisibilityTimeout")
+                    .and_then(|v| v.parse().ok())
+                    .map_or(Duration::from_secs(30), Duration::from_secs);
                 let pollers = if fifo { 1 } else { options.concurrency.max(1) };
                 let source = Source {
+                    logical_id: queue.clone(),
+                    function: function.binary.clone(),
+                    invocations: invocations.clone(),
                     queue_url: url,
                     fifo,
                     redrive,
                     batch_size: *batch_size,
                     timeout: function.timeout,
-                    retry_delay: options.retry_delay,
+                    visibility,
+                    clock: clock.clone(),
+                    deliveries: deliveries.clone(),
                 };
                 for _ in 0..pollers {
                     tasks.push(tokio::spawn(poll(
@@ -214,6 +319,22 @@ impl Runner {
             }
         }
 
+        let timeout_of = |binary: &str| {
+            deployed
+                .template
+                .functions
+                .iter()
+                .find(|f| f.binary == binary)
+                .map(|f| f.timeout)
+        };
+        let mut scheduled: HashMap<String, Scheduled> = HashMap::new();
+        for (binary, handler) in &functions.scheduled {
+            let handler = match timeout_of(binary) {
+                Some(timeout) => killed_at_timeout(handler.clone(), clock.clone(), timeout),
+                None => handler.clone(),
+            };
+            scheduled.insert(binary.clone(), handler);
+        }
         let schedule_inputs: Vec<(String, Value)> = deployed
             .template
             .functions
@@ -226,7 +347,7 @@ impl Runner {
             .collect();
         if options.schedules {
             for function in &deployed.template.functions {
-                let Some(handler) = functions.scheduled.get(&function.binary) else {
+                let Some(handler) = scheduled.get(&function.binary) else {
                     continue;
                 };
                 for schedule in &function.schedules {
@@ -243,17 +364,27 @@ impl Runner {
         let state = ServerState {
             jwt_secret: Arc::new(options.jwt_secret.clone()),
             clock: clock.clone(),
-            scheduled: Arc::new(functions.scheduled.clone()),
+            scheduled: Arc::new(scheduled.clone()),
             schedule_inputs: Arc::new(schedule_inputs),
             linked_clocks: Arc::new(options.linked_clocks.clone()),
         };
         let dev = Router::new()
-            .route("/_dev/clock", get(get_clock).post(advance_clock))
+            .route("/_dev/clock", get(get_clock).post(set_clock))
             .route("/_dev/schedule", post(fire_schedule))
             .with_state(state.clone());
+        let mut http = Router::new();
+        for (binary, routes) in &functions.http_functions {
+            let routes = match timeout_of(binary) {
+                Some(timeout) => routes.clone().layer(middleware::from_fn_with_state(
+                    (clock.clone(), timeout),
+                    answer_within,
+                )),
+                None => routes.clone(),
+            };
+            http = http.merge(routes);
+        }
         let app = Router::new().merge(dev).merge(
-            functions
-                .http
+            adesync_runtime::http::service(http)
                 .layer(middleware::from_fn_with_state(state, authorize)),
         );
         let listener = tokio::net::TcpListener::bind(options.api_addr)
@@ -269,8 +400,10 @@ impl Runner {
             api_addr,
             clock,
             faults,
+            deliveries,
+            invocations,
             tasks,
-            scheduled: functions.scheduled,
+            scheduled,
             deployed,
         })
     }
@@ -284,13 +417,23 @@ impl Runner {
     }
 
     /// The clock every function of this runner reads.
-    pub fn clock(&self) -> Arc<OffsetClock> {
+    pub fn clock(&self) -> Arc<LocalClock> {
         self.clock.clone()
     }
 
     /// The crash points of the hosted worker and importer (fault tests).
     pub fn faults(&self) -> Arc<Faults> {
         self.faults.clone()
+    }
+
+    /// Deliveries made twice on purpose (fault tests).
+    pub fn deliveries(&self) -> Arc<DeliveryFaults> {
+        self.deliveries.clone()
+    }
+
+    /// How long the SQS consumers ran so far (the benchmark's Lambda seconds).
+    pub fn invocations(&self) -> Arc<Invocations> {
+        self.invocations.clone()
     }
 
     pub fn deployed(&self) -> &Deployed {
@@ -429,46 +572,109 @@ fn flatten_claim(value: &Value) -> String {
 }
 
 async fn get_clock(State(state): State<ServerState>) -> Json<Value> {
-    Json(json!({
-        "now": state.clock.now().to_rfc3339(),
-        "offset_seconds": state.clock.offset().num_seconds(),
-    }))
+    Json(clock_json(&state.clock))
 }
 
+fn clock_json(clock: &LocalClock) -> Value {
+    json!({
+        "now": clock.now().to_rfc3339(),
+        "offset_seconds": clock.offset().num_seconds(),
+        "speed": clock.speed(),
+    })
+}
+
+/// `POST /_dev/clock`: move the clock forward, change its speed, or both.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Advance {
-    advance_seconds: i64,
+struct ClockChange {
+    advance_seconds: Option<i64>,
+    speed: Option<f64>,
 }
 
-async fn advance_clock(
+async fn set_clock(
     State(state): State<ServerState>,
-    Json(body): Json<Advance>,
+    body: Result<Json<ClockChange>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    if body.advance_seconds < 0 {
+    let Json(change) = body.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "The body must be {{\"advance_seconds\": seconds}} and/or {{\"speed\": N}} with N from 1 to {} ({rejection}).",
+                adesync_core::clock::MAX_SPEED
+            ),
+        )
+    })?;
+    if change.advance_seconds.is_none() && change.speed.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "Give advance_seconds, speed, or both.",
+        ));
+    }
+    if change.advance_seconds.is_some_and(|s| s < 0) {
         return Err(ApiError::bad_request(
             "invalid_request",
             "advance_seconds must be zero or more: the clock only moves forward.",
         ));
     }
+    if let Some(speed) = change.speed
+        && !(1.0..=adesync_core::clock::MAX_SPEED).contains(&speed)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "speed must be a number from 1 to {}: how many times faster than real time the clock runs.",
+                adesync_core::clock::MAX_SPEED
+            ),
+        ));
+    }
+    // The linked clocks (the Apple simulator's) move first: if one cannot,
+    // ours stays as it was and the caller hears why.
+    let mut linked = serde_json::Map::new();
+    if let Some(seconds) = change.advance_seconds {
+        linked.insert("advance_seconds".into(), json!(seconds));
+    }
+    if let Some(speed) = change.speed {
+        linked.insert("speed".into(), json!(speed));
+    }
     let http = reqwest::Client::new();
     for url in state.linked_clocks.iter() {
-        let linked = http
+        let moved = http
             .post(url)
-            .json(&json!({ "advance_seconds": body.advance_seconds }))
+            .json(&linked)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status);
-        if let Err(error) = linked {
+        if let Err(error) = moved {
             return Err(ApiError::internal(&format!(
-                "the linked clock {url} did not move: {error}"
+                "the linked clock {url} did not change: {error}"
             )));
         }
     }
-    state
-        .clock
-        .advance(chrono::Duration::seconds(body.advance_seconds));
-    Ok(get_clock(State(state)).await)
+    if let Some(seconds) = change.advance_seconds {
+        state.clock.advance(chrono::Duration::seconds(seconds));
+    }
+    if let Some(speed) = change.speed {
+        state
+            .clock
+            .set_speed(speed)
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    }
+    Ok(Json(clock_json(&state.clock)))
+}
+
+/// Sets the runner's clock (and the linked Apple simulator's) from code:
+/// the same change `POST /_dev/clock` makes.
+pub async fn set_linked_speed(clock: &LocalClock, linked: &[String], speed: f64) -> Result<()> {
+    let http = reqwest::Client::new();
+    for url in linked {
+        http.post(url)
+            .json(&json!({ "speed": speed }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("the linked clock {url} did not change speed"))?;
+    }
+    clock.set_speed(speed).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[derive(Deserialize)]
@@ -502,39 +708,126 @@ async fn fire_schedule(
 }
 
 /// Fires `handler` every `every` of the runner's clock.
-async fn fire_on_clock(clock: Arc<OffsetClock>, every: Duration, input: Value, handler: Scheduled) {
+async fn fire_on_clock(clock: Arc<LocalClock>, every: Duration, input: Value, handler: Scheduled) {
     let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::hours(1));
     let mut next = clock.now() + every;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        sleep_until(&clock, next).await;
         let now = clock.now();
-        if now >= next {
-            // Like EventBridge after downtime: one invocation, not a backlog.
-            while next <= now {
-                next += every;
-            }
-            if let Err(error) = handler(input.clone()).await {
-                tracing::warn!(%error, %input, "scheduled invocation failed");
-            }
+        // Like EventBridge after downtime: one invocation, not a backlog.
+        while next <= now {
+            next += every;
+        }
+        if let Err(error) = handler(input.clone()).await {
+            tracing::warn!(%error, %input, "scheduled invocation failed");
         }
     }
+}
+
+/// Sleeps until `at` on `clock`, following its speed and jumps: checks
+/// at least every 50 ms of real time.
+async fn sleep_until(clock: &LocalClock, at: chrono::DateTime<chrono::Utc>) {
+    loop {
+        let left = at - clock.now();
+        if left <= chrono::Duration::zero() {
+            return;
+        }
+        tokio::time::sleep(clock.real(left).min(Duration::from_millis(50))).await;
+    }
+}
+
+/// What Lambda does at a function's timeout: the invocation is stopped
+/// wherever it is. `None` when it was killed. The timeout runs in real time
+/// at the clock's speed when the invocation began: moving the clock forward
+/// skips time between events, it does not age invocations already running
+/// (the function sees its deadline passed on the clock, and wraps up).
+async fn within<T>(
+    clock: &LocalClock,
+    timeout: Duration,
+    invocation: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let real = timeout.div_f64(clock.speed().max(1.0));
+    tokio::time::timeout(real, invocation).await.ok()
+}
+
+/// A scheduled handler that Lambda kills at `timeout`.
+fn killed_at_timeout(handler: Scheduled, clock: Arc<LocalClock>, timeout: Duration) -> Scheduled {
+    Arc::new(move |input| {
+        let handler = handler.clone();
+        let clock = clock.clone();
+        Box::pin(async move {
+            within(&clock, timeout, handler(input))
+                .await
+                .unwrap_or_else(|| {
+                    Err(format!(
+                        "the scheduled invocation was killed at its {}-second timeout",
+                        timeout.as_secs()
+                    ))
+                })
+        })
+    })
+}
+
+/// An HTTP function killed at its timeout answers as API Gateway does
+/// when its integration times out.
+async fn answer_within(
+    State((clock, timeout)): State<(Arc<LocalClock>, Duration)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match within(&clock, timeout, next.run(request)).await {
+        Some(response) => response,
+        None => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "The function did not answer within its {}-second timeout; retry the request.",
+                timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+fn chrono_span(timeout: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::seconds(30))
 }
 
 /// One SQS event source: a queue and how Lambda consumes it.
 #[derive(Debug, Clone)]
 struct Source {
+    logical_id: String,
+    /// The consuming function's binary.
+    function: String,
+    invocations: Arc<Invocations>,
     queue_url: String,
     fifo: bool,
     /// The dead-letter queue and the queue's `maxReceiveCount`.
     redrive: Option<(String, u32)>,
     batch_size: u32,
+    /// The consuming function's timeout (template.yaml).
     timeout: Duration,
-    retry_delay: Duration,
+    /// The queue's visibility timeout (template.yaml).
+    visibility: Duration,
+    clock: Arc<LocalClock>,
+    deliveries: Arc<DeliveryFaults>,
+}
+
+impl Source {
+    /// The visibility timeout in real seconds at the clock's speed now
+    /// (SQS counts whole seconds; at least one).
+    fn visibility_seconds(&self) -> i32 {
+        let real = self.visibility.div_f64(self.clock.speed().max(1.0));
+        i32::try_from(real.as_secs_f64().ceil() as u64)
+            .unwrap_or(i32::MAX)
+            .max(1)
+    }
 }
 
 /// Delivers messages of one queue to `consumer` as Lambda's event source
 /// mapping does: only records not reported in `batchItemFailures` are
-/// deleted; failed ones come back after a delay, and after the queue's
+/// deleted; failed ones, and those of an invocation killed at its timeout,
+/// come back after the queue's visibility timeout, and after the queue's
 /// `maxReceiveCount` receives they move to its dead-letter queue.
 async fn poll(sqs: aws_sdk_sqs::Client, source: Source, consumer: Consumer) {
     let arn = format!(
@@ -546,6 +839,7 @@ async fn poll(sqs: aws_sdk_sqs::Client, source: Source, consumer: Consumer) {
             .receive_message()
             .queue_url(&source.queue_url)
             .max_number_of_messages(i32::try_from(source.batch_size.clamp(1, 10)).unwrap_or(10))
+            .visibility_timeout(source.visibility_seconds())
             .wait_time_seconds(1)
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .message_attribute_names("All")
@@ -570,8 +864,8 @@ async fn poll(sqs: aws_sdk_sqs::Client, source: Source, consumer: Consumer) {
     }
 }
 
-/// Standard queue: failed records become visible again after the delay;
-/// SQS's redrive policy moves them to the dead-letter queue.
+/// Standard queue: failed records stay invisible until their visibility
+/// timeout ends; SQS's redrive policy moves them to the dead-letter queue.
 async fn deliver(
     sqs: &aws_sdk_sqs::Client,
     source: &Source,
@@ -579,34 +873,35 @@ async fn deliver(
     messages: Vec<aws_sdk_sqs::types::Message>,
     consumer: &Consumer,
 ) {
-    let failed = invoke(consumer, source, arn, &messages).await;
+    let failed = if source.deliveries.take(&source.logical_id) {
+        // SQS at least once: the same message in two invocations at once.
+        tracing::warn!(queue = %source.logical_id, "delivering a message twice (fault)");
+        let (first, second) = tokio::join!(
+            invoke(consumer, source, arn, &messages),
+            invoke(consumer, source, arn, &messages)
+        );
+        first.union(&second).cloned().collect()
+    } else {
+        invoke(consumer, source, arn, &messages).await
+    };
     for message in &messages {
         let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
             continue;
         };
-        let result = if failed.contains(id) {
-            sqs.change_message_visibility()
-                .queue_url(&source.queue_url)
-                .receipt_handle(receipt)
-                .visibility_timeout(i32::try_from(source.retry_delay.as_secs()).unwrap_or(1))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        } else {
-            delete(sqs, &source.queue_url, receipt).await
-        };
-        if let Err(error) = result {
-            tracing::warn!(%error, message_id = %id, "could not settle a message");
+        if failed.contains(id) {
+            continue;
+        }
+        if let Err(error) = delete(sqs, &source.queue_url, receipt).await {
+            tracing::warn!(%error, message_id = %id, "could not delete a message");
         }
     }
 }
 
-/// FIFO queue: Lambda keeps a message group blocked while it retries its
-/// failed records, so they are retried here, in order, while still in
-/// flight (moto loses a group's order when visibility is changed), and
-/// moved to the dead-letter queue after `maxReceiveCount` attempts, as
-/// SQS's redrive would.
+/// FIFO queue: Lambda keeps a message group blocked while its failed
+/// records wait out their visibility timeout, so they are retried here, in
+/// order, after that timeout while still in flight (moto loses a group's
+/// order when visibility is changed), and moved to the dead-letter queue
+/// after `maxReceiveCount` attempts, as SQS's redrive would.
 async fn deliver_fifo(
     sqs: &aws_sdk_sqs::Client,
     source: &Source,
@@ -644,24 +939,63 @@ async fn deliver_fifo(
         if retry.is_empty() {
             return;
         }
-        tokio::time::sleep(source.retry_delay).await;
+        // Keep them in flight while they wait: extend their visibility, then
+        // wait the queue's visibility timeout on the runner's clock.
+        for message in &retry {
+            if let Some(receipt) = message.receipt_handle() {
+                let _ = sqs
+                    .change_message_visibility()
+                    .queue_url(&source.queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(source.visibility_seconds().saturating_mul(2))
+                    .send()
+                    .await;
+            }
+        }
+        let visible_again = source.clock.now() + chrono_span(source.visibility);
+        sleep_until(&source.clock, visible_again).await;
         pending = retry;
     }
 }
 
-/// Runs the consumer on `messages`; returns the ids it reported failed.
+/// Runs the consumer on `messages` until its function's timeout (on the
+/// runner's clock); returns the ids it reported failed — every id when it
+/// was killed.
 async fn invoke(
     consumer: &Consumer,
     source: &Source,
     arn: &str,
     messages: &[aws_sdk_sqs::types::Message],
 ) -> std::collections::HashSet<String> {
-    let response = consumer(sqs_event(messages, arn), Instant::now() + source.timeout).await;
-    response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect()
+    let shared: SharedClock = source.clock.clone();
+    let deadline = Deadline::after(shared, chrono_span(source.timeout));
+    let invocation = consumer(sqs_event(messages, arn), deadline.clone());
+    let (started, started_real) = (source.clock.now(), std::time::Instant::now());
+    let answer = within(&source.clock, source.timeout, invocation).await;
+    source.invocations.record(
+        &source.function,
+        source.clock.now() - started,
+        started_real.elapsed(),
+        answer.is_none(),
+    );
+    match answer {
+        Some(response) => response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect(),
+        None => {
+            tracing::warn!(
+                queue = %source.logical_id,
+                timeout_seconds = source.timeout.as_secs(),
+                "the invocation was killed at its function's timeout; its messages come back after the visibility timeout"
+            );
+            messages
+                .iter()
+                .filter_map(|m| m.message_id().map(str::to_owned))
+                .collect()
+        }
+    }
 }
 
 fn receive_count(message: &aws_sdk_sqs::types::Message) -> u32 {

@@ -238,7 +238,9 @@ pub async fn drive(
     };
     loop {
         let records = walk.records();
-        let result = session.request_page(&walk, Some(limit)).await;
+        let result = session
+            .request_page(&walk, Some(limit), adesync_apple::CallLimits::standard())
+            .await;
         if let Ok(page) = &result {
             walked.pages += 1;
             match records {

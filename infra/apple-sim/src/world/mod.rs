@@ -2,7 +2,7 @@
 //! devices, event logs, profiles and sessions, plus the knobs tests turn.
 //!
 //! # Layout
-//! - `mod.rs`: the [`World`] and [`Server`] types, the simulator clock, server creation.
+//! - `mod.rs`: the [`World`] and [`Server`] types, server creation.
 //! - `auth.rs`: `/session` (OAuth check, nonces) and session tokens (expiry, rotation).
 //! - `stream.rs`: fetch snapshots and the sync event log, i.e. cursors and pages.
 //! - `profiles.rs`: define/get profiles, assign/remove, device details, disown.
@@ -20,6 +20,7 @@ mod stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use imbl::OrdMap;
@@ -33,6 +34,7 @@ pub use admin::{AssignOutcome, Fault, FaultSpec, OutcomeStatus};
 pub use auth::Authed;
 pub use stream::Page;
 
+use crate::clock::{ClockError, SimClock};
 use crate::config::{Behaviour, SimConfig};
 use crate::cursor::CursorCodec;
 use crate::device::{Device, OpType};
@@ -179,7 +181,7 @@ impl Server {
 /// The whole simulated service.
 pub struct World {
     pub behaviour: Behaviour,
-    clock_offset: TimeDelta,
+    clock: SimClock,
     /// Seeded: drives generated devices only, so runs are reproducible.
     rng: StdRng,
     pub default_device_count: usize,
@@ -200,12 +202,12 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(config: &SimConfig) -> Self {
+    pub fn new(config: &SimConfig) -> Result<Self, ClockError> {
         let mut key = [0u8; 32];
         rand::rng().fill(&mut key);
-        Self {
+        Ok(Self {
             behaviour: config.behaviour.clone(),
-            clock_offset: TimeDelta::zero(),
+            clock: SimClock::new(config.clock_speed)?,
             rng: StdRng::seed_from_u64(config.seed),
             default_device_count: config.default_device_count,
             cursors: CursorCodec::new(key),
@@ -219,28 +221,34 @@ impl World {
             devices_per_minute: 0,
             requests_by_path: BTreeMap::new(),
             requests_by_method: BTreeMap::new(),
-        }
+        })
     }
 
-    /// The simulator clock: real UTC plus whatever tests advanced it by.
+    /// The simulator clock's current time.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        self.clock.now()
     }
 
-    pub fn clock_offset(&self) -> TimeDelta {
-        self.clock_offset
+    pub fn clock(&self) -> &SimClock {
+        &self.clock
     }
 
-    pub fn advance_clock(&mut self, seconds: i64) -> Result<(), ClockOutOfRange> {
-        let step = TimeDelta::try_seconds(seconds).ok_or(ClockOutOfRange)?;
-        let offset = self
-            .clock_offset
-            .checked_add(&step)
-            .ok_or(ClockOutOfRange)?;
-        Utc::now()
-            .checked_add_signed(offset)
-            .ok_or(ClockOutOfRange)?;
-        self.clock_offset = offset;
+    /// Advances the clock and/or changes its speed, both at the same real instant; a refused
+    /// change leaves the clock as it was.
+    pub fn adjust_clock(
+        &mut self,
+        advance_seconds: Option<i64>,
+        speed: Option<f64>,
+    ) -> Result<(), ClockError> {
+        let real = Instant::now();
+        let mut clock = self.clock.clone();
+        if let Some(speed) = speed {
+            clock.set_speed_at(real, speed)?;
+        }
+        if let Some(seconds) = advance_seconds {
+            clock.advance_at(real, seconds)?;
+        }
+        self.clock = clock;
         Ok(())
     }
 
@@ -343,8 +351,3 @@ impl World {
         size.clamp(1, maximum) as usize
     }
 }
-
-/// A clock move that would leave chrono's range.
-#[derive(Debug, thiserror::Error)]
-#[error("clock offset out of range")]
-pub struct ClockOutOfRange;

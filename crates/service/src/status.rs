@@ -1,0 +1,83 @@
+//! What a token's sync looks like now, and its run history.
+//!
+//! Reading the status is also one of the moments a stuck run is noticed:
+//! a lease that lapsed (no progress for 15 minutes) is settled here —
+//! recorded `abandoned`, the token released — before the status is shown,
+//! so nobody reads "running" about a run that is over.
+
+use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::sync;
+use adesync_store::claims::SyncView;
+use adesync_store::runs::RunRecord;
+use adesync_store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+
+/// A token's sync status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub view: SyncView,
+    /// The run holding the token (or still importing), if any.
+    pub run: Option<RunRecord>,
+}
+
+/// The sync status of `token` at `now` (None: the account has no such
+/// token), settling a run whose lease lapsed first.
+pub async fn sync_status(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+    now: DateTime<Utc>,
+) -> Result<Option<SyncStatus>, StoreError> {
+    let Some(view) = settled_view(store, account, token, now).await? else {
+        return Ok(None);
+    };
+    let run = match view.current_run(now) {
+        Some(run_id) => store.get_run(token, run_id).await?,
+        None => None,
+    };
+    Ok(Some(SyncStatus { view, run }))
+}
+
+/// The newest `limit` runs of `token` (None: the account has no such
+/// token), a lapsed one recorded abandoned first.
+pub async fn recent_runs(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<Option<(SyncView, Vec<RunRecord>)>, StoreError> {
+    let Some(view) = settled_view(store, account, token, now).await? else {
+        return Ok(None);
+    };
+    let runs = store.recent_runs(token, limit).await?;
+    Ok(Some((view, runs)))
+}
+
+/// The token's sync view after settling a run whose lease lapsed.
+async fn settled_view(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+    now: DateTime<Utc>,
+) -> Result<Option<SyncView>, StoreError> {
+    let Some(view) = store.sync_view(account, token).await? else {
+        return Ok(None);
+    };
+    let Some(lapsed) = sync::lapsed_lease(&view.state, now).map(|l| l.run_id.clone()) else {
+        return Ok(Some(view));
+    };
+    settle_lapsed(store, account, token, &lapsed, now).await?;
+    store.sync_view(account, token).await
+}
+
+/// Records `run` abandoned if its lease lapsed and nobody did yet.
+pub async fn settle_lapsed(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+    run: &RunId,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    store.settle_lapsed_run(account, token, run, now).await
+}
