@@ -2,11 +2,13 @@
 //! DynamoDB Local (AWS's own engine) — never against a map.
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::run::RunStatus;
 use adesync_core::sync::{
     self, FULL_COOLDOWN, LEASE, MANUAL_COOLDOWN, Refusal, SyncKind, SyncRequest, SyncState, Trigger,
 };
 use adesync_store::Store;
 use adesync_store::claims::{ClaimError, RunEnd, attr};
+use adesync_store::progress::{BatchMark, Marked, Progress, Walker, WalkerSlot};
 use adesync_tests::TestService;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
@@ -36,6 +38,8 @@ fn t0() -> DateTime<Utc> {
 fn acme() -> AccountId {
     AccountId::parse("acme").unwrap()
 }
+
+static ACME: std::sync::LazyLock<AccountId> = std::sync::LazyLock::new(acme);
 
 async fn claim(
     store: &Store,
@@ -678,4 +682,265 @@ async fn an_abandoned_claim_gives_back_the_lease_and_the_cooldowns() {
         refusal(claim(&store, &token, MANUAL_DELTA, t0() + Duration::seconds(2)).await).code(),
         "manual_sync_cooldown"
     );
+}
+
+/// The device count of `token` as stored.
+async fn device_count(store: &Store, token: &TokenId) -> u64 {
+    store
+        .sync_state(&acme(), token)
+        .await
+        .unwrap()
+        .unwrap()
+        .device_count
+}
+
+/// The lease of `token` as stored.
+async fn lease_until(store: &Store, token: &TokenId) -> Option<DateTime<Utc>> {
+    store
+        .sync_state(&acme(), token)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .map(|lease| lease.expires_at)
+}
+
+fn page_saved<'a>(
+    run: &'a RunId,
+    walker: &'a str,
+    position: &'a adesync_core::cursor::Position,
+) -> Progress<'a> {
+    Progress {
+        run,
+        walker,
+        kind: SyncKind::Delta,
+        walk: "{}",
+        walk_state: "{}",
+        position,
+        batch_seq: 1,
+        fetched: 10,
+        pages: 1,
+        import_until: None,
+        fetch_finished: false,
+        renews_lease: true,
+    }
+}
+
+/// One walker per run: the step that holds the slot saves its pages and each
+/// save renews the lease to 15 minutes from then; a duplicate delivery of the
+/// same step, a stale step and a run that lost its lease can neither save
+/// nor renew anything.
+#[tokio::test]
+async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
+    let env = TestService::start().await;
+    let store = env.store();
+    let token = env.seed_token("acme").await;
+    let run = claim(&store, &token, SCHEDULED_DELTA, t0()).await.unwrap();
+    let run_id = run.run_id.clone();
+    let slot = |step: u32, walker: &'static str, at: DateTime<Utc>| WalkerSlot {
+        run: &run.run_id,
+        step,
+        walker,
+        until: at + Duration::seconds(90),
+    };
+    let position = adesync_core::cursor::Position {
+        phase: adesync_core::cursor::Phase::Sync,
+        cursor: Some("c1".into()),
+    };
+
+    let first = store
+        .claim_walker(&acme(), &token, slot(0, "walker-a", t0()), t0())
+        .await
+        .unwrap();
+    assert!(matches!(first, Walker::Walking(_)), "{first:?}");
+    // The same job delivered again while the first walks: refused until the
+    // first one's deadline.
+    let second = store
+        .claim_walker(
+            &acme(),
+            &token,
+            slot(0, "walker-b", t0()),
+            t0() + Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        Walker::Busy {
+            until: t0() + Duration::seconds(90)
+        }
+    );
+    let at_10 = t0() + Duration::minutes(10);
+    assert!(
+        !store
+            .save_progress(
+                &acme(),
+                &token,
+                &page_saved(&run_id, "walker-b", &position),
+                at_10
+            )
+            .await
+            .unwrap(),
+        "a walker without the slot saved a page"
+    );
+    assert_eq!(lease_until(&store, &token).await, Some(t0() + LEASE));
+    assert!(
+        store
+            .save_progress(
+                &acme(),
+                &token,
+                &page_saved(&run_id, "walker-a", &position),
+                at_10
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        lease_until(&store, &token).await,
+        Some(at_10 + LEASE),
+        "a saved page renews the lease"
+    );
+
+    // The next step takes the slot over; the previous one can no longer save,
+    // and its job delivered again is stale.
+    let at_11 = t0() + Duration::minutes(11);
+    let next = store
+        .claim_walker(&acme(), &token, slot(1, "walker-c", at_11), at_11)
+        .await
+        .unwrap();
+    assert!(matches!(next, Walker::Walking(_)), "{next:?}");
+    assert!(
+        !store
+            .save_progress(
+                &acme(),
+                &token,
+                &page_saved(&run_id, "walker-a", &position),
+                at_11
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .claim_walker(&acme(), &token, slot(0, "walker-d", at_11), at_11)
+            .await
+            .unwrap(),
+        Walker::Stale
+    );
+
+    // No progress for 15 minutes: the lease lapses; nothing renews it.
+    let lapsed = at_10 + LEASE + Duration::seconds(1);
+    assert_eq!(
+        store
+            .claim_walker(&acme(), &token, slot(2, "walker-e", lapsed), lapsed)
+            .await
+            .unwrap(),
+        Walker::NotHeld
+    );
+    assert!(
+        !store
+            .save_progress(
+                &acme(),
+                &token,
+                &page_saved(&run_id, "walker-c", &position),
+                lapsed
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_lease(&acme(), &token, &run_id, lapsed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(lease_until(&store, &token).await, Some(at_10 + LEASE));
+}
+
+/// A batch imported is progress: marking it renews the lease and moves the
+/// token's device count, once; a run without its lease still gets its batch
+/// counted, without renewing. A run stuck for 15 minutes is recorded
+/// abandoned once, by whoever notices first.
+#[tokio::test]
+async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
+    let env = TestService::start().await;
+    let store = env.store();
+    let token = env.seed_token("acme").await;
+    let claimed = store
+        .claim_sync(&acme(), &token, SCHEDULED_FULL, t0(), RunId::new_at(t0()))
+        .await
+        .unwrap();
+    let run = claimed.claim.run_id.clone();
+    store
+        .record_run_started(&acme(), &token, &claimed.claim, None)
+        .await
+        .unwrap();
+    let mark = |seq: u64, delta: i64| BatchMark {
+        account: &ACME,
+        token: &token,
+        run: &run,
+        seq,
+        imported: 100,
+        listed_delta: delta,
+        snapshot_serials: None,
+    };
+    let at_14 = t0() + Duration::minutes(14);
+    assert_eq!(
+        store
+            .mark_batch_imported(mark(0, 100), at_14)
+            .await
+            .unwrap(),
+        Marked::First
+    );
+    assert_eq!(lease_until(&store, &token).await, Some(at_14 + LEASE));
+    // The same batch again: neither counted nor renewing.
+    let at_20 = t0() + Duration::minutes(20);
+    assert_eq!(
+        store
+            .mark_batch_imported(mark(0, 100), at_20)
+            .await
+            .unwrap(),
+        Marked::Again
+    );
+    assert_eq!(lease_until(&store, &token).await, Some(at_14 + LEASE));
+    assert_eq!(device_count(&store, &token).await, 100);
+
+    // 15 minutes without progress: a late batch is counted, renews nothing.
+    let lapsed = at_14 + LEASE + Duration::minutes(1);
+    assert_eq!(
+        store
+            .mark_batch_imported(mark(1, 40), lapsed)
+            .await
+            .unwrap(),
+        Marked::First
+    );
+    assert_eq!(device_count(&store, &token).await, 140);
+    assert_eq!(lease_until(&store, &token).await, Some(at_14 + LEASE));
+
+    assert!(
+        store
+            .settle_lapsed_run(&acme(), &token, &run, lapsed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .settle_lapsed_run(&acme(), &token, &run, lapsed)
+            .await
+            .unwrap(),
+        "settled twice"
+    );
+    let record = store.get_run(&token, &run).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Abandoned);
+    assert_eq!(record.finished_at, Some(lapsed));
+    let state = store.sync_state(&acme(), &token).await.unwrap().unwrap();
+    assert_eq!(state.lease, None, "the token is free");
+    assert!(
+        state.next_sync_is_full,
+        "the abandoned full sync is still owed"
+    );
+    // The next sync, whatever is asked, is the owed full one, cooldown or not.
+    let next = claim(&store, &token, MANUAL_DELTA, lapsed).await.unwrap();
+    assert_eq!(next.kind, SyncKind::Full);
+    assert!(next.recovery);
 }
