@@ -156,18 +156,11 @@ impl TestService {
     }
 
     pub fn store(&self) -> Store {
-        Store::new(
-            self.service.clients.dynamodb.clone(),
-            self.service.config.tables.clone(),
-        )
+        self.service.clients.store(&self.service.config)
     }
 
     pub fn queues(&self) -> Queues {
-        Queues::new(
-            self.service.clients.sqs.clone(),
-            &self.service.config.sync_jobs_queue_url,
-            &self.service.config.device_batches_queue_url,
-        )
+        self.service.clients.queues(&self.service.config)
     }
 
     /// A bearer token of `account` with `roles`.

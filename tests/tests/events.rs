@@ -287,10 +287,14 @@ async fn consumers_report_only_the_poison_record_of_a_batch() {
     let (_, jobs) = event!("sync-worker", "sync-jobs-with-poison.json");
     let event = sqs_event(&late(jobs));
     let poison = event.records[1].message_id.clone().unwrap_or_default();
-    let response = functions.consumers["SyncJobsQueue"](event, deadline()).await;
+    let response = functions.consumers["SyncJobsQueue"](event, deadline())
+        .await
+        .expect("every record has an id");
     assert_eq!(failed_ids(&response), [poison.as_str()]);
     let (_, job) = event!("sync-worker", "sync-job.json");
-    let response = functions.consumers["SyncJobsQueue"](sqs_event(&late(job)), deadline()).await;
+    let response = functions.consumers["SyncJobsQueue"](sqs_event(&late(job)), deadline())
+        .await
+        .expect("every record has an id");
     assert!(failed_ids(&response).is_empty(), "{response:?}");
 
     // device-batches (FIFO): the closed run's late batch and repeated end
@@ -311,7 +315,9 @@ async fn consumers_report_only_the_poison_record_of_a_batch() {
         "FIFO records carry their group, deduplication id and receive count"
     );
     let poison = event.records[2].message_id.clone().unwrap_or_default();
-    let response = functions.consumers["DeviceBatchesQueue"](event, deadline()).await;
+    let response = functions.consumers["DeviceBatchesQueue"](event, deadline())
+        .await
+        .expect("every record has an id");
     assert_eq!(failed_ids(&response), [poison.as_str()]);
     let devices = env.all_devices(&token, "").await;
     assert_eq!(devices.len(), 5, "the late batch changed nothing");

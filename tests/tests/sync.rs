@@ -447,3 +447,50 @@ async fn the_schedule_runs_a_delta_of_every_token_and_a_full_when_7_days_passed(
     assert_eq!(run["kind"], "full", "{run}");
     assert_eq!(run["status"], "succeeded");
 }
+
+/// A filter that matches few devices of a large token reads a bounded
+/// number of devices per request: the page comes back short (here empty)
+/// with a cursor, and following the cursors reaches every match.
+#[tokio::test]
+async fn a_filtered_listing_reads_a_bounded_number_of_devices_per_request() {
+    let env = TestService::start().await;
+    let devices = adesync_service::devices::READS_PER_PAGE + 1_500;
+    let token = env.create_token("acme", devices).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let released = env.release_in_apple(&token, devices - 1).await;
+    env.advance(7 * 24 * 3600).await;
+    let full = env.request_sync(&token, "full").await;
+    assert_eq!(full.status, 202, "{full:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+
+    let mut requests = 0;
+    let mut found = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!(
+            "/v1/tokens/{}/devices?state=removed_from_apple&limit=1",
+            token.token_id
+        );
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let reply = env.call(Method::GET, &path, &token.jwt, None).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        requests += 1;
+        let page = reply.body["devices"].as_array().unwrap().clone();
+        found.extend(
+            page.iter()
+                .map(|d| d["serial_number"].as_str().unwrap().to_owned()),
+        );
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(requests <= 10, "the listing does not end");
+    }
+    assert_eq!(found, vec![released.clone()]);
+    // The one match sorts anywhere: whichever request reaches it, the read
+    // bound split the token's devices over more than one request.
+    assert!(requests >= 2, "{requests} request(s): the reads were not bounded");
+}

@@ -19,8 +19,8 @@
 //! status is `removed`), or, already holding a policy, must be assigned again.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
 
+pub use crate::device::{Assignment, AssignmentStatus};
 use crate::device::{Device, DeviceState};
 use crate::ids::PolicyId;
 
@@ -30,93 +30,6 @@ pub const FAILED_COOLDOWN: Duration = Duration::hours(24);
 pub const THROTTLED_DEFAULT_WAIT: Duration = Duration::hours(1);
 /// Serial numbers per assign request (Apple: "limit requests to 1000 devices at a time").
 pub const MAX_SERIALS_PER_REQUEST: usize = 1_000;
-
-/// Where a device's profile assignment stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AssignmentStatus {
-    /// Not yet sent to Apple (or Apple could not be reached): the next pass sends it.
-    Pending,
-    /// Apple assigned the profile.
-    Assigned,
-    /// Apple says the device is not on this MDM server.
-    NotAccessible,
-    /// Apple failed for this device; retried after [`FAILED_COOLDOWN`].
-    Failed,
-    /// Apple's assignment cooldown; retried after `retry_after_seconds`.
-    Throttled,
-}
-
-impl AssignmentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AssignmentStatus::Pending => "pending",
-            AssignmentStatus::Assigned => "assigned",
-            AssignmentStatus::NotAccessible => "not_accessible",
-            AssignmentStatus::Failed => "failed",
-            AssignmentStatus::Throttled => "throttled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "pending" => AssignmentStatus::Pending,
-            "assigned" => AssignmentStatus::Assigned,
-            "not_accessible" => AssignmentStatus::NotAccessible,
-            "failed" => AssignmentStatus::Failed,
-            "throttled" => AssignmentStatus::Throttled,
-            _ => return None,
-        })
-    }
-}
-
-/// A device's profile assignment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub status: AssignmentStatus,
-    /// When the status was set.
-    pub at: DateTime<Utc>,
-    /// The Apple profile the last answer was about (`None` while pending).
-    pub profile_uuid: Option<String>,
-    /// When a failed or throttled assignment may be tried again.
-    pub retry_at: Option<DateTime<Utc>>,
-}
-
-impl Assignment {
-    /// To be sent to Apple.
-    pub fn pending(now: DateTime<Utc>) -> Self {
-        Self {
-            status: AssignmentStatus::Pending,
-            at: now,
-            profile_uuid: None,
-            retry_at: None,
-        }
-    }
-
-    /// When the retry pass takes the device up (`None`: nothing left to do).
-    pub fn due_at(&self) -> Option<DateTime<Utc>> {
-        match self.status {
-            AssignmentStatus::Pending => Some(self.at),
-            AssignmentStatus::Failed | AssignmentStatus::Throttled => {
-                Some(self.retry_at.unwrap_or(self.at))
-            }
-            AssignmentStatus::Assigned | AssignmentStatus::NotAccessible => None,
-        }
-    }
-
-    /// Whether the device should be sent to Apple at `now`.
-    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
-        self.due_at().is_some_and(|at| at <= now)
-    }
-
-    /// Whether Apple asked us to wait before assigning this device again.
-    pub fn cooling_down(&self, now: DateTime<Utc>) -> bool {
-        matches!(
-            self.status,
-            AssignmentStatus::Failed | AssignmentStatus::Throttled
-        ) && self.retry_at.is_some_and(|at| at > now)
-    }
-}
 
 /// Apple's answer for one device of an assign request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -72,7 +72,6 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::assignment::Assignment;
 use crate::enrollment::{DeviceAction, EnrollmentState};
 use crate::ids::{PolicyId, Serial, UserId};
 
@@ -370,6 +369,96 @@ pub struct Device {
     pub first_seen_at: DateTime<Utc>,
 }
 
+// The profile assignment is part of the device's MDM side; the rules that
+// move it live in `crate::assignment`.
+
+/// Where a device's profile assignment stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignmentStatus {
+    /// Not yet sent to Apple (or Apple could not be reached): the next pass sends it.
+    Pending,
+    /// Apple assigned the profile.
+    Assigned,
+    /// Apple says the device is not on this MDM server.
+    NotAccessible,
+    /// Apple failed for this device; retried after [`crate::assignment::FAILED_COOLDOWN`].
+    Failed,
+    /// Apple's assignment cooldown; retried after `retry_after_seconds`.
+    Throttled,
+}
+
+impl AssignmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentStatus::Pending => "pending",
+            AssignmentStatus::Assigned => "assigned",
+            AssignmentStatus::NotAccessible => "not_accessible",
+            AssignmentStatus::Failed => "failed",
+            AssignmentStatus::Throttled => "throttled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => AssignmentStatus::Pending,
+            "assigned" => AssignmentStatus::Assigned,
+            "not_accessible" => AssignmentStatus::NotAccessible,
+            "failed" => AssignmentStatus::Failed,
+            "throttled" => AssignmentStatus::Throttled,
+            _ => return None,
+        })
+    }
+}
+
+/// A device's profile assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub status: AssignmentStatus,
+    /// When the status was set.
+    pub at: DateTime<Utc>,
+    /// The Apple profile the last answer was about (`None` while pending).
+    pub profile_uuid: Option<String>,
+    /// When a failed or throttled assignment may be tried again.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl Assignment {
+    /// To be sent to Apple.
+    pub fn pending(now: DateTime<Utc>) -> Self {
+        Self {
+            status: AssignmentStatus::Pending,
+            at: now,
+            profile_uuid: None,
+            retry_at: None,
+        }
+    }
+
+    /// When the retry pass takes the device up (`None`: nothing left to do).
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        match self.status {
+            AssignmentStatus::Pending => Some(self.at),
+            AssignmentStatus::Failed | AssignmentStatus::Throttled => {
+                Some(self.retry_at.unwrap_or(self.at))
+            }
+            AssignmentStatus::Assigned | AssignmentStatus::NotAccessible => None,
+        }
+    }
+
+    /// Whether the device should be sent to Apple at `now`.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        self.due_at().is_some_and(|at| at <= now)
+    }
+
+    /// Whether Apple asked us to wait before assigning this device again.
+    pub fn cooling_down(&self, now: DateTime<Utc>) -> bool {
+        matches!(
+            self.status,
+            AssignmentStatus::Failed | AssignmentStatus::Throttled
+        ) && self.retry_at.is_some_and(|at| at > now)
+    }
+}
+
 /// The MDM side of a device: its profile assignment in Apple, its enrollment state and
 /// its user. The importer never decides these; it writes them back as it read them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -613,6 +702,15 @@ pub enum AdminDeleteError {
     /// The device is not listed (never synced, already deleted, or expired).
     #[error("device {serial} is not in this token's device list")]
     NotFound { serial: Serial },
+}
+
+/// The `state` an administrator sees: Apple's, except that an active device
+/// retired and waiting for its factory reset shows `pending_reset`.
+pub fn shown_state(device: &Device) -> &'static str {
+    match (device.state, device.management.enrollment) {
+        (DeviceState::Active, EnrollmentState::PendingReset) => "pending_reset",
+        (state, _) => state.as_str(),
+    }
 }
 
 /// An administrator's delete: the tombstone to store in place of `current`.
@@ -1006,7 +1104,7 @@ mod tests {
 
     fn managed() -> Management {
         Management {
-            assignment: Some(crate::assignment::Assignment::pending(t(0))),
+            assignment: Some(Assignment::pending(t(0))),
             enrollment: EnrollmentState::Enrolled,
             last_action: Some(DeviceAction::Wipe),
             enrollment_changed_at: Some(t(0)),

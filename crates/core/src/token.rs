@@ -18,6 +18,14 @@ use serde::{Deserialize, Serialize};
 /// Most tokens one account may hold.
 pub const MAX_TOKENS_PER_ACCOUNT: u64 = 2_000;
 
+/// Another token may not be added: the account holds the most it may. One
+/// wording for every layer that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this account already holds {MAX_TOKENS_PER_ACCOUNT} tokens, the most it may hold; delete a token you no longer use before adding another"
+)]
+pub struct TokenLimitReached;
+
 /// Tokens with this long or less to live are flagged `expiring_soon`.
 pub const EXPIRY_WARNING: Duration = Duration::days(30);
 

@@ -47,6 +47,29 @@ impl Clients {
     }
 }
 
+/// The adapters every function builds from its clients and settings: one
+/// wiring, whichever function asks.
+impl Clients {
+    /// The DynamoDB tables.
+    pub fn store(&self, config: &crate::Config) -> adesync_store::Store {
+        adesync_store::Store::new(self.dynamodb.clone(), config.tables.clone())
+    }
+
+    /// The sync-jobs and device-batches queues.
+    pub fn queues(&self, config: &crate::Config) -> adesync_queue::Queues {
+        adesync_queue::Queues::new(
+            self.sqs.clone(),
+            &config.sync_jobs_queue_url,
+            &config.device_batches_queue_url,
+        )
+    }
+
+    /// The KMS envelope encryption of secrets.
+    pub fn vault(&self, config: &crate::Config) -> adesync_secrets::Vault {
+        adesync_secrets::Vault::new(self.kms.clone(), &config.kms_key_id)
+    }
+}
+
 /// The SDK configuration of the environment.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await

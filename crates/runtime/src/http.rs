@@ -114,6 +114,39 @@ impl ApiError {
     }
 }
 
+/// `text` as one sentence of an error message: capitalised, ending with a
+/// full stop (domain errors read as clauses: "a manual sync … ran").
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut sentence: String = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !sentence.ends_with('.') {
+        sentence.push('.');
+    }
+    sentence
+}
+
+/// A storage failure at the edge: throttling or an unreachable DynamoDB is
+/// worth retrying (503 with `Retry-After`); anything else is ours (500).
+impl From<adesync_store::StoreError> for ApiError {
+    fn from(error: adesync_store::StoreError) -> Self {
+        ApiError::store(&error)
+    }
+}
+
+impl ApiError {
+    /// See the `From<StoreError>` conversion.
+    pub fn store(error: &adesync_store::StoreError) -> Self {
+        if error.is_transient() {
+            ApiError::unavailable(error)
+        } else {
+            ApiError::internal(error)
+        }
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -265,6 +298,14 @@ pub fn service(routes: axum::Router) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clause_becomes_a_sentence() {
+        assert_eq!(sentence("the token expired"), "The token expired.");
+        assert_eq!(sentence("done."), "Done.");
+        assert_eq!(sentence(""), ".");
+        assert_eq!(sentence("über"), "Über.");
+    }
 
     #[test]
     fn body_carries_code_message_and_details() {

@@ -12,6 +12,29 @@ use std::panic::AssertUnwindSafe;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{FutureExt, StreamExt};
 
+/// A record without a message id: it cannot be reported as failed (an empty
+/// id makes Lambda fail the whole batch, silently), so no record of the
+/// batch is handled and the invocation fails, loudly: SQS delivers the whole
+/// batch again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an SQS record came without a message id; the whole batch is failed so SQS delivers it again"
+)]
+pub struct MissingMessageId;
+
+/// Refuses a batch with a record that has no message id (see [`MissingMessageId`]).
+fn check_ids(event: &SqsEvent) -> Result<(), MissingMessageId> {
+    if event
+        .records
+        .iter()
+        .any(|m| m.message_id.as_deref().is_none_or(str::is_empty))
+    {
+        tracing::error!("{MissingMessageId}");
+        return Err(MissingMessageId);
+    }
+    Ok(())
+}
+
 /// How many times SQS has delivered this message (1 on the first receive).
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message
@@ -27,15 +50,16 @@ pub async fn run_batch<F, Fut, E>(
     event: SqsEvent,
     concurrency: usize,
     handle: F,
-) -> SqsBatchResponse
+) -> Result<SqsBatchResponse, MissingMessageId>
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    check_ids(&event)?;
     let failures: Vec<BatchItemFailure> = futures::stream::iter(event.records)
         .map(|message| {
-            let id = message.message_id.clone().unwrap_or_default();
+            let id = message.message_id.clone().unwrap_or_default(); // checked above
             let work = AssertUnwindSafe(handle(message)).catch_unwind();
             async move {
                 match work.await {
@@ -62,7 +86,7 @@ where
         .await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures;
-    response
+    Ok(response)
 }
 
 /// Handles the records of a FIFO queue event: message groups run
@@ -70,12 +94,16 @@ where
 /// record fails, the later records of its group are not attempted and are
 /// reported as failed too, so SQS redelivers them after it, in order (what
 /// Lambda requires of FIFO consumers that report partial failures).
-pub async fn run_fifo_batch<F, Fut, E>(event: SqsEvent, handle: F) -> SqsBatchResponse
+pub async fn run_fifo_batch<F, Fut, E>(
+    event: SqsEvent,
+    handle: F,
+) -> Result<SqsBatchResponse, MissingMessageId>
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    check_ids(&event)?;
     let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
     for message in event.records {
         let group = message
@@ -93,7 +121,7 @@ where
         |(group, messages)| async move {
             let mut failed = Vec::new();
             for message in messages {
-                let id = message.message_id.clone().unwrap_or_default();
+                let id = message.message_id.clone().unwrap_or_default(); // checked above
                 if !failed.is_empty() {
                     failed.push(id);
                     continue;
@@ -124,7 +152,7 @@ where
             failure
         })
         .collect();
-    response
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -165,7 +193,8 @@ mod tests {
                 }
             }
         })
-        .await;
+        .await
+        .unwrap();
         let failed: Vec<_> = response
             .batch_item_failures
             .iter()
@@ -179,6 +208,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_without_an_id_fails_the_whole_batch_before_anything_runs() {
+        let mut event = event(&["a", "b"]);
+        event.records[1].message_id = None;
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let handle = |_m: SqsMessage| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<(), &str>(()) }
+        };
+        assert_eq!(
+            run_batch(event.clone(), 2, handle).await.unwrap_err(),
+            MissingMessageId
+        );
+        assert_eq!(
+            run_fifo_batch(event, handle).await.unwrap_err(),
+            MissingMessageId
+        );
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn only_failed_and_panicking_records_are_reported() {
         let response = run_batch(event(&["ok", "bad", "ok", "panic"]), 2, |m| async move {
             match m.body.as_deref() {
@@ -187,7 +236,8 @@ mod tests {
                 _ => Ok(()),
             }
         })
-        .await;
+        .await
+        .unwrap();
         let mut failed: Vec<_> = response
             .batch_item_failures
             .iter()

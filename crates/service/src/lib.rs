@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`accounts`]: the account's key pair and the certificate for Apple Business.
+//! - [`devices`]: a token's devices: pages with filters (reads bounded per
+//!   page), one device, an administrator's delete.
 //! - [`tokens`]: create, show, renew and delete tokens; credentials for the worker.
 //! - [`start`]: starting a sync run (manual, scheduled, or a new token's
 //!   first full sync): claim, record, queue.
@@ -22,6 +24,7 @@
 
 pub mod accounts;
 pub mod assign;
+pub mod devices;
 pub mod enroll;
 pub mod faults;
 pub mod import;

@@ -82,6 +82,15 @@ pub async fn create(
         .inspect(|_| tracing::info!(token = %token, policy = %policy, "policy created"))
 }
 
+/// The token's default policy, if it has one.
+pub async fn default_policy(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+) -> Result<Option<PolicyId>, PolicyError> {
+    Ok(store.default_policy_id(account, token).await?)
+}
+
 /// One policy of the token.
 pub async fn get(
     store: &Store,

@@ -7,8 +7,8 @@
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::sync;
-use adesync_store::claims::SyncView;
-use adesync_store::runs::RunRecord;
+pub use adesync_store::claims::SyncView;
+pub use adesync_store::runs::RunRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -52,6 +52,16 @@ pub async fn recent_runs(
     };
     let runs = store.recent_runs(token, limit).await?;
     Ok(Some((view, runs)))
+}
+
+/// The sync view of `token` as it is stored (None: the account has no such
+/// token) — what every token-scoped request checks first.
+pub async fn sync_view(
+    store: &Store,
+    account: &AccountId,
+    token: &TokenId,
+) -> Result<Option<SyncView>, StoreError> {
+    store.sync_view(account, token).await
 }
 
 /// The token's sync view after settling a run whose lease lapsed.

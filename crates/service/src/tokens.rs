@@ -93,7 +93,7 @@ pub enum TokenError {
     /// Apple did not confirm the token within [`APPLE_CHECK_TIMEOUT`].
     #[error("Apple did not answer in time")]
     AppleTimeout,
-    #[error("the account already holds {} tokens", token::MAX_TOKENS_PER_ACCOUNT)]
+    #[error("{}", token::TokenLimitReached)]
     LimitReached,
     /// The Apple MDM server is already linked (to `existing`, when known).
     #[error("this Apple MDM server is already linked to a token")]

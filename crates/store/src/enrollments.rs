@@ -28,6 +28,23 @@ use crate::devices::{DeviceWrite, device_item};
 use crate::error::build_error;
 use crate::{Store, StoreError};
 
+/// Enrollment and licence item attribute names (accounts table).
+pub mod attr {
+    pub const ENROLLMENT_ID: &str = "enrollment_id";
+    pub const TOKEN_ID: &str = "token_id";
+    pub const SERIAL: &str = "serial";
+    pub const POLICY_ID: &str = "policy_id";
+    pub const SCEP_CHALLENGE: &str = "scep_challenge";
+    pub const CREATED_AT: &str = "created_at";
+    pub const CHALLENGE_EXPIRES_AT: &str = "challenge_expires_at";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const DOWNLOADS: &str = "downloads";
+    pub const USER_ID: &str = "user_id";
+    pub const LICENSED_AT: &str = "licensed_at";
+    pub const LAST_DOWNLOAD_AT: &str = "last_download_at";
+}
+use attr as e;
+
 /// What a license item is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Licensee {
@@ -80,28 +97,28 @@ fn enrollment_item(record: &EnrollmentRecord) -> Item {
     let mut item: Item = HashMap::from([
         ("account_id".to_owned(), attrs::s(record.account.as_str())),
         ("sk".to_owned(), attrs::s(enrollment_sk(&record.id))),
-        ("enrollment_id".to_owned(), attrs::s(record.id.as_str())),
-        ("token_id".to_owned(), attrs::s(record.token.as_str())),
-        ("serial".to_owned(), attrs::s(record.serial.as_str())),
-        ("policy_id".to_owned(), attrs::s(record.policy.as_str())),
+        (e::ENROLLMENT_ID.to_owned(), attrs::s(record.id.as_str())),
+        (e::TOKEN_ID.to_owned(), attrs::s(record.token.as_str())),
+        (e::SERIAL.to_owned(), attrs::s(record.serial.as_str())),
+        (e::POLICY_ID.to_owned(), attrs::s(record.policy.as_str())),
         (
-            "scep_challenge".to_owned(),
+            e::SCEP_CHALLENGE.to_owned(),
             attrs::s(record.challenge.expose()),
         ),
-        ("created_at".to_owned(), attrs::millis(record.created_at)),
+        (e::CREATED_AT.to_owned(), attrs::millis(record.created_at)),
         (
-            "challenge_expires_at".to_owned(),
+            e::CHALLENGE_EXPIRES_AT.to_owned(),
             attrs::millis(record.expires_at),
         ),
         // The TTL reads whole seconds: round up, never delete early.
         (
-            "expires_at".to_owned(),
+            e::EXPIRES_AT.to_owned(),
             attrs::n(ttl_ceiling(record.expires_at)),
         ),
-        ("downloads".to_owned(), attrs::n(record.downloads)),
+        (e::DOWNLOADS.to_owned(), attrs::n(record.downloads)),
     ]);
     if let Some(user) = &record.user {
-        item.insert("user_id".into(), attrs::s(user.as_str()));
+        item.insert(e::USER_ID.into(), attrs::s(user.as_str()));
     }
     item
 }
@@ -121,24 +138,24 @@ fn enrollment_from(item: &Item) -> Result<EnrollmentRecord, StoreError> {
             .ok_or_else(|| StoreError::Malformed(format!("an enrollment without {name}")))
     };
     let malformed = |e: adesync_core::ids::InvalidId| StoreError::Malformed(e.to_string());
-    let expires = attrs::get_time(item, "challenge_expires_at")?.ok_or_else(|| {
+    let expires = attrs::get_time(item, e::CHALLENGE_EXPIRES_AT)?.ok_or_else(|| {
         StoreError::Malformed("an enrollment without challenge_expires_at".into())
     })?;
     Ok(EnrollmentRecord {
-        id: EnrollmentId::parse(text("enrollment_id")?).map_err(malformed)?,
+        id: EnrollmentId::parse(text(e::ENROLLMENT_ID)?).map_err(malformed)?,
         account: AccountId::parse(text("account_id")?).map_err(malformed)?,
-        token: TokenId::parse(text("token_id")?).map_err(malformed)?,
-        serial: Serial::parse(text("serial")?).map_err(malformed)?,
-        policy: PolicyId::parse(text("policy_id")?).map_err(malformed)?,
-        user: attrs::get_s(item, "user_id")
+        token: TokenId::parse(text(e::TOKEN_ID)?).map_err(malformed)?,
+        serial: Serial::parse(text(e::SERIAL)?).map_err(malformed)?,
+        policy: PolicyId::parse(text(e::POLICY_ID)?).map_err(malformed)?,
+        user: attrs::get_s(item, e::USER_ID)
             .map(UserId::parse)
             .transpose()
             .map_err(malformed)?,
-        challenge: ScepChallenge::new(text("scep_challenge")?.to_owned()),
-        created_at: attrs::get_time(item, "created_at")?
+        challenge: ScepChallenge::new(text(e::SCEP_CHALLENGE)?.to_owned()),
+        created_at: attrs::get_time(item, e::CREATED_AT)?
             .ok_or_else(|| StoreError::Malformed("an enrollment without created_at".into()))?,
         expires_at: expires,
-        downloads: attrs::get_u64(item, "downloads")?.unwrap_or(0),
+        downloads: attrs::get_u64(item, e::DOWNLOADS)?.unwrap_or(0),
     })
 }
 
@@ -157,7 +174,7 @@ impl Store {
                 .table_name(&self.tables.accounts)
                 .item("account_id", attrs::s(account.as_str()))
                 .item("sk", attrs::s(licensee.sk()))
-                .item("licensed_at", attrs::millis(now))
+                .item(e::LICENSED_AT, attrs::millis(now))
                 .send()
                 .await
                 .map_err(|e| StoreError::dynamo("PutItem(license)", e))?;
@@ -251,8 +268,15 @@ impl Store {
             .table_name(&self.tables.accounts)
             .key("account_id", attrs::s(account.as_str()))
             .key("sk", attrs::s(enrollment_sk(id)))
-            .condition_expression("attribute_exists(sk) AND challenge_expires_at > :now")
-            .update_expression("ADD downloads :one SET last_download_at = :now")
+            .condition_expression(format!(
+                "attribute_exists(sk) AND {} > :now",
+                e::CHALLENGE_EXPIRES_AT
+            ))
+            .update_expression(format!(
+                "ADD {} :one SET {} = :now",
+                e::DOWNLOADS,
+                e::LAST_DOWNLOAD_AT
+            ))
             .expression_attribute_values(":now", attrs::millis(now))
             .expression_attribute_values(":one", attrs::n(1))
             .return_values(ReturnValue::AllNew)

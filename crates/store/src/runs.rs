@@ -14,6 +14,29 @@ use chrono::{DateTime, Duration, Utc};
 use crate::attrs::{self, Item};
 use crate::{Store, StoreError};
 
+/// Run item attribute names.
+pub mod run_attr {
+    pub const RUN_ID: &str = "run_id";
+    pub const ACCOUNT_ID: &str = "account_id";
+    pub const KIND: &str = "kind";
+    pub const TRIGGER: &str = "trigger";
+    pub const RECOVERY: &str = "recovery";
+    pub const STATUS: &str = "status";
+    pub const STARTED_AT: &str = "started_at";
+    pub const LEASE_EXPIRES_AT: &str = "lease_expires_at";
+    pub const FETCHED: &str = "fetched";
+    pub const IMPORTED: &str = "imported";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const EXPECTED_DEVICES: &str = "expected_devices";
+    pub const FETCH_FINISHED_AT: &str = "fetch_finished_at";
+    pub const FINISHED_AT: &str = "finished_at";
+    pub const PAGES: &str = "pages";
+    pub const BATCHES_IMPORTED: &str = "batches_imported";
+    pub const ERROR: &str = "error";
+    pub const WARNING: &str = "warning";
+}
+use run_attr as r;
+
 /// How long run history is kept (DynamoDB TTL deletes older runs).
 pub const RUN_HISTORY: Duration = Duration::days(90);
 
@@ -37,18 +60,18 @@ impl Store {
         let mut item: Item = [
             ("token_id", attrs::s(token.as_str())),
             ("sk", attrs::s(run_sk(&claim.run_id))),
-            ("run_id", attrs::s(claim.run_id.as_str())),
-            ("account_id", attrs::s(account.as_str())),
-            ("kind", attrs::s(claim.kind.as_str())),
-            ("trigger", attrs::s(claim.trigger.as_str())),
-            ("recovery", attrs::bool(claim.recovery)),
-            ("status", attrs::s(RunStatus::Running.as_str())),
-            ("started_at", attrs::millis(claim.started_at)),
-            ("lease_expires_at", attrs::millis(claim.lease_expires_at)),
-            ("fetched", attrs::n(0)),
-            ("imported", attrs::n(0)),
+            (r::RUN_ID, attrs::s(claim.run_id.as_str())),
+            (r::ACCOUNT_ID, attrs::s(account.as_str())),
+            (r::KIND, attrs::s(claim.kind.as_str())),
+            (r::TRIGGER, attrs::s(claim.trigger.as_str())),
+            (r::RECOVERY, attrs::bool(claim.recovery)),
+            (r::STATUS, attrs::s(RunStatus::Running.as_str())),
+            (r::STARTED_AT, attrs::millis(claim.started_at)),
+            (r::LEASE_EXPIRES_AT, attrs::millis(claim.lease_expires_at)),
+            (r::FETCHED, attrs::n(0)),
+            (r::IMPORTED, attrs::n(0)),
             (
-                "expires_at",
+                r::EXPIRES_AT,
                 attrs::ttl_seconds(claim.started_at + RUN_HISTORY),
             ),
         ]
@@ -56,7 +79,7 @@ impl Store {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         if let Some(expected) = expected {
-            item.insert("expected_devices".into(), attrs::n(expected));
+            item.insert(r::EXPECTED_DEVICES.into(), attrs::n(expected));
         }
         let result = self
             .client
@@ -134,17 +157,22 @@ pub(crate) fn run_ended_update(
         .key("token_id", attrs::s(token.as_str()))
         .key("sk", attrs::s(run_sk(run)))
         .condition_expression("#status IN (:running, :importing)")
-        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#status", r::STATUS)
         .expression_attribute_values(":status", attrs::s(status.as_str()))
         .expression_attribute_values(":running", attrs::s(RunStatus::Running.as_str()))
         .expression_attribute_values(":importing", attrs::s(RunStatus::Importing.as_str()))
         .expression_attribute_values(":now", attrs::millis(now));
     update = match error {
         Some(error) => update
-            .update_expression("SET #status = :status, finished_at = :now, #error = :error")
-            .expression_attribute_names("#error", "error")
+            .update_expression(format!(
+                "SET #status = :status, {} = :now, #error = :error",
+                r::FINISHED_AT
+            ))
+            .expression_attribute_names("#error", r::ERROR)
             .expression_attribute_values(":error", attrs::s(error)),
-        None => update.update_expression("SET #status = :status, finished_at = :now"),
+        None => {
+            update.update_expression(format!("SET #status = :status, {} = :now", r::FINISHED_AT))
+        }
     };
     update
         .build()
@@ -197,29 +225,29 @@ impl RunRecord {
 fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
     let text = |name: &str| attrs::get_s(item, name).map(str::to_owned);
     Ok(RunRecord {
-        run_id: text("run_id")
+        run_id: text(r::RUN_ID)
             .and_then(|r| RunId::parse(&r).ok())
             .ok_or_else(|| StoreError::Malformed("run without a run id".into()))?,
-        kind: match attrs::get_s(item, "kind") {
+        kind: match attrs::get_s(item, r::KIND) {
             Some("full") => SyncKind::Full,
             _ => SyncKind::Delta,
         },
-        trigger: text("trigger").unwrap_or_default(),
-        recovery: attrs::get_bool(item, "recovery"),
-        status: attrs::get_s(item, "status")
+        trigger: text(r::TRIGGER).unwrap_or_default(),
+        recovery: attrs::get_bool(item, r::RECOVERY),
+        status: attrs::get_s(item, r::STATUS)
             .and_then(RunStatus::parse)
             .ok_or_else(|| StoreError::Malformed("run without a known status".into()))?,
-        started_at: attrs::get_time(item, "started_at")?.unwrap_or(DateTime::UNIX_EPOCH),
-        expected: attrs::get_u64(item, "expected_devices")?,
-        lease_expires_at: attrs::get_time(item, "lease_expires_at")?,
-        fetch_finished_at: attrs::get_time(item, "fetch_finished_at")?,
-        finished_at: attrs::get_time(item, "finished_at")?,
-        pages: attrs::get_u64(item, "pages")?.unwrap_or(0),
-        fetched: attrs::get_u64(item, "fetched")?.unwrap_or(0),
-        imported: attrs::get_u64(item, "imported")?.unwrap_or(0),
-        batches_imported: attrs::get_u64(item, "batches_imported")?.unwrap_or(0),
-        error: text("error"),
-        warning: text("warning"),
+        started_at: attrs::get_time(item, r::STARTED_AT)?.unwrap_or(DateTime::UNIX_EPOCH),
+        expected: attrs::get_u64(item, r::EXPECTED_DEVICES)?,
+        lease_expires_at: attrs::get_time(item, r::LEASE_EXPIRES_AT)?,
+        fetch_finished_at: attrs::get_time(item, r::FETCH_FINISHED_AT)?,
+        finished_at: attrs::get_time(item, r::FINISHED_AT)?,
+        pages: attrs::get_u64(item, r::PAGES)?.unwrap_or(0),
+        fetched: attrs::get_u64(item, r::FETCHED)?.unwrap_or(0),
+        imported: attrs::get_u64(item, r::IMPORTED)?.unwrap_or(0),
+        batches_imported: attrs::get_u64(item, r::BATCHES_IMPORTED)?.unwrap_or(0),
+        error: text(r::ERROR),
+        warning: text(r::WARNING),
     })
 }
 
@@ -276,7 +304,9 @@ impl Store {
         warning: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut sets = vec!["#status = :status", "finished_at = :now"];
+        let finished = format!("{} = :now", r::FINISHED_AT);
+        let warning_set = format!("{} = :warning", r::WARNING);
+        let mut sets = vec!["#status = :status", finished.as_str()];
         let mut update = self
             .client
             .update_item()
@@ -284,7 +314,7 @@ impl Store {
             .key("token_id", attrs::s(token.as_str()))
             .key("sk", attrs::s(run_sk(run)))
             .condition_expression("#status IN (:running, :importing)")
-            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#status", r::STATUS)
             .expression_attribute_values(":status", attrs::s(status.as_str()))
             .expression_attribute_values(":running", attrs::s(RunStatus::Running.as_str()))
             .expression_attribute_values(":importing", attrs::s(RunStatus::Importing.as_str()))
@@ -292,11 +322,11 @@ impl Store {
         if let Some(error) = error {
             sets.push("#error = :error");
             update = update
-                .expression_attribute_names("#error", "error")
+                .expression_attribute_names("#error", r::ERROR)
                 .expression_attribute_values(":error", attrs::s(error));
         }
         if let Some(warning) = warning {
-            sets.push("warning = :warning");
+            sets.push(warning_set.as_str());
             update = update.expression_attribute_values(":warning", attrs::s(warning));
         }
         match update

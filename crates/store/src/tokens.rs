@@ -234,8 +234,7 @@ impl TokenRecord {
 /// Why a token was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTokenError {
-    /// The account already holds [`MAX_TOKENS_PER_ACCOUNT`] tokens.
-    #[error("the account already holds {MAX_TOKENS_PER_ACCOUNT} tokens")]
+    #[error("{}", adesync_core::token::TokenLimitReached)]
     LimitReached,
     /// The Apple MDM server is already linked to a token of this account.
     #[error("this Apple MDM server is already linked to a token")]

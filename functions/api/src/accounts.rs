@@ -60,7 +60,7 @@ pub(crate) fn vault_error(error: &VaultError) -> ApiError {
 
 pub(crate) fn account_key_error(error: &AccountKeyError) -> ApiError {
     match error {
-        AccountKeyError::Store(e) if e.is_transient() => ApiError::unavailable(e),
+        AccountKeyError::Store(e) => ApiError::store(e),
         AccountKeyError::Vault(e) => vault_error(e),
         other => ApiError::internal(other),
     }

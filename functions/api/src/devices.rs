@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use adesync_core::device::{self, Device, DeviceState};
-use adesync_core::enrollment::EnrollmentState;
-use adesync_core::ids::{PolicyId, Serial, TokenId};
+use adesync_core::device::Device;
+use adesync_core::ids::{PolicyId, Serial};
 use adesync_runtime::http::{DevicePath, TokenPath};
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
-use adesync_store::devices::{DeviceWrite, Stored};
-use adesync_store::policies::CountedWrite;
+use adesync_service::devices::{self, DeleteError, DeviceFilter};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -34,14 +32,7 @@ fn at(time: Option<DateTime<Utc>>) -> Value {
     time.map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
-/// The `state` the API shows: Apple's view, except that an active device retired
-/// and waiting for its factory reset shows `pending_reset`.
-pub fn shown_state(device: &Device) -> &'static str {
-    match (device.state, device.management.enrollment) {
-        (DeviceState::Active, EnrollmentState::PendingReset) => "pending_reset",
-        (state, _) => state.as_str(),
-    }
-}
+pub use adesync_core::device::shown_state;
 
 /// A device as the API shows it.
 pub fn device_json(device: &Device) -> Value {
@@ -92,14 +83,6 @@ struct ListQuery {
 
 const MAX_LIMIT: u32 = 1000;
 
-fn store_error(e: adesync_store::StoreError) -> ApiError {
-    if e.is_transient() {
-        ApiError::unavailable(&e)
-    } else {
-        ApiError::internal(&e)
-    }
-}
-
 async fn list(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -120,9 +103,12 @@ async fn list(
             format!("limit must be between 1 and {MAX_LIMIT}."),
         ));
     }
+    const SHOWN_STATES: [&str; 3] = ["active", "removed_from_apple", "pending_reset"];
     let state = match query.state.as_deref() {
         None => None,
-        Some(shown @ ("active" | "removed_from_apple" | "pending_reset")) => Some(shown),
+        Some(asked) if SHOWN_STATES.contains(&asked) => {
+            SHOWN_STATES.iter().copied().find(|s| *s == asked)
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
@@ -130,7 +116,7 @@ async fn list(
             ));
         }
     };
-    let mut after = match query.cursor.as_deref() {
+    let after = match query.cursor.as_deref() {
         None => None,
         Some(cursor) => Some(Serial::parse(cursor).map_err(|_| {
             ApiError::bad_request(
@@ -143,69 +129,11 @@ async fn list(
         None => None,
         Some(p) => Some(PolicyId::parse(p).map_err(|_| ApiError::not_found("policy"))?),
     };
-    let now = api.clock.now();
-
-    // Filters apply after reading, so keep reading pages until the page is
-    // full or the devices run out.
-    let mut devices = Vec::new();
-    let next = loop {
-        let (page, next) = match &policy {
-            None => api
-                .store
-                .list_devices(&token, after.as_ref(), limit)
-                .await
-                .map_err(store_error)?,
-            Some(policy) => {
-                let (serials, next) = api
-                    .store
-                    .list_policy_serials(&token, policy, after.as_ref(), limit)
-                    .await
-                    .map_err(store_error)?;
-                let found = api
-                    .store
-                    .get_devices(&token, &serials)
-                    .await
-                    .map_err(store_error)?;
-                let page = serials
-                    .iter()
-                    .filter_map(|s| found.get(s).cloned())
-                    .collect();
-                (page, next)
-            }
-        };
-        for Stored { device, .. } in page {
-            let wanted = device.is_listed(now) && state.is_none_or(|s| s == shown_state(&device));
-            if wanted && (devices.len() as u32) < limit {
-                after = Some(device.serial.clone());
-                devices.push(device_json(&device));
-            }
-        }
-        if devices.len() as u32 >= limit {
-            break next.and(after.clone());
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => break None,
-        }
-    };
+    let filter = DeviceFilter { state, policy };
+    let page = devices::list(&api.store, &token, &filter, after, limit, api.clock.now()).await?;
+    let devices: Vec<Value> = page.devices.iter().map(device_json).collect();
+    let next = page.next;
     Ok(Json(json!({ "devices": devices, "next_cursor": next })))
-}
-
-async fn read_device(
-    api: &Api,
-    token: &TokenId,
-    serial: &Serial,
-    now: DateTime<Utc>,
-) -> Result<Stored, ApiError> {
-    match api
-        .store
-        .get_device(token, serial)
-        .await
-        .map_err(store_error)?
-    {
-        Some(stored) if stored.device.is_listed(now) => Ok(stored),
-        _ => Err(ApiError::not_found("device")),
-    }
 }
 
 async fn show(
@@ -214,8 +142,10 @@ async fn show(
     DevicePath(token, serial): DevicePath,
 ) -> Result<Json<Value>, ApiError> {
     owned_token(&api, &caller, &token).await?;
-    let stored = read_device(&api, &token, &serial, api.clock.now()).await?;
-    Ok(Json(device_json(&stored.device)))
+    match devices::show(&api.store, &token, &serial, api.clock.now()).await? {
+        Some(device) => Ok(Json(device_json(&device))),
+        None => Err(ApiError::not_found("device")),
+    }
 }
 
 async fn delete(
@@ -225,43 +155,18 @@ async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_write()?;
     owned_token(&api, &caller, &token).await?;
-    // A racing importer may change the device between read and write: the
-    // write is conditional on the revision read, so read and decide again.
-    for _ in 0..5 {
-        let now = api.clock.now();
-        let stored = read_device(&api, &token, &serial, now).await?;
-        let tombstone =
-            device::admin_delete(&stored.device, now).map_err(|_| ApiError::not_found("device"))?;
-        // The delete clears the policy: its count goes down in the same transaction.
-        let written = api
-            .store
-            .write_devices_counted(
-                &token,
-                vec![CountedWrite {
-                    write: DeviceWrite {
-                        device: tombstone,
-                        expected: Some(stored.revision),
-                    },
-                    from: stored.device.policy_id.clone(),
-                }],
-            )
-            .await
-            .map_err(store_error)?;
-        if written.conflicts.is_empty() {
-            api.store
-                .add_device_count(&caller.account, &token, -1)
-                .await
-                .map_err(store_error)?;
-            tracing::info!(token = %token, serial = %stored.device.serial, "device deleted by an administrator");
-            return Ok(Json(json!({
-                "serial_number": stored.device.serial,
-                "state": "deleted",
-                "warning": DELETE_WARNING,
-            })));
-        }
+    let clock = api.clock.clone();
+    match devices::delete(&api.store, &caller.account, &token, &serial, || clock.now()).await {
+        Ok(device) => Ok(Json(json!({
+            "serial_number": device.serial,
+            "state": "deleted",
+            "warning": DELETE_WARNING,
+        }))),
+        Err(DeleteError::NotFound) => Err(ApiError::not_found("device")),
+        Err(DeleteError::Busy) => Err(ApiError::conflict(
+            "device_busy",
+            "The device kept changing while it was being deleted (a sync is importing it); retry in a moment.",
+        )),
+        Err(DeleteError::Store(e)) => Err(e.into()),
     }
-    Err(ApiError::conflict(
-        "device_busy",
-        "The device kept changing while it was being deleted (a sync is importing it); retry in a moment.",
-    ))
 }

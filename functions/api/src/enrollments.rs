@@ -68,7 +68,7 @@ fn refused(error: EnrollError) -> ApiError {
         .with("needs", needs.as_str()),
         EnrollError::InvalidAction(e) => ApiError::conflict(
             "invalid_state",
-            format!("{}{} {}", capitalize(&e.to_string()), ".", e.advice()),
+            format!("{} {}", adesync_runtime::http::sentence(&e.to_string()), e.advice()),
         )
         .with("enrollment_state", e.state.as_str())
         .with("action", e.action.as_str()),
@@ -89,17 +89,8 @@ fn refused(error: EnrollError) -> ApiError {
             "device_busy",
             "The device kept changing during the request (a sync is importing it); retry in a moment.",
         ),
-        EnrollError::Store(e) if e.is_transient() => ApiError::unavailable(&e),
-        EnrollError::Store(e) => ApiError::internal(&e),
+        EnrollError::Store(e) => e.into(),
     }
-}
-
-fn capitalize(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }
 
 async fn act(

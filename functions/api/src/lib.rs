@@ -49,13 +49,9 @@ impl Api {
         clock: SharedClock,
     ) -> Result<Arc<Self>, adesync_apple::AppleError> {
         Ok(Arc::new(Self {
-            store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
-            queues: Queues::new(
-                clients.sqs.clone(),
-                &config.sync_jobs_queue_url,
-                &config.device_batches_queue_url,
-            ),
-            vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
+            store: clients.store(config),
+            queues: clients.queues(config),
+            vault: clients.vault(config),
             apple: AppleClient::new(config.apple(clock.clone()))?,
             clock,
         }))

@@ -208,8 +208,7 @@ fn refused(error: PolicyError) -> ApiError {
             "device_busy",
             "The devices kept changing while they were being assigned (a sync is importing them); retry in a moment.",
         ),
-        PolicyError::Store(e) if e.is_transient() => ApiError::unavailable(&e),
-        PolicyError::Store(e) => ApiError::internal(&e),
+        PolicyError::Store(e) => e.into(),
     }
 }
 
@@ -246,10 +245,9 @@ async fn default_of(
     caller: &Caller,
     token: &TokenId,
 ) -> Result<Option<PolicyId>, ApiError> {
-    api.store
-        .default_policy_id(&caller.account, token)
+    service::default_policy(&api.store, &caller.account, token)
         .await
-        .map_err(|e| refused(e.into()))
+        .map_err(refused)
 }
 
 async fn list(

@@ -9,9 +9,7 @@ use adesync_runtime::http::TokenPath;
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::start::LARGE_TOKEN_WARNING;
-use adesync_service::status::{self, SyncStatus};
-use adesync_store::claims::SyncView;
-use adesync_store::runs::RunRecord;
+use adesync_service::status::{self, RunRecord, SyncStatus, SyncView};
 use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
@@ -34,10 +32,10 @@ pub(crate) async fn owned_token(
     token: &TokenId,
 ) -> Result<SyncView, ApiError> {
     caller.require_read()?;
-    match api.store.sync_view(&caller.account, token).await {
+    match status::sync_view(&api.store, &caller.account, token).await {
         Ok(Some(view)) => Ok(view),
         Ok(None) => Err(ApiError::not_found("token")),
-        Err(e) => Err(store_error(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -68,14 +66,6 @@ fn run_json(run: &RunRecord, lease_expires_at: Option<DateTime<Utc>>, now: DateT
     })
 }
 
-fn store_error(e: adesync_store::StoreError) -> ApiError {
-    if e.is_transient() {
-        ApiError::unavailable(&e)
-    } else {
-        ApiError::internal(&e)
-    }
-}
-
 async fn sync_status(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -84,8 +74,7 @@ async fn sync_status(
     caller.require_read()?;
     let now = api.clock.now();
     let SyncStatus { view, run } = status::sync_status(&api.store, &caller.account, &token, now)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| ApiError::not_found("token"))?;
     let state = &view.state;
     let lease_expires_at = state.lease.as_ref().map(|lease| lease.expires_at);
@@ -147,8 +136,7 @@ async fn runs(
     }
     let now = api.clock.now();
     let (view, runs) = status::recent_runs(&api.store, &caller.account, &token, limit, now)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| ApiError::not_found("token"))?;
     let lease = view.state.lease.as_ref();
     Ok(Json(json!({

@@ -174,14 +174,6 @@ pub(crate) fn token_json(record: &TokenRecord, now: DateTime<Utc>) -> Value {
     })
 }
 
-fn capitalize(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
 /// Apple's answer to an uploaded token, as the API reports it.
 fn apple_refused(error: &AppleError) -> ApiError {
     let unprocessable = |reason: &str, message: &str| {
@@ -222,7 +214,7 @@ fn apple_refused(error: &AppleError) -> ApiError {
 fn refused(error: TokenError) -> ApiError {
     match error {
         TokenError::Invalid(e) => {
-            ApiError::bad_request("invalid_request", format!("{}.", capitalize(&e.to_string())))
+            ApiError::bad_request("invalid_request", adesync_runtime::http::sentence(&e.to_string()))
         }
         TokenError::NotFound => ApiError::not_found("token"),
         TokenError::NoAccountKey => ApiError::bad_request(
@@ -244,9 +236,7 @@ fn refused(error: TokenError) -> ApiError {
         .retry_after(60),
         TokenError::LimitReached => ApiError::conflict(
             "token_limit_reached",
-            format!(
-                "This account already holds {MAX_TOKENS_PER_ACCOUNT} tokens, the most it may hold; delete a token you no longer use before adding another."
-            ),
+            adesync_runtime::http::sentence(&token::TokenLimitReached.to_string()),
         )
         .with("limit", MAX_TOKENS_PER_ACCOUNT),
         TokenError::Exists { existing } => {
@@ -307,8 +297,7 @@ fn refused(error: TokenError) -> ApiError {
         ),
         TokenError::AccountKey(e) => account_key_error(&e),
         TokenError::Vault(e) => vault_error(&e),
-        TokenError::Store(e) if e.is_transient() => ApiError::unavailable(&e),
-        TokenError::Store(e) => ApiError::internal(&e),
+        TokenError::Store(e) => e.into(),
     }
 }
 

@@ -12,9 +12,9 @@ use adesync_core::clock::SharedClock;
 use adesync_queue::batches::BatchMessage;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
+use adesync_runtime::sqs::MissingMessageId;
 use adesync_service::faults::Faults;
 use adesync_service::import::Importer;
-use adesync_store::Store;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 /// Builds the importer once per process.
@@ -25,20 +25,19 @@ pub fn importer(
     faults: Arc<Faults>,
 ) -> Arc<Importer> {
     Arc::new(Importer {
-        store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
+        store: clients.store(config),
         clock,
         faults,
         close_part_devices: config.close_part_devices,
-        queues: adesync_queue::Queues::new(
-            clients.sqs.clone(),
-            &config.sync_jobs_queue_url,
-            &config.device_batches_queue_url,
-        ),
+        queues: clients.queues(config),
     })
 }
 
 /// Handles one SQS event.
-pub async fn handle(importer: &Importer, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(
+    importer: &Importer,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, MissingMessageId> {
     adesync_runtime::sqs::run_fifo_batch(event, |message: SqsMessage| async move {
         let batch = BatchMessage::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {
             format!(

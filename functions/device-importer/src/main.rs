@@ -17,9 +17,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let importer = importer.clone();
         async move {
-            Ok::<_, lambda_runtime::Error>(
-                adesync_device_importer::handle(&importer, event.payload).await,
-            )
+            adesync_device_importer::handle(&importer, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
         }
     }))
     .await

@@ -30,12 +30,8 @@ pub struct ScheduleInput {
 /// Builds the scheduler once per process.
 pub fn scheduler(config: &Config, clients: &Clients, clock: SharedClock) -> Arc<Scheduler> {
     Arc::new(Scheduler {
-        store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
-        queues: Queues::new(
-            clients.sqs.clone(),
-            &config.sync_jobs_queue_url,
-            &config.device_batches_queue_url,
-        ),
+        store: clients.store(config),
+        queues: clients.queues(config),
         clock,
     })
 }

@@ -35,12 +35,8 @@ pub struct SyncTrigger {
 impl SyncTrigger {
     pub fn new(config: &Config, clients: &Clients, clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
-            store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
-            queues: Queues::new(
-                clients.sqs.clone(),
-                &config.sync_jobs_queue_url,
-                &config.device_batches_queue_url,
-            ),
+            store: clients.store(config),
+            queues: clients.queues(config),
             clock,
         })
     }
@@ -127,7 +123,7 @@ fn refused(error: StartError, now: chrono::DateTime<chrono::Utc>) -> ApiError {
     match error {
         StartError::Refused { refusal, running } => {
             let retry_after = refusal.retry_after_seconds(now);
-            let message = format!("{}.", capitalize(&refusal.to_string()));
+            let message = adesync_runtime::http::sentence(&refusal.to_string());
             match &refusal {
                 Refusal::ManualCooldown { retry_at } | Refusal::FullCooldown { retry_at } => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.code(), message)
@@ -164,16 +160,7 @@ fn refused(error: StartError, now: chrono::DateTime<chrono::Utc>) -> ApiError {
             }
         }
         StartError::TokenNotFound => ApiError::not_found("token"),
-        StartError::Store(e) if e.is_transient() => ApiError::unavailable(&e),
-        StartError::Store(e) => ApiError::internal(&e),
+        StartError::Store(e) => e.into(),
         StartError::Queue(e) => ApiError::unavailable(&e),
     }
-}
-
-fn capitalize(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }

@@ -10,14 +10,12 @@ use std::sync::Arc;
 
 use adesync_apple::{AppleClient, AppleError};
 use adesync_core::clock::{Deadline, SharedClock};
-use adesync_queue::Queues;
 use adesync_queue::jobs::Job;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
-use adesync_secrets::Vault;
+use adesync_runtime::sqs::MissingMessageId;
 use adesync_service::faults::Faults;
 use adesync_service::worker::{Worker, redelivery_after};
-use adesync_store::Store;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 /// Builds the worker once per process.
@@ -28,13 +26,9 @@ pub fn worker(
     faults: Arc<Faults>,
 ) -> Result<Arc<Worker>, AppleError> {
     Ok(Arc::new(Worker {
-        store: Store::new(clients.dynamodb.clone(), config.tables.clone()),
-        queues: Queues::new(
-            clients.sqs.clone(),
-            &config.sync_jobs_queue_url,
-            &config.device_batches_queue_url,
-        ),
-        vault: Vault::new(clients.kms.clone(), &config.kms_key_id),
+        store: clients.store(config),
+        queues: clients.queues(config),
+        vault: clients.vault(config),
         apple: AppleClient::new(config.apple(clock.clone()))?,
         clock,
         faults,
@@ -42,7 +36,11 @@ pub fn worker(
 }
 
 /// Handles one SQS event (the template sets `BatchSize: 1`; more work too).
-pub async fn handle(worker: &Worker, event: SqsEvent, deadline: Deadline) -> SqsBatchResponse {
+pub async fn handle(
+    worker: &Worker,
+    event: SqsEvent,
+    deadline: Deadline,
+) -> Result<SqsBatchResponse, MissingMessageId> {
     let deadline = &deadline;
     adesync_runtime::sqs::run_batch(event, 1, |message: SqsMessage| async move {
         let job = Job::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {

@@ -24,9 +24,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .unwrap_or_else(chrono::Utc::now);
             let deadline = Deadline::new(clock, at);
-            Ok::<_, lambda_runtime::Error>(
-                adesync_sync_worker::handle(&worker, event.payload, deadline).await,
-            )
+            adesync_sync_worker::handle(&worker, event.payload, deadline)
+                .await
+                .map_err(lambda_runtime::Error::from)
         }
     }))
     .await

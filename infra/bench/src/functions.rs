@@ -25,7 +25,6 @@ use adesync_local::demo::DemoClient;
 use adesync_local::emulators::Endpoints;
 use adesync_local::template::Deployed;
 use adesync_local::tools::Workspace;
-use adesync_store::Store;
 use anyhow::{Context, Result, bail, ensure};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Bytes;
@@ -149,12 +148,8 @@ pub async fn measure(
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v)),
     );
-    let store = Store::new(clients.dynamodb.clone(), config.tables.clone());
-    let queues = adesync_queue::Queues::new(
-        clients.sqs.clone(),
-        &config.sync_jobs_queue_url,
-        &config.device_batches_queue_url,
-    );
+    let store = clients.store(&config);
+    let queues = clients.queues(&config);
     let logs = std::env::temp_dir();
     let mut figures: HashMap<&str, FunctionFigures> = BINARIES
         .iter()

@@ -148,7 +148,7 @@ async fn one_run(
     post(
         &http,
         &format!("{sim}/_sim/rate"),
-        json!({"devices_per_minute": APPLE_PER_MINUTE}),
+        json!({"devices_per_minute": adesync_core::sync::APPLE_DEVICES_PER_MINUTE}),
     )
     .await?;
     let client = DemoClient::new(service.runner.api_url(), sim.clone(), bench_jwt(secret)?)?;

@@ -88,6 +88,7 @@ const SECURITY: Target = e2e("security");
 const EVENTS: Target = e2e("events");
 const SYNC: Target = e2e("sync");
 const ENROLLMENT: Target = e2e("enrollment");
+const LONG_RUNS: Target = e2e("long_runs");
 const TOKENFILE_ROBUSTNESS: Target = Target {
     package: "adesync-tokenfile",
     test: Some("robustness"),
@@ -266,6 +267,38 @@ pub const MATRIX: &[Row] = &[
     ),
     row(
         OURS,
+        "A run longer than its 15-minute lease at Apple's pace; a worker killed at its timeout mid-fetch; a page too slow for its wait",
+        &[
+            t(
+                LONG_RUNS,
+                "a_first_full_sync_longer_than_the_lease_completes_at_apples_pace_and_tells_the_truth",
+            ),
+            t(
+                LONG_RUNS,
+                "a_worker_killed_mid_fetch_is_redelivered_and_a_slow_page_is_asked_smaller",
+            ),
+            t(
+                CLAIMS,
+                "a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once",
+            ),
+        ],
+    ),
+    row(
+        OURS,
+        "A run stuck for 15 minutes: recorded abandoned when noticed, the owed full sync follows",
+        &[
+            t(
+                LONG_RUNS,
+                "a_stuck_run_is_recorded_abandoned_by_the_next_scheduler_pass_and_a_full_sync_follows",
+            ),
+            t(
+                LONG_RUNS,
+                "the_status_read_records_a_stuck_run_abandoned_at_once",
+            ),
+        ],
+    ),
+    row(
+        OURS,
         "Importer killed mid-batch, before marking, between parts of a close",
         &[
             t(FAULTS, "the_importer_killed_mid_batch_loses_nothing"),
@@ -342,6 +375,20 @@ pub const MATRIX: &[Row] = &[
             CLAIMS,
             "a_hundred_parallel_manual_syncs_start_exactly_one_run",
         )],
+    ),
+    row(
+        CONCURRENCY,
+        "A sync job delivered twice at once → one walker",
+        &[
+            t(
+                LONG_RUNS,
+                "a_duplicate_delivery_of_a_sync_job_cannot_advance_the_run",
+            ),
+            t(
+                CLAIMS,
+                "only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease",
+            ),
+        ],
     ),
     row(
         CONCURRENCY,

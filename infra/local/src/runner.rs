@@ -43,9 +43,12 @@ use tokio::task::JoinHandle;
 use crate::template::Deployed;
 
 /// An SQS consumer function: the event Lambda would send and the deadline
-/// of the invocation.
-pub type Consumer =
-    Arc<dyn Fn(SqsEvent, Deadline) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
+/// of the invocation; an error fails the whole invocation (every record).
+pub type Consumer = Arc<
+    dyn Fn(SqsEvent, Deadline) -> BoxFuture<'static, Result<SqsBatchResponse, String>>
+        + Send
+        + Sync,
+>;
 
 /// A scheduled function: the EventBridge event's `detail`-less input.
 pub type Scheduled = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -120,14 +123,22 @@ pub fn functions(
         "SyncJobsQueue".into(),
         Arc::new(move |event, deadline| {
             let worker = worker.clone();
-            Box::pin(async move { adesync_sync_worker::handle(&worker, event, deadline).await })
+            Box::pin(async move {
+                adesync_sync_worker::handle(&worker, event, deadline)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }),
     );
     consumers.insert(
         "DeviceBatchesQueue".into(),
         Arc::new(move |event, _deadline| {
             let importer = importer.clone();
-            Box::pin(async move { adesync_device_importer::handle(&importer, event).await })
+            Box::pin(async move {
+                adesync_device_importer::handle(&importer, event)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }),
     );
     let mut scheduled: HashMap<String, Scheduled> = HashMap::new();
@@ -979,11 +990,18 @@ async fn invoke(
         answer.is_none(),
     );
     match answer {
-        Some(response) => response
+        Some(Ok(response)) => response
             .batch_item_failures
             .into_iter()
             .map(|f| f.item_identifier)
             .collect(),
+        Some(Err(error)) => {
+            tracing::warn!(queue = %source.logical_id, %error, "the invocation failed; its messages come back after the visibility timeout");
+            messages
+                .iter()
+                .filter_map(|m| m.message_id().map(str::to_owned))
+                .collect()
+        }
         None => {
             tracing::warn!(
                 queue = %source.logical_id,
