@@ -492,5 +492,8 @@ async fn a_filtered_listing_reads_a_bounded_number_of_devices_per_request() {
     assert_eq!(found, vec![released.clone()]);
     // The one match sorts anywhere: whichever request reaches it, the read
     // bound split the token's devices over more than one request.
-    assert!(requests >= 2, "{requests} request(s): the reads were not bounded");
+    assert!(
+        requests >= 2,
+        "{requests} request(s): the reads were not bounded"
+    );
 }
