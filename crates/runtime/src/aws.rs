@@ -22,6 +22,7 @@ impl Clients {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(config)
+                    .retry_config(dynamodb_retries())
                     .endpoint_url(dynamodb)
                     .build(),
             ),
@@ -40,7 +41,11 @@ impl Clients {
 
     pub fn from_sdk_config(config: &SdkConfig) -> Self {
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
+                    .retry_config(dynamodb_retries())
+                    .build(),
+            ),
             sqs: aws_sdk_sqs::Client::new(config),
             kms: aws_sdk_kms::Client::new(config),
         }
@@ -68,6 +73,18 @@ impl Clients {
     pub fn vault(&self, config: &crate::Config) -> adesync_secrets::Vault {
         adesync_secrets::Vault::new(self.kms.clone(), &config.kms_key_id)
     }
+}
+
+/// DynamoDB answers throttling per partition, in bursts: five attempts
+/// (the SDK's default is three; AWS's own DynamoDB clients long used ten)
+/// with short backoffs, so a read at the API's edge rides out a burst while
+/// the worst case (about 4 s of waiting) stays far inside every function's
+/// timeout. Writes the store wraps in its own retries get these too.
+fn dynamodb_retries() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(std::time::Duration::from_millis(100))
+        .with_max_backoff(std::time::Duration::from_secs(2))
 }
 
 /// The SDK configuration of the environment.

@@ -102,9 +102,43 @@ pub enum ImportError {
     Crashed(#[from] Crashed),
 }
 
+impl ImportError {
+    /// Throttling, a lost connection, devices changing under us: worth
+    /// trying again at once. A crash (a fault test's kill) never is.
+    fn is_transient(&self) -> bool {
+        match self {
+            ImportError::Store(error) => error.is_transient(),
+            ImportError::Queue(error) => error.is_transient(),
+            ImportError::Contended(_) => true,
+            ImportError::Crashed(_) => false,
+        }
+    }
+}
+
 impl Importer {
-    /// Applies one message of the device-batches queue.
+    /// Applies one message of the device-batches queue. Applying is
+    /// idempotent, so a passing failure is retried here, in a few seconds:
+    /// a failed FIFO record comes back only after the queue's visibility
+    /// timeout, holds back its token's later batches meanwhile, and each
+    /// hand-back costs one of its receives before the dead-letter queue.
     pub async fn apply(&self, message: &BatchMessage) -> Result<Applied, ImportError> {
+        use backon::Retryable;
+        (|| self.apply_once(message))
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_jitter()
+                    .with_min_delay(std::time::Duration::from_millis(50))
+                    .with_max_delay(std::time::Duration::from_secs(2))
+                    .with_max_times(4),
+            )
+            .when(ImportError::is_transient)
+            .notify(|error, after| {
+                tracing::warn!(%error, ?after, "applying the batch failed for a passing reason; retrying")
+            })
+            .await
+    }
+
+    async fn apply_once(&self, message: &BatchMessage) -> Result<Applied, ImportError> {
         match message {
             BatchMessage::Devices(batch) => self.apply_batch(batch).await,
             BatchMessage::EndOfRun(end) => {

@@ -230,7 +230,10 @@ impl Store {
     /// Takes the walker slot of `slot.run` for `slot.step`: granted while
     /// the run holds a live lease and no other invocation walks this step
     /// (or a later one) — unless that invocation's deadline passed, which
-    /// means Lambda killed it and this is SQS's redelivery. One write that
+    /// means Lambda killed it and this is SQS's redelivery. The same walker
+    /// may take it again: DynamoDB can apply a write and still answer with
+    /// an error (a throttle, a lost connection), and the retry must not find
+    /// its own claim in the way. One write that
     /// also reads the token (the answer is the item as it now is).
     pub async fn claim_walker(
         &self,
@@ -246,12 +249,13 @@ impl Store {
             .key("account_id", attrs::s(account.as_str()))
             .key("token_id", attrs::s(token.as_str()))
             .condition_expression(format!(
-                "{lease} = :run AND {until} > :now AND (attribute_not_exists({wrun}) OR {wrun} <> :run OR {wstep} < :step OR ({wstep} = :step AND {wuntil} <= :now))",
+                "{lease} = :run AND {until} > :now AND (attribute_not_exists({wrun}) OR {wrun} <> :run OR {wstep} < :step OR ({wstep} = :step AND ({wuntil} <= :now OR {wid} = :walker)))",
                 lease = attr::LEASE_RUN_ID,
                 until = attr::LEASE_UNTIL,
                 wrun = p::WALKER_RUN,
                 wstep = p::WALKER_STEP,
                 wuntil = p::WALKER_UNTIL,
+                wid = p::WALKER_ID,
             ))
             .update_expression(format!(
                 "SET {} = :run, {} = :step, {} = :walker, {} = :walker_until",
