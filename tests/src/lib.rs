@@ -50,6 +50,8 @@ pub struct TestOptions {
     /// Apple simulator's) runs; 1 when unset. Everything that waits follows
     /// it: visibility timeouts, function timeouts, Apple's pace, leases.
     pub clock_speed: Option<f64>,
+    /// Further settings of the functions (variable, value).
+    pub environment: Vec<(&'static str, &'static str)>,
 }
 
 /// Devices per part of a run's close in tests: small, so that every test
@@ -77,6 +79,9 @@ fn environment(options: &TestOptions) -> std::collections::HashMap<String, Strin
             "ADESYNC_APPLE_REQUEST_TIMEOUT_SECONDS".to_owned(),
             "2".to_owned(),
         );
+    }
+    for (name, value) in &options.environment {
+        environment.insert((*name).to_owned(), (*value).to_owned());
     }
     environment
 }
@@ -155,6 +160,11 @@ impl TestService {
         format!("{}{path}", self.service.sim.base_url())
     }
 
+    /// Log lines of the test process since this service started.
+    pub fn log_lines(&self) -> Vec<String> {
+        logs::lines_since(self.log_mark)
+    }
+
     pub fn store(&self) -> Store {
         self.service.clients.store(&self.service.config)
     }
@@ -198,6 +208,56 @@ impl TestService {
             .expect("insert token");
         assert!(inserted);
         token
+    }
+
+    /// Runs a scheduled pass now (`"delta"`, `"full"` or `"assignments"`),
+    /// as EventBridge would, and waits until its pages and everything they
+    /// queued on the sync-jobs queue (sync steps, assignment jobs) are done.
+    pub async fn sweep(&self, sweep: &str) {
+        self.service
+            .runner
+            .fire("sync-scheduler", serde_json::json!({ "sweep": sweep }))
+            .await
+            .unwrap_or_else(|e| panic!("the {sweep} pass did not start: {e:#}"));
+        self.wait_for_sync_jobs(Duration::from_secs(120)).await;
+    }
+
+    /// Waits until the sync-jobs queue holds nothing: no message waiting,
+    /// delayed or in flight, seen three times in a row (a step queues its
+    /// continuation before its own message is deleted, so a walk in
+    /// progress never reads as empty).
+    pub async fn wait_for_sync_jobs(&self, timeout: Duration) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let url = &self.service.deployed.queues["SyncJobsQueue"];
+        let started = std::time::Instant::now();
+        let mut empty = 0;
+        loop {
+            let answer = self
+                .service
+                .clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .expect("GetQueueAttributes(sync-jobs)");
+            let waiting: u64 = answer
+                .attributes()
+                .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+                .unwrap_or(0);
+            empty = if waiting == 0 { empty + 1 } else { 0 };
+            if empty >= 3 {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the sync-jobs queue still holds {waiting} message(s) after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Moves the service's clock forward (the runner's rules read it).

@@ -172,13 +172,10 @@ impl TestService {
             .expect("sim device JSON")
     }
 
-    /// Runs the scheduler's hourly assignment sweep now, as EventBridge would.
+    /// Runs the scheduler's hourly assignment sweep now, as EventBridge
+    /// would, and waits for the assignment jobs it queued.
     pub async fn fire_assignment_sweep(&self) {
-        self.service
-            .runner
-            .fire("sync-scheduler", json!({"sweep": "assignments"}))
-            .await
-            .expect("the assignment sweep runs");
+        self.sweep("assignments").await;
     }
 
     /// The serial numbers of the token's listed devices, sorted.

@@ -944,3 +944,80 @@ async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
     assert_eq!(next.kind, SyncKind::Full);
     assert!(next.recovery);
 }
+
+/// The assigner slot: one assignment job per token talks to Apple; its
+/// holder may take it again (a retried write), anyone may once the holder's
+/// deadline passed, and a released slot is free at once.
+#[tokio::test]
+async fn one_assigner_per_token_until_its_deadline_or_release() {
+    use adesync_store::assignments::AssignerSlot;
+    let env = TestService::start().await;
+    let store = env.store();
+    let token = env.seed_token("acme").await;
+    let deadline = t0() + Duration::seconds(90);
+
+    let first = store
+        .claim_assigner(&acme(), &token, "first", deadline, t0())
+        .await
+        .unwrap();
+    assert_eq!(first, AssignerSlot::Taken);
+    let second = store
+        .claim_assigner(&acme(), &token, "second", deadline, t0())
+        .await
+        .unwrap();
+    assert_eq!(second, AssignerSlot::Busy { until: deadline });
+    // DynamoDB applied the first claim but answered with an error: its retry.
+    assert_eq!(
+        store
+            .claim_assigner(&acme(), &token, "first", deadline, t0())
+            .await
+            .unwrap(),
+        AssignerSlot::Taken
+    );
+    // Killed at its deadline: the slot is free after it.
+    assert_eq!(
+        store
+            .claim_assigner(
+                &acme(),
+                &token,
+                "second",
+                deadline + Duration::seconds(90),
+                deadline
+            )
+            .await
+            .unwrap(),
+        AssignerSlot::Taken
+    );
+    // Only the holder releases it; then anyone takes it at once.
+    store
+        .release_assigner(&acme(), &token, "first")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .claim_assigner(&acme(), &token, "third", deadline, deadline)
+            .await
+            .unwrap(),
+        AssignerSlot::Busy { .. }
+    ));
+    store
+        .release_assigner(&acme(), &token, "second")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_assigner(&acme(), &token, "third", deadline, deadline)
+            .await
+            .unwrap(),
+        AssignerSlot::Taken
+    );
+    // A token that does not exist has no slot to take.
+    let gone = TokenId::parse("01NOSUCHTOKEN0000000000000").unwrap();
+    assert_eq!(
+        store
+            .claim_assigner(&acme(), &gone, "first", deadline, t0())
+            .await
+            .unwrap(),
+        AssignerSlot::TokenGone
+    );
+}

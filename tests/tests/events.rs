@@ -296,10 +296,16 @@ async fn consumers_report_only_the_poison_record_of_a_batch() {
         .await
         .expect("every record has an id");
     assert!(failed_ids(&response).is_empty(), "{response:?}");
+    // A page of a scheduled pass (the assignment pass: nothing is due).
+    let (_, page) = event!("sync-worker", "sweep-page.json");
+    let response = functions.consumers["SyncJobsQueue"](sqs_event(page), deadline())
+        .await
+        .expect("every record has an id");
+    assert!(failed_ids(&response).is_empty(), "{response:?}");
 
     // device-batches (FIFO): the closed run's late batch and repeated end
-    // marker are dropped; the poison record (its own message group) fails
-    // alone.
+    // marker are dropped; the poison record (its own message group) is set
+    // aside in the dead-letter queue at once, so nothing fails.
     let (_, batches) = event!("device-importer", "device-batches-with-poison.json");
     let event = sqs_event(&late(batches));
     assert!(
@@ -314,11 +320,32 @@ async fn consumers_report_only_the_poison_record_of_a_batch() {
         }),
         "FIFO records carry their group, deduplication id and receive count"
     );
-    let poison = event.records[2].message_id.clone().unwrap_or_default();
+    let poison = event.records[2].body.clone().unwrap_or_default();
     let response = functions.consumers["DeviceBatchesQueue"](event, deadline())
         .await
         .expect("every record has an id");
-    assert_eq!(failed_ids(&response), [poison.as_str()]);
+    assert!(failed_ids(&response).is_empty(), "{response:?}");
+    let dlq = &env.service.deployed.queues["DeviceBatchesDeadLetterQueue"];
+    let set_aside = env
+        .service
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(dlq)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = set_aside
+        .messages()
+        .iter()
+        .filter_map(|m| m.body())
+        .collect();
+    assert_eq!(
+        bodies,
+        [poison.as_str()],
+        "the poison record waits in the dead-letter queue"
+    );
     let devices = env.all_devices(&token, "").await;
     assert_eq!(devices.len(), 5, "the late batch changed nothing");
 }

@@ -317,11 +317,23 @@ async fn a_stuck_run_is_recorded_abandoned_by_the_next_scheduler_pass_and_a_full
     let env = TestService::start().await;
     let (token, stuck, released) = stuck_first_sync(&env, 1_000).await;
 
+    // The pass runs through the sync-jobs queue. Nothing reads the token's
+    // status through the API meanwhile (a status read would record the
+    // stuck run itself): the store shows when the pass started the next run.
     env.service
         .runner
         .fire("sync-scheduler", json!({"sweep": "full"}))
         .await
         .expect("the full-sync pass");
+    let token_id = adesync_core::ids::TokenId::parse(&token.token_id).unwrap();
+    let waiting = Instant::now();
+    while env.store().recent_runs(&token_id, 2).await.unwrap().len() < 2 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the pass started no full sync"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let abandoned = env
         .wait_for_run(&token, &stuck, Duration::from_secs(5))
         .await;

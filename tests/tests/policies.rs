@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use adesync_core::ids::{PolicyId, TokenId};
-use adesync_tests::TestService;
 use adesync_tests::flows::CreatedToken;
 use adesync_tests::policies::policy_body;
+use adesync_tests::{TestOptions, TestService};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -728,6 +728,78 @@ async fn a_changed_policy_gets_a_new_profile_and_its_devices_move_to_it() {
         let device = env.device(&token, serial).await;
         assert_eq!(device["assignment"]["profile_uuid"], new, "{device}");
     }
+}
+
+/// SQS delivers the assignment job of a changed policy to two invocations
+/// at once: one holds the token's assigner slot and talks to Apple, the
+/// other comes back after it. One profile is defined (Apple's `POST
+/// /profile` is not idempotent) and the devices are assigned once.
+#[tokio::test]
+async fn two_assignment_jobs_at_once_define_one_profile_and_assign_each_device_once() {
+    // On a sped-up clock the refused delivery's wait (the holder's
+    // 90-second deadline) takes 3 real seconds.
+    let env = TestService::start_with(TestOptions {
+        clock_speed: Some(30.0),
+        ..TestOptions::default()
+    })
+    .await;
+    let token = env.create_token("acme", 6).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let serials = env.serials(&token).await;
+    let refs: Vec<&str> = serials.iter().map(String::as_str).collect();
+    let policy = env.new_policy(&token, "Before").await;
+    assert_eq!(env.assign(&token, &policy, &refs).await.status, 200);
+    // Whatever the sync and the assignment queued is done.
+    env.wait_for_sync_jobs(RUN_TIMEOUT).await;
+    let defines = env.sim_define_requests().await;
+    let assigns = env.sim_assign_requests().await;
+
+    // The change queues the token's assignment job: delivered twice.
+    env.service
+        .runner
+        .deliveries()
+        .deliver_twice("SyncJobsQueue", 1);
+    let path = format!("/v1/tokens/{}/policies/{policy}", token.token_id);
+    let reply = env
+        .call(
+            Method::PATCH,
+            &path,
+            &token.jwt,
+            Some(json!({"name": "After"})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    env.wait_for_sync_jobs(RUN_TIMEOUT).await;
+    assert_eq!(
+        env.service.runner.deliveries().remaining("SyncJobsQueue"),
+        0,
+        "the job was delivered twice"
+    );
+
+    let shown = env.policy(&token, &policy).await;
+    assert_eq!(shown["reassign_pending"], false, "{shown}");
+    assert_eq!(
+        env.sim_define_requests().await - defines,
+        1,
+        "one profile defined"
+    );
+    assert_eq!(
+        env.sim_assign_requests().await - assigns,
+        1,
+        "the 6 devices assigned in one request, once"
+    );
+    for serial in &serials {
+        assert_eq!(
+            env.sim_device(&token.server_uuid, serial).await["profile_uuid"],
+            shown["profile_uuid"]
+        );
+    }
+    let busy = env
+        .log_lines()
+        .iter()
+        .filter(|line| line.contains("another assignment job of this token runs until"))
+        .count();
+    assert!(busy >= 1, "the second delivery found the slot taken");
 }
 
 #[tokio::test]

@@ -411,22 +411,14 @@ async fn the_schedule_runs_a_delta_of_every_token_and_a_full_when_7_days_passed(
     env.wait_until_idle(&a, RUN_TIMEOUT).await;
     env.wait_until_idle(&b, RUN_TIMEOUT).await;
 
-    env.service
-        .runner
-        .fire("sync-scheduler", json!({"sweep": "delta"}))
-        .await
-        .unwrap();
+    env.sweep("delta").await;
     for token in [&a, &b] {
         let run = env.wait_until_idle(token, RUN_TIMEOUT).await;
         assert_eq!(run["kind"], "delta", "{run}");
         assert_eq!(run["trigger"], "scheduled");
     }
     // The weekly sweep finds nothing due…
-    env.service
-        .runner
-        .fire("sync-scheduler", json!({"sweep": "full"}))
-        .await
-        .unwrap();
+    env.sweep("full").await;
     let runs = env
         .call(
             Method::GET,
@@ -438,14 +430,104 @@ async fn the_schedule_runs_a_delta_of_every_token_and_a_full_when_7_days_passed(
     assert_eq!(runs.body["runs"].as_array().unwrap().len(), 2);
     // …until 7 days have passed.
     env.advance(7 * 24 * 3600).await;
-    env.service
-        .runner
-        .fire("sync-scheduler", json!({"sweep": "full"}))
-        .await
-        .unwrap();
+    env.sweep("full").await;
     let run = env.wait_until_idle(&a, RUN_TIMEOUT).await;
     assert_eq!(run["kind"], "full", "{run}");
     assert_eq!(run["status"], "succeeded");
+}
+
+/// A scheduled pass goes through the tokens table page by page (here 3
+/// tokens a page in 2 segments, so 13 tokens take several pages each) and
+/// starts a sync of every token; an item that is not a readable token is
+/// logged and skipped, and stops nothing.
+#[tokio::test]
+async fn a_pass_reaches_every_token_page_by_page_past_malformed_items() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let env = TestService::start_with(TestOptions {
+        environment: vec![
+            ("ADESYNC_SWEEP_PAGE_TOKENS", "3"),
+            ("ADESYNC_SWEEP_SEGMENTS", "2"),
+            ("ADESYNC_SYNC_STARTS_PER_SECOND", "1000"),
+        ],
+        ..TestOptions::default()
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for n in 0..13 {
+        let account = if n % 2 == 0 { "acme" } else { "globex" };
+        tokens.push(env.seed_token(account).await);
+    }
+    let table = &env.service.config.tables.tokens;
+    for (token_id, field, value) in [
+        // A key that is not a token id, and a lease that is not a time.
+        ("../../etc", "status", "ok"),
+        ("01MALFORMEDLEASE0000000000", "lease_until", "not a time"),
+    ] {
+        env.service
+            .clients
+            .dynamodb
+            .put_item()
+            .table_name(table)
+            .item("account_id", AttributeValue::S("acme".into()))
+            .item("token_id", AttributeValue::S(token_id.into()))
+            .item(
+                "lease_run_id",
+                AttributeValue::S("01MALFORMEDRUN000000000000".into()),
+            )
+            .item(field, AttributeValue::S(value.into()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // Seeded tokens have no credentials: their runs start and fail at
+    // Apple's door, so the queue never drains; each token's run is what
+    // the pass is judged by.
+    env.service
+        .runner
+        .fire("sync-scheduler", json!({"sweep": "delta"}))
+        .await
+        .unwrap();
+    let store = env.store();
+    let started = std::time::Instant::now();
+    for token in &tokens {
+        let runs = loop {
+            let runs = store.recent_runs(token, 10).await.unwrap();
+            if !runs.is_empty() {
+                break runs;
+            }
+            assert!(
+                started.elapsed() < RUN_TIMEOUT,
+                "the pass never reached {token}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(runs.len(), 1, "{token}: one scheduled run, got {runs:?}");
+        assert_eq!(runs[0].trigger, "scheduled", "{runs:?}");
+    }
+    // No page holds more than 3 tokens and the 2 segments' first pages
+    // hold at most 6: the other 7 tokens were reached by continuations.
+    // The malformed items may sit on a segment's last page: wait for it.
+    let skipped = loop {
+        let skipped: Vec<String> = env
+            .log_lines()
+            .into_iter()
+            .filter(|line| line.contains("not a readable token"))
+            .collect();
+        if skipped.len() >= 2 || started.elapsed() > RUN_TIMEOUT {
+            break skipped;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        skipped.len(),
+        2,
+        "each malformed item logged once: {skipped:#?}"
+    );
+    assert!(
+        skipped.iter().any(|l| l.contains("acme/../../etc")),
+        "{skipped:#?}"
+    );
 }
 
 /// A filter that matches few devices of a large token reads a bounded

@@ -5,6 +5,7 @@
 //! - [`clock`]: time as a dependency; every rule takes `now` from a [`clock::Clock`].
 //! - [`sync`]: who may start a sync and when (cooldowns, the one-at-a-time lease).
 //! - [`run`]: a run's lifecycle ([`run::RunStatus`]) and the honest estimate of its progress.
+//! - [`fanout`]: a scheduled pass over every token, cut into paced pages.
 //! - [`pace`]: page sizes and waits that fit Apple's pace.
 //! - [`cursor`]: the fetch → sync state machine over Apple's device cursors.
 //! - [`device`]: what the importer stores for each device record (versions, releases, admin deletes).
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod cursor;
 pub mod device;
 pub mod enrollment;
+pub mod fanout;
 pub mod ids;
 pub mod license;
 pub mod pace;

@@ -163,6 +163,33 @@ pub fn split(
 }
 
 impl Queues {
+    /// Moves a device-batches message that can never be applied (it is not
+    /// a batch at all) to the dead-letter queue at once, in its message
+    /// group, rather than letting it be received `maxReceiveCount` times:
+    /// each failed receive of a FIFO message holds back every later batch
+    /// of its token for the visibility timeout. Returns false when no
+    /// dead-letter queue is configured (the caller then fails the record).
+    pub async fn set_aside_batch(
+        &self,
+        body: &str,
+        group: &str,
+        message_id: &str,
+    ) -> Result<bool, QueueError> {
+        let Some(url) = &self.device_batches_dlq_url else {
+            return Ok(false);
+        };
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(message_id)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("SendMessage(device-batches dead-letter queue)", e))?;
+        Ok(true)
+    }
+
     /// Sends `messages` to the device-batches queue in order, in as few
     /// `SendMessageBatch` calls as fit, retrying every entry SQS refuses.
     /// Returns once SQS accepted all of them.

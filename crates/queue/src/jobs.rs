@@ -1,11 +1,13 @@
 //! Jobs of the `sync-jobs` queue, consumed by the sync worker:
 //! - [`SyncJob`]: "run this step of this run";
-//! - [`AssignJob`]: "send this token's due profile assignments to Apple".
+//! - [`AssignJob`]: "send this token's due profile assignments to Apple";
+//! - [`SweepJob`]: "start the scheduled syncs of this page of tokens".
 //!
-//! [`Job::decode`] reads either. A sync job's JSON is unchanged (no tag), so messages
-//! queued before assignment jobs existed still decode; an assignment job says
-//! `"job": "assign"`.
+//! [`Job::decode`] reads any. A sync job's JSON is unchanged (no tag), so messages
+//! queued before the other jobs existed still decode; an assignment job says
+//! `"job": "assign"`, a sweep page `"job": "sweep"`.
 
+use adesync_core::fanout::{PassPlan, ScanPosition, Sweep};
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::sync::{SyncKind, Trigger};
 use serde::{Deserialize, Serialize};
@@ -69,22 +71,73 @@ impl AssignJob {
     }
 }
 
+/// One page of a scheduled pass (see [`adesync_core::fanout`]): read up to
+/// `plan.page` tokens of scan segment `segment` after `after`, start what
+/// the sweep asks of each, and queue the segment's next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepJob {
+    /// Always `"sweep"`: tells this job from the others.
+    pub job: SweepTag,
+    pub sweep: Sweep,
+    pub plan: PassPlan,
+    pub segment: u32,
+    /// 0 for a segment's first page, then 1, 2, …
+    #[serde(default)]
+    pub page: u32,
+    /// None for a segment's first page.
+    #[serde(default)]
+    pub after: Option<ScanPosition>,
+}
+
+/// The tag of a [`SweepJob`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepTag {
+    #[default]
+    Sweep,
+}
+
+impl SweepJob {
+    /// The first page of `segment`.
+    pub fn first(sweep: Sweep, plan: PassPlan, segment: u32) -> Self {
+        Self {
+            job: SweepTag::Sweep,
+            sweep,
+            plan,
+            segment,
+            page: 0,
+            after: None,
+        }
+    }
+
+    /// The page after this one, which ended at `after`.
+    pub fn next(&self, after: ScanPosition) -> Self {
+        Self {
+            page: self.page + 1,
+            after: Some(after),
+            ..self.clone()
+        }
+    }
+}
+
 /// Any message of the sync-jobs queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
     Sync(SyncJob),
     Assign(AssignJob),
+    Sweep(SweepJob),
 }
 
 impl Job {
-    /// Reads a message body: an assignment job if it says `"job": "assign"`, else a
-    /// sync job.
+    /// Reads a message body by its `"job"` tag: `"assign"`, `"sweep"`, or
+    /// none for a sync job.
     pub fn decode(body: &str) -> Result<Self, serde_json::Error> {
         let value: serde_json::Value = serde_json::from_str(body)?;
-        if value.get("job").is_some() {
-            Ok(Job::Assign(serde_json::from_value(value)?))
-        } else {
-            Ok(Job::Sync(serde_json::from_value(value)?))
+        match value.get("job") {
+            None => Ok(Job::Sync(serde_json::from_value(value)?)),
+            Some(tag) if tag == "sweep" => Ok(Job::Sweep(serde_json::from_value(value)?)),
+            // "assign", or a tag no job has: the assignment job's decoder names it.
+            Some(_) => Ok(Job::Assign(serde_json::from_value(value)?)),
         }
     }
 }
@@ -121,6 +174,25 @@ impl Queues {
             .send()
             .await
             .map_err(|e| QueueError::sqs("ChangeMessageVisibility(sync job)", e))?;
+        Ok(())
+    }
+
+    /// Queues a page of a scheduled pass, visible after `delay` (at most
+    /// SQS's 15 minutes).
+    pub async fn send_sweep_job(
+        &self,
+        job: &SweepJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let seconds = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
+        self.client
+            .send_message()
+            .queue_url(&self.sync_jobs_url)
+            .message_body(serde_json::to_string(job)?)
+            .delay_seconds(seconds)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("SendMessage(sweep job)", e))?;
         Ok(())
     }
 
@@ -173,5 +245,24 @@ mod tests {
         // A message from before assignment jobs existed still decodes.
         let old = r#"{"account_id":"acme","token_id":"t1","run_id":"r1","kind":"delta","trigger":"scheduled"}"#;
         assert!(matches!(Job::decode(old).unwrap(), Job::Sync(_)));
+    }
+
+    #[test]
+    fn sweep_pages_round_trip_and_refuse_what_no_pass_sends() {
+        let first = SweepJob::first(Sweep::Delta, PassPlan::default(), 2);
+        let next = first.next(ScanPosition {
+            account_id: "acme".into(),
+            token_id: "t9".into(),
+        });
+        assert_eq!(next.page, 1);
+        assert_eq!(next.segment, 2);
+        for job in [first, next] {
+            let text = serde_json::to_string(&job).unwrap();
+            assert!(text.contains("\"job\":\"sweep\""), "{text}");
+            assert_eq!(Job::decode(&text).unwrap(), Job::Sweep(job));
+        }
+        let hostile = r#"{"job":"sweep","sweep":"delta","plan":{"segments":4,"page":100,"starts_per_second":20},"segment":-1}"#;
+        assert!(Job::decode(hostile).is_err());
+        assert!(Job::decode(&hostile.replace("\"delta\"", "\"weekly\"")).is_err());
     }
 }

@@ -21,6 +21,8 @@ pub struct Queues {
     client: aws_sdk_sqs::Client,
     sync_jobs_url: String,
     device_batches_url: String,
+    /// Where a device batch that can never be applied is set aside.
+    device_batches_dlq_url: Option<String>,
 }
 
 impl Queues {
@@ -33,7 +35,15 @@ impl Queues {
             client,
             sync_jobs_url: sync_jobs_url.into(),
             device_batches_url: device_batches_url.into(),
+            device_batches_dlq_url: None,
         }
+    }
+
+    /// With the device-batches dead-letter queue, where
+    /// [`Queues::set_aside_batch`] puts unreadable messages.
+    pub fn with_device_batches_dlq(mut self, url: Option<String>) -> Self {
+        self.device_batches_dlq_url = url.filter(|u| !u.is_empty());
+        self
     }
 
     pub fn device_batches_url(&self) -> &str {

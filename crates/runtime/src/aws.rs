@@ -67,6 +67,7 @@ impl Clients {
             &config.sync_jobs_queue_url,
             &config.device_batches_queue_url,
         )
+        .with_device_batches_dlq(config.device_batches_dlq_url.clone())
     }
 
     /// The KMS envelope encryption of secrets.

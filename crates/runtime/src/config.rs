@@ -16,6 +16,9 @@ pub mod var {
     pub const RUNS_TABLE: &str = "ADESYNC_RUNS_TABLE";
     pub const SYNC_JOBS_QUEUE_URL: &str = "ADESYNC_SYNC_JOBS_QUEUE_URL";
     pub const DEVICE_BATCHES_QUEUE_URL: &str = "ADESYNC_DEVICE_BATCHES_QUEUE_URL";
+    /// Optional: the device-batches dead-letter queue, where the importer
+    /// sets aside a message that is not a batch at once.
+    pub const DEVICE_BATCHES_DLQ_URL: &str = "ADESYNC_DEVICE_BATCHES_DLQ_URL";
     pub const KMS_KEY_ID: &str = "ADESYNC_KMS_KEY_ID";
     pub const APPLE_BASE_URL: &str = "ADESYNC_APPLE_BASE_URL";
     /// Optional: how long one Apple call may keep retrying (default 120 s).
@@ -25,6 +28,12 @@ pub mod var {
     /// Optional: devices one part of a run's close sweeps and counts
     /// (default 20,000; see `adesync_service::import`).
     pub const CLOSE_PART_DEVICES: &str = "ADESYNC_CLOSE_PART_DEVICES";
+    /// Optional: parallel scan segments of a scheduled pass (default 4).
+    pub const SWEEP_SEGMENTS: &str = "ADESYNC_SWEEP_SEGMENTS";
+    /// Optional: tokens one page of a scheduled pass reads (default 100).
+    pub const SWEEP_PAGE_TOKENS: &str = "ADESYNC_SWEEP_PAGE_TOKENS";
+    /// Optional: syncs a scheduled pass starts per second (default 20).
+    pub const SYNC_STARTS_PER_SECOND: &str = "ADESYNC_SYNC_STARTS_PER_SECOND";
 }
 
 /// Everything a function needs to know about its environment.
@@ -33,6 +42,7 @@ pub struct Config {
     pub tables: Tables,
     pub sync_jobs_queue_url: String,
     pub device_batches_queue_url: String,
+    pub device_batches_dlq_url: Option<String>,
     pub kms_key_id: String,
     pub apple_base_url: String,
     /// How long one Apple call may keep retrying throttling and server errors.
@@ -42,6 +52,8 @@ pub struct Config {
     /// Devices one invocation of the importer sweeps and counts when it
     /// closes a run (a larger token takes several).
     pub close_part_devices: usize,
+    /// How the scheduler cuts and paces its passes over every token.
+    pub pass_plan: adesync_core::fanout::PassPlan,
 }
 
 /// A setting is missing.
@@ -88,6 +100,7 @@ impl Config {
             },
             sync_jobs_queue_url: get(var::SYNC_JOBS_QUEUE_URL)?,
             device_batches_queue_url: get(var::DEVICE_BATCHES_QUEUE_URL)?,
+            device_batches_dlq_url: lookup(var::DEVICE_BATCHES_DLQ_URL).filter(|v| !v.is_empty()),
             kms_key_id: get(var::KMS_KEY_ID)?,
             apple_base_url: lookup(var::APPLE_BASE_URL)
                 .filter(|v| !v.is_empty())
@@ -98,6 +111,21 @@ impl Config {
                 .and_then(|v| v.parse().ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(DEFAULT_CLOSE_PART_DEVICES),
+            pass_plan: {
+                let default = adesync_core::fanout::PassPlan::default();
+                let number = |name: &str, default: u32| {
+                    lookup(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+                };
+                adesync_core::fanout::PassPlan {
+                    segments: number(var::SWEEP_SEGMENTS, default.segments),
+                    page: number(var::SWEEP_PAGE_TOKENS, default.page),
+                    starts_per_second: number(
+                        var::SYNC_STARTS_PER_SECOND,
+                        default.starts_per_second,
+                    ),
+                }
+                .bounded()
+            },
         })
     }
 }

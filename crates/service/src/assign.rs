@@ -36,11 +36,11 @@ use adesync_core::policy::PolicySettings;
 use adesync_queue::jobs::AssignJob;
 use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
+use adesync_store::assignments::AssignerSlot;
 use adesync_store::devices::{DeviceWrite, Stored, Written};
 use adesync_store::policies::PolicyRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::tokens::{self, CredentialsError};
@@ -50,9 +50,6 @@ pub const DEADLINE_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Rounds of re-reading devices someone changed while their answer was being stored.
 const CONFLICT_ROUNDS: usize = 5;
-
-/// Tokens looked at in parallel by the sweep.
-const SWEEP_CONCURRENCY: usize = 16;
 
 /// What an assignment could not do.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +66,20 @@ pub enum AssignError {
     /// Apple refused the policy's settings when defining its profile.
     #[error("Apple refused the policy's profile: {0}")]
     ProfileRefused(String),
+    /// Another assignment job of the token talks to Apple until `until`.
+    #[error("another assignment job of this token runs until {until}")]
+    Busy { until: DateTime<Utc> },
+}
+
+impl AssignError {
+    /// When a job refused for [`AssignError::Busy`] may run: its holder's
+    /// deadline. None for other failures.
+    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            AssignError::Busy { until } => Some(*until),
+            _ => None,
+        }
+    }
 }
 
 /// The adapters an assignment uses.
@@ -468,10 +479,39 @@ pub async fn run_job(
 ) -> Result<JobReport, AssignError> {
     let store = adapters.store;
     let token = &job.token_id;
-    if !store.token_exists(&job.account_id, token).await? {
-        tracing::info!("the token no longer exists; dropping the assignment job");
-        return Ok(JobReport::default());
+    // One assigner per token while it talks to Apple; its slot lasts until
+    // this invocation's deadline, so a killed job frees it by itself.
+    let assigner = hex::encode(rand::random::<[u8; 12]>());
+    match store
+        .claim_assigner(&job.account_id, token, &assigner, deadline.at(), now)
+        .await?
+    {
+        AssignerSlot::Taken => {}
+        AssignerSlot::TokenGone => {
+            tracing::info!("the token no longer exists; dropping the assignment job");
+            return Ok(JobReport::default());
+        }
+        AssignerSlot::Busy { until } => return Err(AssignError::Busy { until }),
     }
+    let result = assign_holding_slot(adapters, job, now, deadline).await;
+    if let Err(error) = store
+        .release_assigner(&job.account_id, token, &assigner)
+        .await
+    {
+        tracing::warn!(%error, "the assigner slot stays taken until this job's deadline");
+    }
+    result
+}
+
+/// [`run_job`] once it holds the token's assigner slot.
+async fn assign_holding_slot(
+    adapters: Adapters<'_>,
+    job: &AssignJob,
+    now: DateTime<Utc>,
+    deadline: &Deadline,
+) -> Result<JobReport, AssignError> {
+    let store = adapters.store;
+    let token = &job.token_id;
     let link = match AppleLink::open(adapters, &job.account_id, token).await {
         Ok(link) => link,
         Err(AssignError::Credentials(CredentialsError::NoCredentials)) => {
@@ -701,72 +741,10 @@ async fn clear_orphans(
 
 // ---------------------------------------------------------------- the sweep
 
-/// What the assignment sweep did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SweepReport {
-    pub tokens: usize,
-    /// Tokens whose assignment job was queued.
-    pub queued: usize,
-    /// Tokens skipped: expired, or no longer accepted by Apple.
-    pub skipped: usize,
-    pub failed: usize,
-}
-
-/// Queues an assignment job for every token with due assignments or a changed policy.
-pub async fn sweep(
-    store: &Store,
-    queues: &Queues,
-    now: DateTime<Utc>,
-) -> Result<SweepReport, StoreError> {
-    let mut report = SweepReport::default();
-    let mut after = None;
-    loop {
-        let (tokens, next) = store.scan_tokens(after).await?;
-        report.tokens += tokens.len();
-        let outcomes: Vec<SweepOutcome> = futures::stream::iter(tokens)
-            .map(|token| async move {
-                // Apple refuses an expired or invalidated token until it is renewed.
-                let expired = token.expires_at.is_some_and(|at| at <= now);
-                if expired || token.status == "token_invalid" {
-                    return SweepOutcome::Skipped;
-                }
-                match sweep_one(store, queues, &token.account, &token.token, now).await {
-                    Ok(true) => SweepOutcome::Queued,
-                    Ok(false) => SweepOutcome::NothingDue,
-                    Err(error) => {
-                        tracing::warn!(%error, token = %token.token, "assignment sweep failed for a token");
-                        SweepOutcome::Failed
-                    }
-                }
-            })
-            .buffer_unordered(SWEEP_CONCURRENCY)
-            .collect()
-            .await;
-        for outcome in outcomes {
-            match outcome {
-                SweepOutcome::Queued => report.queued += 1,
-                SweepOutcome::NothingDue => {}
-                SweepOutcome::Skipped => report.skipped += 1,
-                SweepOutcome::Failed => report.failed += 1,
-            }
-        }
-        match next {
-            Some(key) => after = Some(key),
-            None => break,
-        }
-    }
-    tracing::info!(?report, "assignment sweep done");
-    Ok(report)
-}
-
-enum SweepOutcome {
-    Queued,
-    NothingDue,
-    Skipped,
-    Failed,
-}
-
-async fn sweep_one(
+/// The hourly assignment sweep's work for one token (a page of the pass is
+/// [`crate::schedule::sweep_page`]): queues its assignment job if it has
+/// due assignments or a changed policy. Returns whether it queued one.
+pub async fn sweep_token(
     store: &Store,
     queues: &Queues,
     account: &AccountId,

@@ -1,87 +1,132 @@
-//! The scheduler's sweeps: every 12 hours a delta sync of every token; every
-//! hour a full sync of each token whose 7 days have passed (or that owes
-//! one: its last full sync or delta failed or was abandoned); every pass
-//! records runs that made no progress for 15 minutes abandoned; every hour an assignment job for each token with profile
-//! assignments due (see [`crate::assign::sweep`]). Each start is the same conditional claim a manual sync
-//! makes, so a sweep overlapping a running sync changes nothing.
+//! The scheduler's passes over every token: every 12 hours a delta sync of
+//! each; every hour a full sync of each token whose 7 days have passed (or
+//! that owes one: its last full sync or delta failed or was abandoned), and
+//! an assignment job for each token with profile assignments due. Every
+//! page also records runs that made no progress for 15 minutes abandoned.
+//!
+//! A pass is cut into bounded pieces ([`adesync_core::fanout`]): the
+//! schedule's invocation only queues the first page of each scan segment
+//! ([`start_pass`]); the sync worker runs one page per message
+//! ([`sweep_page`]) and queues the segment's next page, paced. Each start is
+//! the same conditional claim a manual sync makes, so a page run twice (SQS
+//! delivers twice, sometimes) or overlapping a running sync changes
+//! nothing; a duplicate page doubles only the reading of the rest of its
+//! segment.
 
+use adesync_core::clock::Clock;
+use adesync_core::fanout::{PassPlan, Sweep};
 use adesync_core::sync::{self, SyncKind, SyncRequest, Trigger};
-use adesync_queue::Queues;
+use adesync_queue::jobs::SweepJob;
+use adesync_queue::{QueueError, Queues};
 use adesync_store::claims::ScheduledToken;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::start::{StartError, start_sync};
 
-/// Tokens claimed at once by a sweep.
+/// Tokens of one page handled at once.
 const CONCURRENCY: usize = 16;
 
-/// Which sweep an EventBridge schedule asks for (its `Input`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sweep {
-    /// Delta sync of every token.
-    Delta,
-    /// Full sync of tokens whose 7 days have passed.
-    Full,
-    /// Retries of profile assignments (enrollment policies).
-    Assignments,
+/// What the schedule's invocation did: queued the first page of each segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassStarted {
+    pub sweep: Sweep,
+    pub plan: PassPlan,
 }
 
-/// What a sweep did.
+/// What one page of a pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     pub tokens: usize,
+    /// Syncs started, or assignment jobs queued.
     pub started: usize,
-    /// Refused by a rule (a sync running, a cooldown): normal.
+    /// Refused by a rule (a sync running, a cooldown, not due): normal.
     pub refused: usize,
     /// Skipped: the token is expired or Apple no longer accepts it.
     pub skipped: usize,
     pub failed: usize,
+    /// Items of the tokens table that are not readable tokens (logged).
+    pub malformed: usize,
+    /// The segment's next page was queued.
+    pub continued: bool,
 }
 
-/// Runs `sweep` over every token of every account.
-pub async fn run_sweep(
+/// Why a page must be retried (SQS redelivers it; it is idempotent).
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Starts a pass: queues the first page of each of `plan`'s segments,
+/// staggered (on `clock`, which a local run may speed up).
+pub async fn start_pass(
+    queues: &Queues,
+    clock: &dyn Clock,
+    sweep: Sweep,
+    plan: PassPlan,
+) -> Result<PassStarted, QueueError> {
+    let plan = plan.bounded();
+    for segment in 0..plan.segments {
+        let delay = real(clock, plan.first_page_delay(segment));
+        queues
+            .send_sweep_job(&SweepJob::first(sweep, plan, segment), delay)
+            .await?;
+    }
+    tracing::info!(?sweep, segments = plan.segments, "pass started");
+    Ok(PassStarted { sweep, plan })
+}
+
+/// Runs one page of a pass and queues the next page of its segment.
+#[tracing::instrument(skip_all, fields(sweep = ?job.sweep, segment = job.segment, page = job.page))]
+pub async fn sweep_page(
     store: &Store,
     queues: &Queues,
-    sweep: Sweep,
-    now: DateTime<Utc>,
-) -> Result<SweepReport, StoreError> {
-    let mut report = SweepReport::default();
-    if sweep == Sweep::Assignments {
-        let assignments = crate::assign::sweep(store, queues, now).await?;
-        report.tokens = assignments.tokens;
-        report.started = assignments.queued;
-        report.skipped = assignments.skipped;
-        report.failed = assignments.failed;
-        return Ok(report);
+    clock: &dyn Clock,
+    job: &SweepJob,
+) -> Result<SweepReport, SweepError> {
+    let plan = job.plan.bounded();
+    let scan = store
+        .scan_tokens(job.segment, plan.segments, job.after.as_ref(), plan.page)
+        .await?;
+    let mut report = SweepReport {
+        tokens: scan.tokens.len(),
+        malformed: scan.malformed.len(),
+        ..SweepReport::default()
+    };
+    for (key, why) in &scan.malformed {
+        tracing::error!(item = %key, %why, "an item of the tokens table is not a readable token; skipped");
     }
-    let mut after = None;
-    loop {
-        let (tokens, next) = store.scan_tokens(after).await?;
-        report.tokens += tokens.len();
-        let outcomes: Vec<Outcome> = futures::stream::iter(tokens)
-            .map(|token| start_one(store, queues, sweep, token, now))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Started => report.started += 1,
-                Outcome::Refused => report.refused += 1,
-                Outcome::Skipped => report.skipped += 1,
-                Outcome::Failed => report.failed += 1,
-            }
-        }
-        match next {
-            Some(key) => after = Some(key),
-            None => break,
+    let now = clock.now();
+    let outcomes: Vec<Outcome> = futures::stream::iter(scan.tokens)
+        .map(|token| sweep_token(store, queues, job.sweep, token, now))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Started => report.started += 1,
+            Outcome::Refused => report.refused += 1,
+            Outcome::Skipped => report.skipped += 1,
+            Outcome::Failed => report.failed += 1,
         }
     }
-    tracing::info!(?sweep, ?report, "sweep done");
+    if let Some(after) = scan.next {
+        let delay = real(clock, plan.next_page_delay(report.started));
+        queues.send_sweep_job(&job.next(after), delay).await?;
+        report.continued = true;
+    }
+    tracing::info!(?report, "sweep page done");
     Ok(report)
+}
+
+/// The real wait for `span` of `clock`.
+fn real(clock: &dyn Clock, span: std::time::Duration) -> std::time::Duration {
+    clock.real(chrono::Duration::from_std(span).unwrap_or(chrono::Duration::zero()))
 }
 
 enum Outcome {
@@ -91,16 +136,13 @@ enum Outcome {
     Failed,
 }
 
-async fn start_one(
+async fn sweep_token(
     store: &Store,
     queues: &Queues,
     sweep: Sweep,
     token: ScheduledToken,
     now: DateTime<Utc>,
 ) -> Outcome {
-    // Apple refuses an expired or invalidated token until it is renewed:
-    // calling would only fail again. Terms not signed clears on its own
-    // once accepted, so those tokens are still tried.
     // Every pass notices runs that made no progress for 15 minutes: they
     // are recorded abandoned now, not when the next sync happens to start.
     if let Some(lapsed) = sync::lapsed_lease(&token.state, now) {
@@ -116,14 +158,35 @@ async fn start_one(
             }
         }
     }
+    // Apple refuses an expired or invalidated token until it is renewed:
+    // calling would only fail again. Terms not signed clears on its own
+    // once accepted, so those tokens are still tried.
     let expired = token.expires_at.is_some_and(|at| at <= now);
     if expired || token.status == "token_invalid" {
         return Outcome::Skipped;
     }
     let kind = match sweep {
+        Sweep::Assignments => {
+            return match crate::assign::sweep_token(
+                store,
+                queues,
+                &token.account,
+                &token.token,
+                now,
+            )
+            .await
+            {
+                Ok(true) => Outcome::Started,
+                Ok(false) => Outcome::Refused,
+                Err(error) => {
+                    tracing::warn!(%error, token = %token.token, "assignment sweep failed for a token");
+                    Outcome::Failed
+                }
+            };
+        }
         Sweep::Full if !sync::full_sync_due(&token.state, now) => return Outcome::Refused,
         Sweep::Full => SyncKind::Full,
-        _ => SyncKind::Delta,
+        Sweep::Delta => SyncKind::Delta,
     };
     let request = SyncRequest {
         trigger: Trigger::Scheduled,

@@ -796,7 +796,9 @@ mod tests {
     fn a_failed_step_comes_back_sooner_than_the_lease_lapses() {
         let waits: Vec<i64> = (1..=6).map(|n| redelivery_after(n).num_seconds()).collect();
         assert_eq!(waits, [30, 60, 120, 240, 240, 240]);
-        // Three failures in a row (the queue's maxReceiveCount) wait 3.5 minutes.
-        assert!(waits[..3].iter().sum::<i64>() * 1_000 < sync::LEASE.num_milliseconds());
+        // Five receives (the queue's maxReceiveCount) take four waits: 7.5
+        // minutes, inside the run's 15-minute lease.
+        assert_eq!(waits[..4].iter().sum::<i64>(), 450);
+        assert!(waits[..4].iter().sum::<i64>() * 1_000 < sync::LEASE.num_milliseconds());
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! Index reads are eventually consistent: callers re-read the devices they act on.
 
-use adesync_core::ids::{Serial, TokenId};
+use adesync_core::ids::{AccountId, Serial, TokenId};
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
@@ -124,4 +124,117 @@ fn due_from(item: &Item) -> Option<DueAssignment> {
         serial: Serial::parse(attrs::get_s(item, "serial")?).ok()?,
         due_at: attrs::get_time(item, m::ASSIGN_DUE_AT).ok()??,
     })
+}
+
+/// The token item's assigner slot: which assignment job may talk to Apple
+/// for the token, and until when.
+pub mod assigner_attr {
+    pub const ID: &str = "assigner_id";
+    pub const UNTIL: &str = "assigner_until";
+}
+
+/// What taking a token's assigner slot found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignerSlot {
+    /// Ours until the `until` asked for.
+    Taken,
+    /// Another job holds it until `until` (its invocation's deadline).
+    Busy { until: DateTime<Utc> },
+    /// The token no longer exists.
+    TokenGone,
+}
+
+impl Store {
+    /// Takes `token`'s assigner slot for `assigner` until `until`: granted
+    /// when nobody holds it, its holder's deadline has passed (Lambda killed
+    /// it), or it is already `assigner`'s (a retried write that DynamoDB
+    /// applied but answered with an error). One conditional write, so two
+    /// assignment jobs of a token can never talk to Apple at once: Apple's
+    /// `POST /profile` is not idempotent, and each call would define a
+    /// profile of its own.
+    pub async fn claim_assigner(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        assigner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<AssignerSlot, StoreError> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!(
+                "attribute_exists(token_id) AND (attribute_not_exists({until}) OR {until} <= :now OR {id} = :me)",
+                until = assigner_attr::UNTIL,
+                id = assigner_attr::ID,
+            ))
+            .update_expression(format!(
+                "SET {} = :me, {} = :until",
+                assigner_attr::ID,
+                assigner_attr::UNTIL
+            ))
+            .expression_attribute_values(":me", attrs::s(assigner))
+            .expression_attribute_values(":until", attrs::millis(until))
+            .expression_attribute_values(":now", attrs::millis(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(AssignerSlot::Taken),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item().filter(|item| !item.is_empty()) {
+                        None => Ok(AssignerSlot::TokenGone),
+                        Some(item) => Ok(AssignerSlot::Busy {
+                            until: attrs::get_time(item, assigner_attr::UNTIL)?.unwrap_or(now),
+                        }),
+                    }
+                }
+                _ => Err(StoreError::dynamo("UpdateItem(claim assigner)", error)),
+            },
+        }
+    }
+
+    /// Gives the slot back (conditional on it still being `assigner`'s), so
+    /// the next assignment job of the token need not wait for our deadline.
+    pub async fn release_assigner(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        assigner: &str,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .condition_expression(format!("{} = :me", assigner_attr::ID))
+            .update_expression(format!(
+                "REMOVE {}, {}",
+                assigner_attr::ID,
+                assigner_attr::UNTIL
+            ))
+            .expression_attribute_values(":me", attrs::s(assigner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(StoreError::dynamo("UpdateItem(release assigner)", error)),
+        }
+    }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use adesync_core::fanout::ScanPosition;
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::run::{ABANDONED_ERROR, RunStatus};
 use adesync_core::sync::{
@@ -591,43 +592,86 @@ pub struct ScheduledToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// One page of a scan segment of the tokens table.
+#[derive(Debug, Default)]
+pub struct TokenScan {
+    pub tokens: Vec<ScheduledToken>,
+    /// Items that could not be read as tokens: `(account_id/token_id, why)`.
+    pub malformed: Vec<(String, String)>,
+    /// Where the segment goes on; None when it is done.
+    pub next: Option<ScanPosition>,
+}
+
 impl Store {
-    /// One page of every token of every account (a Scan), starting after
-    /// `after`; returns the tokens and where the next page starts.
+    /// Up to `limit` tokens of scan segment `segment` of `segments`, after
+    /// `after`. An item that is not a readable token is reported in
+    /// `malformed`, never fails the page.
     pub async fn scan_tokens(
         &self,
-        after: Option<Item>,
-    ) -> Result<(Vec<ScheduledToken>, Option<Item>), StoreError> {
+        segment: u32,
+        segments: u32,
+        after: Option<&ScanPosition>,
+        limit: u32,
+    ) -> Result<TokenScan, StoreError> {
+        let start = after.map(|at| {
+            Item::from([
+                ("account_id".to_owned(), attrs::s(&at.account_id)),
+                ("token_id".to_owned(), attrs::s(&at.token_id)),
+            ])
+        });
         let output = self
             .client
             .scan()
             .table_name(&self.tables.tokens)
-            .set_exclusive_start_key(after)
-            .limit(500)
+            .segment(i32::try_from(segment).unwrap_or(i32::MAX))
+            .total_segments(i32::try_from(segments.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("Scan(tokens)", e))?;
-        let tokens = output
-            .items()
-            .iter()
-            .filter_map(|item| {
-                let account = AccountId::parse(attrs::get_s(item, "account_id")?).ok()?;
-                let token = TokenId::parse(attrs::get_s(item, "token_id")?).ok()?;
-                Some((account, token, item))
-            })
-            .map(|(account, token, item)| {
-                Ok(ScheduledToken {
-                    account,
-                    token,
-                    state: sync_state_from_item(item)?,
-                    status: attrs::get_s(item, "status").unwrap_or("ok").to_owned(),
-                    expires_at: attrs::get_time(item, "token_expires_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = output.last_evaluated_key.filter(|k| !k.is_empty());
-        Ok((tokens, next))
+        let mut scan = TokenScan::default();
+        for item in output.items() {
+            match scheduled_token(item) {
+                Ok(token) => scan.tokens.push(token),
+                Err(why) => scan.malformed.push((
+                    format!(
+                        "{}/{}",
+                        attrs::get_s(item, "account_id").unwrap_or("?"),
+                        attrs::get_s(item, "token_id").unwrap_or("?")
+                    ),
+                    why,
+                )),
+            }
+        }
+        scan.next = output
+            .last_evaluated_key
+            .filter(|key| !key.is_empty())
+            .map(|key| ScanPosition {
+                account_id: attrs::get_s(&key, "account_id")
+                    .unwrap_or_default()
+                    .to_owned(),
+                token_id: attrs::get_s(&key, "token_id")
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        Ok(scan)
     }
+}
+
+/// A tokens-table item as the scheduler needs it, or why it cannot be.
+fn scheduled_token(item: &Item) -> Result<ScheduledToken, String> {
+    let account = AccountId::parse(attrs::get_s(item, "account_id").unwrap_or_default())
+        .map_err(|e| format!("account id: {e}"))?;
+    let token = TokenId::parse(attrs::get_s(item, "token_id").unwrap_or_default())
+        .map_err(|e| format!("token id: {e}"))?;
+    Ok(ScheduledToken {
+        account,
+        token,
+        state: sync_state_from_item(item).map_err(|e| e.to_string())?,
+        status: attrs::get_s(item, "status").unwrap_or("ok").to_owned(),
+        expires_at: attrs::get_time(item, "token_expires_at").map_err(|e| e.to_string())?,
+    })
 }
 
 enum WriteClaimError {

@@ -39,15 +39,45 @@ pub async fn handle(
     event: SqsEvent,
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     adesync_runtime::sqs::run_fifo_batch(event, |message: SqsMessage| async move {
-        let batch = BatchMessage::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {
-            format!(
-                "not a device batch ({}); it goes to the dead-letter queue after the last retry",
-                adesync_runtime::http::json_problem(&e)
-            )
-        })?;
+        let body = message.body.as_deref().unwrap_or_default();
+        let batch = match BatchMessage::decode(body) {
+            Ok(batch) => batch,
+            Err(error) => return set_aside(importer, &message, &error).await,
+        };
         let applied = importer.apply(&batch).await.map_err(|e| e.to_string())?;
         tracing::debug!(?applied, "batch applied");
         Ok::<(), String>(())
     })
     .await
+}
+
+/// A message that is not a device batch fails on every receive: it goes to
+/// the dead-letter queue now, where the run's close finds its batch
+/// missing, instead of holding its token's later batches back for
+/// `maxReceiveCount` visibility timeouts. Without a dead-letter queue
+/// configured it fails, and SQS moves it after the last receive.
+async fn set_aside(
+    importer: &Importer,
+    message: &SqsMessage,
+    error: &serde_json::Error,
+) -> Result<(), String> {
+    let problem = adesync_runtime::http::json_problem(error);
+    let group = message
+        .attributes
+        .get("MessageGroupId")
+        .map_or("unreadable", String::as_str);
+    let id = message.message_id.as_deref().unwrap_or_default();
+    let body = message.body.as_deref().unwrap_or_default();
+    match importer.queues.set_aside_batch(body, group, id).await {
+        Ok(true) => {
+            tracing::error!(message_id = %id, %problem, "not a device batch; set aside in the dead-letter queue");
+            Ok(())
+        }
+        Ok(false) => Err(format!(
+            "not a device batch ({problem}); it goes to the dead-letter queue after the last retry"
+        )),
+        Err(queue) => Err(format!(
+            "not a device batch ({problem}), and it could not be set aside ({queue}); it is retried"
+        )),
+    }
 }

@@ -1,5 +1,6 @@
-//! The sync-worker function: SQS `sync-jobs` → one step of a run, or one step of
-//! a token's profile assignments with Apple (`adesync_service::assign`).
+//! The sync-worker function: SQS `sync-jobs` → one step of a run, one step of
+//! a token's profile assignments with Apple (`adesync_service::assign`), or
+//! one page of a scheduled pass over the tokens (`adesync_service::schedule`).
 //!
 //! A job that cannot be read (a bad message) fails alone and ends in the
 //! dead-letter queue; a step that fails for a passing reason (DynamoDB,
@@ -45,7 +46,7 @@ pub async fn handle(
     adesync_runtime::sqs::run_batch(event, 1, |message: SqsMessage| async move {
         let job = Job::decode(message.body.as_deref().unwrap_or_default()).map_err(|e| {
             format!(
-                "not a sync or assignment job: {}",
+                "not a sync, assignment or sweep job: {}",
                 adesync_runtime::http::json_problem(&e)
             )
         })?;
@@ -67,11 +68,32 @@ pub async fn handle(
                     vault: &worker.vault,
                     apple: &worker.apple,
                 };
-                adesync_service::assign::run_job(adapters, &job, worker.clock.now(), deadline)
+                match adesync_service::assign::run_job(adapters, &job, worker.clock.now(), deadline)
                     .await
-                    .map(|report| tracing::info!(?report, "assignment step done"))
-                    .map_err(|e| e.to_string())
+                {
+                    Ok(report) => {
+                        tracing::info!(?report, "assignment step done");
+                        Ok(())
+                    }
+                    Err(error) => {
+                        // Another job of the token holds it: come back when
+                        // that one's deadline has passed, not in 9 minutes.
+                        if let Some(at) = error.retry_at() {
+                            retry_soon(worker, &message, Some(at)).await;
+                        }
+                        Err(error.to_string())
+                    }
+                }
             }
+            Job::Sweep(job) => adesync_service::schedule::sweep_page(
+                &worker.store,
+                &worker.queues,
+                worker.clock.as_ref(),
+                &job,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
         }
     })
     .await

@@ -299,6 +299,14 @@ pub const MATRIX: &[Row] = &[
     ),
     row(
         OURS,
+        "A scheduled pass page by page: every token reached, malformed items logged and skipped",
+        &[t(
+            SYNC,
+            "a_pass_reaches_every_token_page_by_page_past_malformed_items",
+        )],
+    ),
+    row(
+        OURS,
         "Importer killed mid-batch, before marking, between parts of a close",
         &[
             t(FAULTS, "the_importer_killed_mid_batch_loses_nothing"),
@@ -387,6 +395,20 @@ pub const MATRIX: &[Row] = &[
             t(
                 CLAIMS,
                 "only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease",
+            ),
+        ],
+    ),
+    row(
+        CONCURRENCY,
+        "An assignment job delivered twice at once → one profile defined, each device assigned once",
+        &[
+            t(
+                POLICIES,
+                "two_assignment_jobs_at_once_define_one_profile_and_assign_each_device_once",
+            ),
+            t(
+                CLAIMS,
+                "one_assigner_per_token_until_its_deadline_or_release",
             ),
         ],
     ),
@@ -1187,8 +1209,8 @@ mod tests {
     fn every_row_of_the_issue_has_a_test_or_the_api_fuzzing() {
         assert_eq!(
             MATRIX.len(),
-            33,
-            "the 29 rows of issue 9, a token deleted while its batch is applied, and the 3 rows of runs longer than a lease (issue 14)"
+            35,
+            "the 29 rows of issue 9, a token deleted while its batch is applied, the 3 rows of runs longer than a lease (issue 14), and 2 of many tokens (issue 15)"
         );
         let empty: Vec<_> = MATRIX.iter().filter(|r| r.tests.is_empty()).collect();
         assert_eq!(empty.len(), 1);

@@ -564,7 +564,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             batches.redrive,
-            Some(("DeviceBatchesDeadLetterQueue".to_owned(), 3))
+            Some(("DeviceBatchesDeadLetterQueue".to_owned(), 5))
         );
         assert_eq!(batches.attributes["FifoQueue"], "true");
         let scheduler = t.function("sync-scheduler").unwrap();
