@@ -178,18 +178,7 @@ impl Store {
             .expression_attribute_values(":now", attrs::millis(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(StoreError::dynamo("UpdateItem(certificate)", error)),
-        }
+        crate::error::update_applied(result, "UpdateItem(certificate)")
     }
 
     /// How many tokens the account holds.

@@ -208,7 +208,6 @@ impl Store {
         token: &TokenId,
         assigner: &str,
     ) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
         let result = self
             .client
             .update_item()
@@ -224,17 +223,6 @@ impl Store {
             .expression_attribute_values(":me", attrs::s(assigner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(StoreError::dynamo("UpdateItem(release assigner)", error)),
-        }
+        crate::error::update_applied(result, "UpdateItem(release assigner)").map(drop)
     }
 }

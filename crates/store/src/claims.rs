@@ -309,18 +309,7 @@ impl Store {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem(abandon claim)", e)),
-        }
+        crate::error::update_applied(result, "UpdateItem(abandon claim)")
     }
 
     /// Releases `run_id`'s lease on `token` and records how the run ended;
@@ -385,18 +374,7 @@ impl Store {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(StoreError::dynamo("UpdateItem(finish run)", error)),
-        }
+        crate::error::update_applied(result, "UpdateItem(finish run)")
     }
 
     /// Records that `run` made no progress for 15 minutes: its lease is
@@ -487,18 +465,7 @@ impl Store {
             .expression_attribute_values(":now", attrs::millis(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem(release lapsed lease)", e)),
-        }
+        crate::error::update_applied(result, "UpdateItem(release lapsed lease)")
     }
 
     /// Reads a token's sync state (None when the token does not exist).

@@ -77,3 +77,39 @@ pub(crate) fn retry_policy() -> backon::ExponentialBuilder {
         .with_max_delay(std::time::Duration::from_secs(2))
         .with_max_times(10)
 }
+
+/// Whether a conditional `UpdateItem` failed on its condition (the rule it
+/// enforces said no), as opposed to failing.
+pub(crate) fn is_condition_failed<R>(
+    error: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        R,
+    >,
+) -> bool {
+    matches!(
+        error.as_service_error(),
+        Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}
+
+/// A conditional `UpdateItem`'s answer: whether it was applied (false: its
+/// condition said no); other failures are errors of `operation`.
+pub(crate) fn update_applied<T, R>(
+    result: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            R,
+        >,
+    >,
+    operation: &'static str,
+) -> Result<bool, StoreError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if is_condition_failed(&error) => Ok(false),
+        Err(error) => Err(StoreError::dynamo(operation, error)),
+    }
+}

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::policy::{MAX_DEVICES_PER_POLICY, MAX_POLICIES_PER_TOKEN, PolicySettings};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     ConditionCheck, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -163,13 +162,6 @@ pub struct CountedOutcome {
     pub conflicts: Vec<Serial>,
     /// Devices not written because their new policy is full (or was deleted).
     pub refused: Vec<Serial>,
-}
-
-fn is_condition_failed<R>(error: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> bool {
-    matches!(
-        error.as_service_error(),
-        Some(UpdateItemError::ConditionalCheckFailedException(_))
-    )
 }
 
 impl Store {
@@ -360,7 +352,7 @@ impl Store {
             .await;
         match result {
             Ok(output) => output.attributes().map(PolicyRecord::from_item).transpose(),
-            Err(error) if is_condition_failed(&error) => Ok(None),
+            Err(error) if crate::error::is_condition_failed(&error) => Ok(None),
             Err(error) => Err(StoreError::dynamo("UpdateItem(policy)", error)),
         }
     }
@@ -549,7 +541,7 @@ impl Store {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(error) if is_condition_failed(&error) => Ok(false),
+            Err(error) if crate::error::is_condition_failed(&error) => Ok(false),
             Err(error) => Err(StoreError::dynamo("UpdateItem(policy profile)", error)),
         }
     }
@@ -577,7 +569,7 @@ impl Store {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) if is_condition_failed(&error) => Ok(()),
+            Err(error) if crate::error::is_condition_failed(&error) => Ok(()),
             Err(error) => Err(StoreError::dynamo(
                 "UpdateItem(policy profile error)",
                 error,
@@ -615,7 +607,7 @@ impl Store {
         };
         match update.send().await {
             Ok(_) => Ok(true),
-            Err(error) if is_condition_failed(&error) => Ok(false),
+            Err(error) if crate::error::is_condition_failed(&error) => Ok(false),
             Err(error) => Err(StoreError::dynamo("UpdateItem(reassign progress)", error)),
         }
     }
@@ -651,7 +643,7 @@ impl Store {
                 .await;
             match result {
                 Ok(_) => Ok(true),
-                Err(error) if is_condition_failed(&error) => Ok(false),
+                Err(error) if crate::error::is_condition_failed(&error) => Ok(false),
                 Err(error) => Err(StoreError::dynamo(
                     "UpdateItem(reserve policy devices)",
                     error,
@@ -689,7 +681,7 @@ impl Store {
                 .await;
             match result {
                 Ok(_) => Ok(()),
-                Err(error) if is_condition_failed(&error) => Ok(()),
+                Err(error) if crate::error::is_condition_failed(&error) => Ok(()),
                 Err(error) => Err(StoreError::dynamo("UpdateItem(policy device count)", error)),
             }
         };

@@ -322,18 +322,7 @@ impl Store {
             .expression_attribute_values(":now", attrs::millis(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem(release walker)", e)),
-        }
+        crate::error::update_applied(result, "UpdateItem(release walker)")
     }
 
     /// Renews `run`'s lease to 15 minutes from `now`, if the run still holds
@@ -362,18 +351,7 @@ impl Store {
             .expression_attribute_values(":renewed", attrs::millis(sync::renewed_lease(now)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem(renew lease)", e)),
-        }
+        crate::error::update_applied(result, "UpdateItem(renew lease)")
     }
 
     /// Saves a page's progress: the walk and position on the token (only

@@ -7,7 +7,6 @@ use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::run::{Progress, RunStatus};
 use adesync_core::sync::{Claim, SyncKind};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::Update;
 use chrono::{DateTime, Duration, Utc};
 
@@ -126,18 +125,7 @@ impl Store {
             .set_expression_attribute_values(update.expression_attribute_values)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem(run ended)", e)),
-        }
+        crate::error::update_applied(result, "UpdateItem(run ended)")
     }
 }
 
@@ -329,21 +317,12 @@ impl Store {
             sets.push(warning_set.as_str());
             update = update.expression_attribute_values(":warning", attrs::s(warning));
         }
-        match update
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem(run closed)", e)),
-        }
+        crate::error::update_applied(
+            update
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .send()
+                .await,
+            "UpdateItem(run closed)",
+        )
     }
 }

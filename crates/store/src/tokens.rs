@@ -659,18 +659,7 @@ impl Store {
                 update.update_expression("SET #status = :status, #status_at = :now REMOVE #message")
             }
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(StoreError::dynamo("UpdateItem(token status)", error)),
-        }
+        crate::error::update_applied(update.send().await, "UpdateItem(token status)")
     }
 
     /// Stores (or, with None, forgets) a token's sealed Apple session.
@@ -695,18 +684,7 @@ impl Store {
                 .expression_attribute_values(":session", blob(sealed)),
             None => update.update_expression("REMOVE #session"),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(StoreError::dynamo("UpdateItem(token session)", error)),
-        }
+        crate::error::update_applied(update.send().await, "UpdateItem(token session)")
     }
 
     /// Deletes a token that has no devices, no policies and no running
