@@ -260,6 +260,25 @@ impl TestService {
         }
     }
 
+    /// The bodies waiting in queue `logical_id` (a dead-letter queue), up to 10.
+    pub async fn queued_bodies(&self, logical_id: &str) -> Vec<String> {
+        let received = self
+            .service
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.service.deployed.queues[logical_id])
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("ReceiveMessage({logical_id}): {e}"));
+        received
+            .messages()
+            .iter()
+            .filter_map(|m| m.body().map(str::to_owned))
+            .collect()
+    }
+
     /// Moves the service's clock forward (the runner's rules read it).
     pub async fn advance(&self, seconds: i64) {
         let response = self

@@ -325,22 +325,7 @@ async fn consumers_report_only_the_poison_record_of_a_batch() {
         .await
         .expect("every record has an id");
     assert!(failed_ids(&response).is_empty(), "{response:?}");
-    let dlq = &env.service.deployed.queues["DeviceBatchesDeadLetterQueue"];
-    let set_aside = env
-        .service
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(dlq)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap();
-    let bodies: Vec<&str> = set_aside
-        .messages()
-        .iter()
-        .filter_map(|m| m.body())
-        .collect();
+    let bodies = env.queued_bodies("DeviceBatchesDeadLetterQueue").await;
     assert_eq!(
         bodies,
         [poison.as_str()],

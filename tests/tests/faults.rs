@@ -288,22 +288,7 @@ async fn a_poison_batch_goes_to_the_dead_letter_queue_and_the_run_reports_it() {
         assert_eq!(device.status, 200, "{serial}: {device:?}");
     }
     // The poison message waits in the dead-letter queue.
-    let dlq = &env.service.deployed.queues["DeviceBatchesDeadLetterQueue"];
-    let received = env
-        .service
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(dlq)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap();
-    let bodies: Vec<_> = received
-        .messages()
-        .iter()
-        .filter_map(|m| m.body())
-        .collect();
+    let bodies = env.queued_bodies("DeviceBatchesDeadLetterQueue").await;
     assert_eq!(
         bodies,
         vec!["{\"type\":\"devices\",\"records\":\"not a list\"}"]

@@ -481,7 +481,7 @@ pub async fn run_job(
     let token = &job.token_id;
     // One assigner per token while it talks to Apple; its slot lasts until
     // this invocation's deadline, so a killed job frees it by itself.
-    let assigner = hex::encode(rand::random::<[u8; 12]>());
+    let assigner = crate::holder_id();
     match store
         .claim_assigner(&job.account_id, token, &assigner, deadline.at(), now)
         .await?

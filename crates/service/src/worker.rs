@@ -149,7 +149,7 @@ impl Worker {
         job: &SyncJob,
         deadline: &Deadline,
     ) -> Result<StepEnd, WorkerError> {
-        let walker = walker_id();
+        let walker = crate::holder_id();
         let result = self.walk_step(job, deadline, &walker).await;
         if result.is_err() {
             // Its redelivery need not wait for this invocation's deadline.
@@ -542,12 +542,6 @@ struct Asked {
     maximum: u32,
     took: Duration,
     result: Result<DevicePage, AppleError>,
-}
-
-/// An invocation's own walker id: random, so a save can only be this
-/// invocation's.
-fn walker_id() -> String {
-    hex::encode(rand::random::<[u8; 12]>())
 }
 
 /// Saves a step's walk on behalf of its walker.
