@@ -439,7 +439,8 @@ async fn the_schedule_runs_a_delta_of_every_token_and_a_full_when_7_days_passed(
 /// A scheduled pass goes through the tokens table page by page (here 3
 /// tokens a page in 2 segments, so 13 tokens take several pages each) and
 /// starts a sync of every token; an item that is not a readable token is
-/// logged and skipped, and stops nothing.
+/// logged and skipped, and stops nothing. The first pages are delivered
+/// twice at once, as SQS sometimes does: still one run per token.
 #[tokio::test]
 async fn a_pass_reaches_every_token_page_by_page_past_malformed_items() {
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -485,6 +486,10 @@ async fn a_pass_reaches_every_token_page_by_page_past_malformed_items() {
     // the pass is judged by.
     env.service
         .runner
+        .deliveries()
+        .deliver_twice("SyncJobsQueue", 2);
+    env.service
+        .runner
         .fire("sync-scheduler", json!({"sweep": "delta"}))
         .await
         .unwrap();
@@ -505,29 +510,31 @@ async fn a_pass_reaches_every_token_page_by_page_past_malformed_items() {
         assert_eq!(runs.len(), 1, "{token}: one scheduled run, got {runs:?}");
         assert_eq!(runs[0].trigger, "scheduled", "{runs:?}");
     }
+    assert_eq!(
+        env.service.runner.deliveries().remaining("SyncJobsQueue"),
+        0,
+        "the first pages were delivered twice"
+    );
     // No page holds more than 3 tokens and the 2 segments' first pages
     // hold at most 6: the other 7 tokens were reached by continuations.
     // The malformed items may sit on a segment's last page: wait for it.
+    // (A page delivered twice logs its malformed items twice.)
+    let malformed = ["acme/../../etc", "acme/01MALFORMEDLEASE0000000000"];
+    let logged = |lines: &[String], key: &str| lines.iter().any(|l| l.contains(key));
     let skipped = loop {
         let skipped: Vec<String> = env
             .log_lines()
             .into_iter()
             .filter(|line| line.contains("not a readable token"))
             .collect();
-        if skipped.len() >= 2 || started.elapsed() > RUN_TIMEOUT {
+        if malformed.iter().all(|key| logged(&skipped, key)) || started.elapsed() > RUN_TIMEOUT {
             break skipped;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(
-        skipped.len(),
-        2,
-        "each malformed item logged once: {skipped:#?}"
-    );
-    assert!(
-        skipped.iter().any(|l| l.contains("acme/../../etc")),
-        "{skipped:#?}"
-    );
+    for key in malformed {
+        assert!(logged(&skipped, key), "{key} was not logged: {skipped:#?}");
+    }
 }
 
 /// A filter that matches few devices of a large token reads a bounded

@@ -12,7 +12,9 @@
 //! than the workers take them would let leases lapse in the queue. A page
 //! that started `n` syncs delays its continuation so that the whole pass
 //! starts at most `starts_per_second`; pages that started nothing (tokens
-//! not due) go on at once.
+//! not due) go on at once. Within a page, each token's first step is
+//! queued with a delay by its position, so Apple sees that rate rather
+//! than a page-sized burst in one second.
 
 use std::time::Duration;
 
@@ -77,12 +79,29 @@ impl PassPlan {
         Duration::from_secs_f64(spacing * f64::from(segment)).min(MAX_DELAY)
     }
 
-    /// How long a segment's next page waits after this one started
-    /// `started` syncs: each segment keeps to its share of the pass's rate.
+    /// How long a segment's next page waits once this one, which started
+    /// `started` syncs, has taken `spent`: the page's share of the rate
+    /// counts from its beginning, so the time spent claiming is not added
+    /// to every page's pacing.
+    pub fn next_page_wait(&self, started: usize, spent: Duration) -> Duration {
+        self.next_page_delay(started).saturating_sub(spent)
+    }
+
+    /// The time a page that started `started` syncs stands for: each
+    /// segment keeps to its share of the pass's rate.
     pub fn next_page_delay(&self, started: usize) -> Duration {
         let plan = self.bounded();
         let share = f64::from(plan.starts_per_second) / f64::from(plan.segments);
-        Duration::from_secs_f64(started as f64 / share).min(MAX_DELAY)
+        Duration::from_secs_f64((started as f64 / share).min(MAX_DELAY.as_secs_f64()))
+    }
+
+    /// How long the sync of a page's `position`-th token waits before its
+    /// first step: a page's starts are spread over the time the segment's
+    /// share of the rate gives the page, not sent to Apple in one burst.
+    pub fn start_offset(&self, position: usize) -> Duration {
+        let plan = self.bounded();
+        let share = f64::from(plan.starts_per_second) / f64::from(plan.segments);
+        Duration::from_secs_f64((position as f64 / share).min(MAX_DELAY.as_secs_f64()))
     }
 
     /// Seconds a pass that starts a sync of each of `tokens` takes, at least
@@ -122,6 +141,32 @@ mod tests {
         }
         // A page that started nothing goes on at once.
         assert_eq!(PassPlan::default().next_page_delay(0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_slow_page_waits_less_and_one_slower_than_its_share_goes_on_at_once() {
+        let plan = PassPlan::default();
+        // 100 starts are 20 s of one segment's share.
+        assert_eq!(
+            plan.next_page_wait(100, Duration::from_secs(3)),
+            Duration::from_secs(17)
+        );
+        assert_eq!(
+            plan.next_page_wait(100, Duration::from_secs(25)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_page_spreads_its_starts_over_its_share_of_the_rate() {
+        let plan = PassPlan::default();
+        // 20/s over 4 segments: a segment starts 5 a second.
+        assert_eq!(plan.start_offset(0), Duration::ZERO);
+        assert_eq!(plan.start_offset(5), Duration::from_secs(1));
+        // The page's last start comes before the next page begins.
+        let last = plan.start_offset(plan.page as usize - 1);
+        assert!(last < plan.next_page_delay(plan.page as usize), "{last:?}");
+        assert_eq!(plan.start_offset(usize::MAX), MAX_DELAY);
     }
 
     #[test]

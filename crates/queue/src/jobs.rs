@@ -184,24 +184,29 @@ impl Queues {
         job: &SweepJob,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
-        let seconds = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
         self.client
             .send_message()
             .queue_url(&self.sync_jobs_url)
             .message_body(serde_json::to_string(job)?)
-            .delay_seconds(seconds)
+            .delay_seconds(delay_seconds(delay))
             .send()
             .await
             .map_err(|e| QueueError::sqs("SendMessage(sweep job)", e))?;
         Ok(())
     }
 
-    /// Queues a sync job.
-    pub async fn send_sync_job(&self, job: &SyncJob) -> Result<(), QueueError> {
+    /// Queues a sync job, visible after `delay` (a scheduled pass spreads
+    /// its starts; zero otherwise).
+    pub async fn send_sync_job(
+        &self,
+        job: &SyncJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
         self.client
             .send_message()
             .queue_url(&self.sync_jobs_url)
             .message_body(serde_json::to_string(job)?)
+            .delay_seconds(delay_seconds(delay))
             .send()
             .await
             .map_err(|e| QueueError::sqs("SendMessage(sync job)", e))?;
@@ -209,9 +214,27 @@ impl Queues {
     }
 }
 
+/// SQS's `DelaySeconds` for `delay`: whole seconds, rounded to the nearest
+/// so that sub-second spacing still spreads, at most its 15 minutes.
+fn delay_seconds(delay: std::time::Duration) -> i32 {
+    let seconds = delay.as_secs_f64().round().min(900.0);
+    // In 0..=900 after the rounding and clamp: the cast is exact.
+    seconds as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_round_to_whole_seconds_within_sqs_limit() {
+        let of = |seconds: f64| delay_seconds(std::time::Duration::from_secs_f64(seconds));
+        assert_eq!(of(0.0), 0);
+        assert_eq!(of(0.4), 0);
+        assert_eq!(of(0.6), 1);
+        assert_eq!(of(19.5), 20);
+        assert_eq!(of(3_600.0), 900);
+    }
 
     #[test]
     fn jobs_round_trip_and_refuse_hostile_ids() {

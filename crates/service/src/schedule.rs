@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::start::{StartError, start_sync};
+use crate::start::{StartError, start_sync_after};
 
 /// Tokens of one page handled at once.
 const CONCURRENCY: usize = 16;
@@ -90,6 +90,7 @@ pub async fn sweep_page(
     job: &SweepJob,
 ) -> Result<SweepReport, SweepError> {
     let plan = job.plan.bounded();
+    let began = clock.now();
     let scan = store
         .scan_tokens(job.segment, plan.segments, job.after.as_ref(), plan.page)
         .await?;
@@ -102,8 +103,11 @@ pub async fn sweep_page(
         tracing::error!(item = %key, %why, "an item of the tokens table is not a readable token; skipped");
     }
     let now = clock.now();
-    let outcomes: Vec<Outcome> = futures::stream::iter(scan.tokens)
-        .map(|token| sweep_token(store, queues, job.sweep, token, now))
+    let outcomes: Vec<Outcome> = futures::stream::iter(scan.tokens.into_iter().enumerate())
+        .map(|(position, token)| {
+            let delay = real(clock, plan.start_offset(position));
+            sweep_token(store, queues, job.sweep, token, now, delay)
+        })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
@@ -116,7 +120,8 @@ pub async fn sweep_page(
         }
     }
     if let Some(after) = scan.next {
-        let delay = real(clock, plan.next_page_delay(report.started));
+        let spent = (clock.now() - began).to_std().unwrap_or_default();
+        let delay = real(clock, plan.next_page_wait(report.started, spent));
         queues.send_sweep_job(&job.next(after), delay).await?;
         report.continued = true;
     }
@@ -142,6 +147,7 @@ async fn sweep_token(
     sweep: Sweep,
     token: ScheduledToken,
     now: DateTime<Utc>,
+    delay: std::time::Duration,
 ) -> Outcome {
     // Every pass notices runs that made no progress for 15 minutes: they
     // are recorded abandoned now, not when the next sync happens to start.
@@ -192,7 +198,17 @@ async fn sweep_token(
         trigger: Trigger::Scheduled,
         kind,
     };
-    match start_sync(store, queues, &token.account, &token.token, request, now).await {
+    match start_sync_after(
+        store,
+        queues,
+        &token.account,
+        &token.token,
+        request,
+        now,
+        delay,
+    )
+    .await
+    {
         Ok(_) => Outcome::Started,
         Err(StartError::Refused { .. } | StartError::TokenNotFound) => Outcome::Refused,
         Err(error) => {

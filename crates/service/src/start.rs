@@ -51,6 +51,31 @@ pub async fn start_sync(
     request: SyncRequest,
     now: DateTime<Utc>,
 ) -> Result<Started, StartError> {
+    start_sync_after(
+        store,
+        queues,
+        account,
+        token,
+        request,
+        now,
+        std::time::Duration::ZERO,
+    )
+    .await
+}
+
+/// [`start_sync`] with the first step queued to run after `delay` (real
+/// time): a scheduled pass spreads a page's starts over its pacing, so
+/// Apple does not get a page's worth of tokens in one second. The lease
+/// runs from the claim; the delay is a few seconds of its 15 minutes.
+pub async fn start_sync_after(
+    store: &Store,
+    queues: &Queues,
+    account: &AccountId,
+    token: &TokenId,
+    request: SyncRequest,
+    now: DateTime<Utc>,
+    delay: std::time::Duration,
+) -> Result<Started, StartError> {
     let claimed = match store
         .claim_sync(account, token, request, now, RunId::new_at(now))
         .await
@@ -99,7 +124,10 @@ pub async fn start_sync(
         .record_run_started(account, token, &claim, expected)
         .await
     {
-        Ok(()) => queues.send_sync_job(&job).await.map_err(StartError::from),
+        Ok(()) => queues
+            .send_sync_job(&job, delay)
+            .await
+            .map_err(StartError::from),
         Err(error) => Err(StartError::from(error)),
     };
     if let Err(error) = queued {

@@ -279,7 +279,9 @@ impl Worker {
                             step: job.step + 1,
                             ..job.clone()
                         };
-                        self.queues.send_sync_job(&next).await?;
+                        self.queues
+                            .send_sync_job(&next, std::time::Duration::ZERO)
+                            .await?;
                         tracing::info!(pages = walk.pages(), "deadline near; continuation queued");
                         break StepEnd::Continued;
                     }
