@@ -323,3 +323,93 @@ async fn the_same_cursor_echoed_with_more_to_follow_stops_the_run_without_loopin
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_converged(&env, &token, None).await;
 }
+
+/// The cursor stored on the token between runs (None: the next run fetches
+/// from scratch).
+async fn stored_cursor(env: &TestService, token: &CreatedToken) -> Option<String> {
+    let item = env
+        .service
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&env.service.config.tables.tokens)
+        .key("account_id", AttributeValue::S("acme".into()))
+        .key("token_id", AttributeValue::S(token.token_id.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    item.get("cursor").and_then(|c| c.as_s().ok()).cloned()
+}
+
+/// Apple echoes the cursor of a full fetch in its middle (the one field
+/// report, micromdm#1016): the run stops there, releases nothing, drops the
+/// cursor rather than sending it again every 12 hours, and the next sync
+/// lists every device afresh.
+#[tokio::test]
+async fn an_echoed_cursor_in_the_middle_of_a_fetch_is_dropped_and_the_next_sync_fetches_afresh() {
+    let (env, token) = synced(600).await;
+    let released = env.release_in_apple(&token, 0).await;
+    env.advance(7 * 24 * 3600).await;
+    fault(
+        &env,
+        json!({"route": "/server/devices", "echo_cursor": true, "skip": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "full").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run["warning"].as_str().unwrap().contains("afresh"), "{run}");
+    assert!(
+        env.all_devices(&token, "&state=removed_from_apple")
+            .await
+            .is_empty(),
+        "an incomplete snapshot released devices"
+    );
+    assert_eq!(
+        stored_cursor(&env, &token).await,
+        None,
+        "the echoed cursor was kept"
+    );
+
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "full", "the next sync fetches afresh: {run}");
+    assert_converged(&env, &token, Some(&released)).await;
+}
+
+/// `EXHAUSTED_CURSOR` in the middle of a full fetch proves nothing about
+/// the devices not yet seen: the run releases nothing, and the next sync
+/// fetches afresh and releases exactly what Apple released.
+#[tokio::test]
+async fn an_exhausted_cursor_in_the_middle_of_a_fetch_releases_nothing() {
+    let (env, token) = synced(600).await;
+    let released = env.release_in_apple(&token, 0).await;
+    env.advance(7 * 24 * 3600).await;
+    fault(
+        &env,
+        json!({"route": "/server/devices", "status": 400, "body": "EXHAUSTED_CURSOR", "skip": 1}),
+    )
+    .await;
+    let run = sync(&env, &token, "full").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(
+        run["warning"].as_str().unwrap().contains("exhausted"),
+        "{run}"
+    );
+    let removed = env.all_devices(&token, "&state=removed_from_apple").await;
+    assert!(
+        removed.is_empty(),
+        "a cut-short snapshot released {} devices",
+        removed.len()
+    );
+    assert_eq!(env.all_devices(&token, "&state=active").await.len(), 600);
+    assert_eq!(stored_cursor(&env, &token).await, None);
+
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "full", "{run}");
+    assert_converged(&env, &token, Some(&released)).await;
+}

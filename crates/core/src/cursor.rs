@@ -17,12 +17,17 @@
 //! - A finished fetch switches to sync from that cursor for one sync round (as nanodep
 //!   does), so changes made while the snapshot was paged are not lost.
 //! - `EXHAUSTED_CURSOR` on fetch: the snapshot was already delivered; sync from that cursor.
+//!   Not when this run paged the snapshot from its start: then it cuts the snapshot short
+//!   with no proof that it was complete, so nothing may be released for not being seen.
+//!   The run ends there, without releasing, and the next one fetches afresh.
 //! - `EXPIRED_CURSOR` / `INVALID_CURSOR` (either phase) and `CURSOR_REQUIRED` (sync):
 //!   forget the cursor and fetch everything again. The run becomes a full sync, and this
 //!   happens at most once per run so an Apple that keeps refusing cannot loop us.
 //! - The *echoed cursor* (Apple answers `more_to_follow: true` with the cursor it was
-//!   sent; micromdm#1016, nanodep#73) stops the round without resetting: resetting would
-//!   re-fetch every device on every run.
+//!   sent; micromdm#1016, nanodep#73) stops the round. On sync the cursor is kept:
+//!   dropping it would re-fetch every device on every run. On fetch (the one place it has
+//!   been reported, cured by dropping the cursor) the cursor is dropped, so the next run
+//!   fetches a fresh snapshot rather than sending the echoed cursor again every 12 hours.
 //! - A page budget bounds a walk even if Apple keeps handing out fresh cursors forever.
 
 use serde::{Deserialize, Serialize};
@@ -125,11 +130,18 @@ pub enum RestartReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Warning {
-    /// Apple echoed the cursor it was sent with `more_to_follow: true`; the round was
-    /// stopped there and the cursor kept, so the next run asks again.
+    /// Apple echoed the cursor it was sent with `more_to_follow: true` on a sync; the
+    /// round was stopped there and the cursor kept, so the next run asks again.
     EchoedCursor,
+    /// Apple echoed the cursor it was sent with `more_to_follow: true` on a fetch; the run
+    /// stopped there without releasing anything and dropped the cursor, so the next run
+    /// fetches a fresh snapshot.
+    EchoedFetchCursor,
     /// Apple answered `EXHAUSTED_CURSOR` to a sync; the cursor was kept.
     ExhaustedOnSync,
+    /// Apple answered `EXHAUSTED_CURSOR` in the middle of this run's snapshot; the run
+    /// stopped there without releasing anything, and the next run fetches afresh.
+    ExhaustedMidFetch,
 }
 
 /// Why a walk stopped without finishing.
@@ -159,7 +171,9 @@ pub enum Failure {
 /// How a finished run ends: what to store, and what the run may conclude.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finish {
-    /// The position to store for the next run (its cursor is always present).
+    /// The position to store for the next run: its cursor is present unless Apple's
+    /// answers made it unusable ([`Warning::EchoedFetchCursor`],
+    /// [`Warning::ExhaustedMidFetch`]), and then the next run fetches from scratch.
     pub position: Position,
     /// The run paged a snapshot from scratch to its end: devices assigned to the token
     /// but not seen in this run's snapshot records are no longer assigned in Apple.
@@ -286,6 +300,12 @@ impl Walk {
                 more_to_follow,
             } => self.page(cursor, more_to_follow),
             Outcome::ExhaustedCursor => match phase {
+                // In the middle of the snapshot this run paged from its start: the
+                // snapshot was cut short, and a sweep would release every device on the
+                // pages not seen.
+                Phase::Fetch if self.request.cursor.is_some() && self.from_scratch => {
+                    self.drop_cursor(Warning::ExhaustedMidFetch)
+                }
                 // The snapshot behind this cursor was delivered already (normally by an
                 // earlier run): the changes since then come from sync, same cursor.
                 Phase::Fetch if self.request.cursor.is_some() => {
@@ -315,7 +335,10 @@ impl Walk {
         self.pages = self.pages.saturating_add(1);
         let echoed = self.request.cursor.as_deref() == Some(cursor);
         if more_to_follow && echoed {
-            return self.finish(Some(Warning::EchoedCursor));
+            return match phase {
+                Phase::Fetch => self.drop_cursor(Warning::EchoedFetchCursor),
+                Phase::Sync => self.finish(Some(Warning::EchoedCursor)),
+            };
         }
         let cursor = Some(cursor.to_owned());
         match (phase, more_to_follow) {
@@ -352,6 +375,14 @@ impl Walk {
         self.from_scratch = true;
         self.snapshot_complete = false;
         Step::Restart { walk: self, reason }
+    }
+
+    /// Ends the run where it is, with no complete snapshot (so nothing is released),
+    /// storing no cursor: the next run, delta or full, fetches from scratch.
+    fn drop_cursor(mut self, warning: Warning) -> Step {
+        self.snapshot_complete = false;
+        self.request = Position::from_scratch();
+        self.finish(Some(warning))
     }
 
     fn finish(self, warning: Option<Warning>) -> Step {
@@ -490,6 +521,17 @@ mod tests {
                 Request(at(Phase::Sync, Some("f0"))),
             ),
             (
+                "exhausted in the middle of this run's snapshot releases nothing and refetches",
+                Walk::full(),
+                vec![page("c1", true), page("c2", true)],
+                Outcome::ExhaustedCursor,
+                Done {
+                    position: Position::from_scratch(),
+                    full_snapshot: false,
+                    warning: Some(Warning::ExhaustedMidFetch),
+                },
+            ),
+            (
                 "exhausted with no cursor breaks Apple's contract",
                 Walk::full(),
                 vec![],
@@ -574,14 +616,25 @@ mod tests {
                 },
             ),
             (
-                "echoed cursor on fetch stops without a snapshot",
+                "echoed cursor on fetch stops without a snapshot and drops the cursor",
                 Walk::full(),
                 vec![page("c1", true)],
                 page("c1", true),
                 Done {
-                    position: at(Phase::Fetch, Some("c1")),
+                    position: Position::from_scratch(),
                     full_snapshot: false,
-                    warning: Some(Warning::EchoedCursor),
+                    warning: Some(Warning::EchoedFetchCursor),
+                },
+            ),
+            (
+                "echoed cursor on a resumed fetch drops the cursor too",
+                delta_fetch(),
+                vec![],
+                page("f0", true),
+                Done {
+                    position: Position::from_scratch(),
+                    full_snapshot: false,
+                    warning: Some(Warning::EchoedFetchCursor),
                 },
             ),
             (
@@ -771,7 +824,14 @@ mod tests {
                             walk = next;
                         }
                         Step::Done(finish) => {
-                            prop_assert!(finish.position.cursor.is_some());
+                            // No cursor only when Apple's answers made it unusable,
+                            // and then nothing is released.
+                            let dropped = matches!(
+                                finish.warning,
+                                Some(Warning::EchoedFetchCursor | Warning::ExhaustedMidFetch)
+                            );
+                            prop_assert_eq!(finish.position.cursor.is_none(), dropped);
+                            prop_assert!(!(dropped && finish.full_snapshot));
                             break;
                         }
                         Step::Failed(_) => break,

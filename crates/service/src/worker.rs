@@ -766,8 +766,14 @@ fn finish_warning(warning: Warning) -> &'static str {
         Warning::EchoedCursor => {
             "Apple returned the same cursor it was sent while saying more devices follow; the sync stopped there and the next one continues from it."
         }
+        Warning::EchoedFetchCursor => {
+            "Apple returned the same cursor it was sent while listing the devices, saying more follow; the sync stopped there, released nothing, and the next sync lists every device afresh."
+        }
         Warning::ExhaustedOnSync => {
             "Apple reported the cursor exhausted during a delta sync; the next sync continues from it."
+        }
+        Warning::ExhaustedMidFetch => {
+            "Apple reported the cursor exhausted before the list of devices was complete; the sync stopped there, released nothing, and the next sync lists every device afresh."
         }
     }
 }

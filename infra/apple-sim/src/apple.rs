@@ -76,6 +76,20 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Apple's echoed cursor (micromdm#1016): the cursor the request sent,
+/// `more_to_follow: true`, no devices. A request without a cursor gets an
+/// empty cursor back, which the contract does not allow either.
+async fn echo_cursor(request: Request) -> Response {
+    let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let cursor = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("cursor").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    Json(json!({ "cursor": cursor, "more_to_follow": true, "devices": [] })).into_response()
+}
+
 /// Runs before every Apple route.
 async fn gate(State(state): State<SimState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
@@ -106,6 +120,9 @@ async fn gate(State(state): State<SimState>, mut request: Request, next: Next) -
     if let Some(fault) = fault {
         if let Some(delay) = delay.filter(|d| !d.is_zero()) {
             tokio::time::sleep(delay).await;
+        }
+        if fault.echo_cursor {
+            return echo_cursor(request).await;
         }
         if let Ok(status) = StatusCode::from_u16(fault.status) {
             let mut response = plain_text(status, fault.body);

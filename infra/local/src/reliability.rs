@@ -241,6 +241,14 @@ pub const MATRIX: &[Row] = &[
     ),
     row(
         APPLE,
+        "EXHAUSTED_CURSOR in the middle of a full fetch → nothing released, the next sync fetches afresh",
+        &[t(
+            APPLE_FAULTS,
+            "an_exhausted_cursor_in_the_middle_of_a_fetch_releases_nothing",
+        )],
+    ),
+    row(
+        APPLE,
         "The same cursor echoed with more_to_follow",
         &[
             t(
@@ -249,6 +257,14 @@ pub const MATRIX: &[Row] = &[
             ),
             t(CORE, "cursor::tests::terminates::any_answers_end_the_walk"),
         ],
+    ),
+    row(
+        APPLE,
+        "A fetch cursor echoed in the middle of a snapshot → dropped, the next sync fetches afresh",
+        &[t(
+            APPLE_FAULTS,
+            "an_echoed_cursor_in_the_middle_of_a_fetch_is_dropped_and_the_next_sync_fetches_afresh",
+        )],
     ),
     row(
         OURS,

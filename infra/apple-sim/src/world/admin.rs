@@ -49,6 +49,16 @@ pub struct FaultSpec {
     pub delay_ms: Option<u64>,
     /// Only requests of this server (by session or consumer key) are affected.
     pub server_uuid: Option<String>,
+    /// Matching requests let through before the fault answers: `1` on
+    /// `/server/devices` hits the first request that carries a cursor of the
+    /// walk (the middle of a snapshot).
+    #[serde(default)]
+    pub skip: u32,
+    /// On `/server/devices` or `/devices/sync`: answer 200 with the cursor
+    /// the request sent, `more_to_follow: true` and no devices (Apple's
+    /// echoed cursor, micromdm#1016). `status` and `body` are ignored.
+    #[serde(default)]
+    pub echo_cursor: bool,
 }
 
 /// An armed fault.
@@ -58,6 +68,8 @@ pub struct Fault {
     #[serde(flatten)]
     pub spec: FaultSpec,
     pub remaining: u32,
+    /// Matching requests still to let through (from `skip`).
+    pub to_skip: u32,
 }
 
 /// What an armed fault does to the request it matched.
@@ -67,6 +79,7 @@ pub struct FaultHit {
     pub body: String,
     pub retry_after: Option<String>,
     pub delay_ms: u64,
+    pub echo_cursor: bool,
 }
 
 fn not_found(what: &str) -> ControlError {
@@ -307,12 +320,19 @@ impl World {
                 "retry_after must be seconds or an HTTP date".into(),
             ));
         }
+        if spec.echo_cursor && !matches!(spec.route.as_str(), "/server/devices" | "/devices/sync") {
+            return Err(ControlError::BadRequest(
+                "echo_cursor applies to /server/devices or /devices/sync only".into(),
+            ));
+        }
         self.next_fault_id += 1;
         let remaining = spec.times.unwrap_or(1);
+        let to_skip = spec.skip;
         self.faults.push(Fault {
             id: self.next_fault_id,
             spec,
             remaining,
+            to_skip,
         });
         Ok(self.next_fault_id)
     }
@@ -336,6 +356,10 @@ impl World {
                     .is_none_or(|only| Some(only) == server_uuid)
         })?;
         let fault = &mut self.faults[index];
+        if fault.to_skip > 0 {
+            fault.to_skip -= 1;
+            return None;
+        }
         fault.remaining -= 1;
         let hit = FaultHit {
             status: fault.spec.status,
@@ -345,6 +369,7 @@ impl World {
                 other => other.to_string(),
             }),
             delay_ms: fault.spec.delay_ms.unwrap_or(0),
+            echo_cursor: fault.spec.echo_cursor,
         };
         if fault.remaining == 0 {
             self.faults.remove(index);
