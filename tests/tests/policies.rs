@@ -441,6 +441,36 @@ async fn apples_answers_are_stored_and_retried_on_time() {
     );
 }
 
+/// Apple's schema marks `profile_uuid` optional in an assignment's answer:
+/// an answer without it still records each device assigned to the profile
+/// asked for, rather than failing the whole assignment.
+#[tokio::test]
+async fn an_assignment_answer_without_profile_uuid_still_records_each_device() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 3).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    env.sim_post("/_sim/config", json!({"assign_omits_profile_uuid": true}))
+        .await;
+    let serials = env.serials(&token).await;
+    let chosen: Vec<&str> = serials.iter().take(2).map(String::as_str).collect();
+    let policy = env.new_policy(&token, "Retail").await;
+    let reply = env.assign(&token, &policy, &chosen).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body["summary"]["assigned"], 2, "{reply:?}");
+    let profile = env.policy(&token, &policy).await["profile_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for serial in chosen {
+        let device = env.device(&token, serial).await;
+        assert_eq!(device["assignment"]["status"], "assigned", "{device}");
+        assert_eq!(
+            env.sim_device(&token.server_uuid, serial).await["profile_uuid"],
+            profile.as_str()
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_assignment_requests_change_nothing() {
     let env = TestService::start().await;

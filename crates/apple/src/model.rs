@@ -334,8 +334,10 @@ pub struct DefinedProfile {
 /// `PUT /profile/devices`: how each device fared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AssignedProfile {
-    /// The profile assigned.
-    pub profile_uuid: String,
+    /// The profile assigned. Apple's schema marks it optional (and nanodep reads it so):
+    /// the profile asked for is the one assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_uuid: Option<String>,
     /// Per serial.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub devices: BTreeMap<String, DeviceStatus>,

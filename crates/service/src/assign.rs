@@ -258,7 +258,11 @@ impl<'a> AppleLink<'a> {
                     };
                     (
                         serial.clone(),
-                        assignment::outcome(answered, &answer.profile_uuid, now),
+                        assignment::outcome(
+                            answered,
+                            answer.profile_uuid.as_deref().unwrap_or(profile_uuid),
+                            now,
+                        ),
                     )
                 })
                 .collect();

@@ -404,13 +404,21 @@ async fn assign_profile(
     body: Bytes,
 ) -> Result<Response, AppleError> {
     let request: AssignRequest = parse_body(&body)?;
-    let result = state.lock().assign_profile(
+    let mut world = state.lock();
+    let result = world.assign_profile(
         &authed.server_uuid,
         request.profile_uuid,
         request.devices,
         version,
     )?;
-    json_value(&result)
+    let mut answer = serde_json::to_value(&result)
+        .map_err(|_| AppleError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+    if world.behaviour.assign_omits_profile_uuid
+        && let Some(fields) = answer.as_object_mut()
+    {
+        fields.remove("profile_uuid");
+    }
+    json_value(&answer)
 }
 
 async fn remove_profile(

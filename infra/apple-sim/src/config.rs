@@ -56,6 +56,9 @@ pub struct Behaviour {
     pub duplicate_every: Option<u32>,
     /// Sync cursors older than this on the simulator clock answer `EXPIRED_CURSOR`.
     pub cursor_max_age_seconds: u64,
+    /// Leave `profile_uuid` out of `PUT /profile/devices` answers (Apple's schema marks it
+    /// optional).
+    pub assign_omits_profile_uuid: bool,
 }
 
 impl Default for Behaviour {
@@ -68,6 +71,7 @@ impl Default for Behaviour {
             limit_maximum: 5000,
             duplicate_every: None,
             cursor_max_age_seconds: 7 * 24 * 3600,
+            assign_omits_profile_uuid: false,
         }
     }
 }

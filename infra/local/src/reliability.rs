@@ -260,6 +260,14 @@ pub const MATRIX: &[Row] = &[
     ),
     row(
         APPLE,
+        "An assignment answer without profile_uuid → each device recorded assigned",
+        &[t(
+            POLICIES,
+            "an_assignment_answer_without_profile_uuid_still_records_each_device",
+        )],
+    ),
+    row(
+        APPLE,
         "A fetch cursor echoed in the middle of a snapshot → dropped, the next sync fetches afresh",
         &[t(
             APPLE_FAULTS,
