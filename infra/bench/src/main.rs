@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod ceiling;
+mod fanout;
 mod functions;
 mod lambda;
 mod pace;
@@ -101,7 +102,40 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         runs: usize,
     },
-    /// All of the above, side by side.
+    /// One scheduler pass over a fleet of tokens seeded straight into the
+    /// store (the simulator unpaced, the clock sped up): the first syncs of
+    /// the new fleet, then the delta pass 12 hours on. How long until every
+    /// token's sync is claimed and queued, against the pacing; invocations
+    /// the pages took and the longest against the worker's timeout.
+    Fanout {
+        #[arg(long, default_value_t = 20_000)]
+        tokens: usize,
+        /// Tokens of each account (up to 2,000): a scan segment holds whole
+        /// accounts, so few large accounts balance the segments worse.
+        #[arg(long, default_value_t = 200)]
+        tokens_per_account: usize,
+        /// Devices of each token's MDM server.
+        #[arg(long, default_value_t = 2)]
+        devices: usize,
+        /// How many times faster than real time the clock runs. A page's
+        /// own work is magnified by it: at ×5 a page of 100 claims that
+        /// takes 2 s here stands for 10 s of its 20-second share.
+        #[arg(long, default_value_t = 5.0)]
+        speed: f64,
+        /// The pass's pacing (template.yaml's SyncStartsPerSecond).
+        #[arg(long, default_value_t = 20)]
+        starts_per_second: u32,
+        /// Concurrent invocations per standard-queue consumer (the local
+        /// stand-in for the sync worker's MaximumConcurrency).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Also run the syncs the pass starts (and a second, delta pass 12
+        /// hours on); by default they are acknowledged unrun, as one
+        /// machine cannot sync thousands of tokens at the pass's pace.
+        #[arg(long)]
+        run_syncs: bool,
+    },
+    /// All of the above but apple-pace and fanout, side by side.
     All {
         #[arg(long, default_value_t = 200_000)]
         devices: usize,
@@ -117,9 +151,23 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     let command = Cli::parse().command;
-    // Opt-in: what the functions hosted in this process do, in their logs.
-    if std::env::var_os("RUST_LOG").is_some() {
-        adesync_runtime::logging::init();
+    // The fanout benchmark times the pass's pages from their spans; the
+    // functions' own logs are opt-in.
+    let pages = fanout::PageSpans::default();
+    {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let logs = std::env::var_os("RUST_LOG").is_some().then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+        });
+        tracing_subscriber::registry()
+            .with(pages.clone())
+            .with(logs)
+            .try_init()
+            .ok();
     }
     let workspace = Workspace::locate()?;
     // Checked before anything starts: a debug build's figures say nothing.
@@ -159,6 +207,26 @@ async fn main() -> Result<()> {
                 releases,
             };
             pace::apple_pace(&aws, &workspace, setup, runs, &mut rows).await?;
+        }
+        Command::Fanout {
+            tokens,
+            tokens_per_account,
+            devices,
+            speed,
+            starts_per_second,
+            concurrency,
+            run_syncs,
+        } => {
+            let setup = fanout::Setup {
+                tokens,
+                tokens_per_account: tokens_per_account.clamp(1, 2_000),
+                devices,
+                speed,
+                starts_per_second,
+                concurrency,
+                run_syncs,
+            };
+            fanout::fanout(&aws, &workspace, setup, pages, &mut rows).await?;
         }
         Command::All {
             devices,
@@ -499,7 +567,7 @@ fn stage(record: &serde_json::Value, from: &str, to: &str) -> String {
     }
 }
 
-fn load_average() -> String {
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))

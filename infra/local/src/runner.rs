@@ -68,6 +68,12 @@ pub struct RunnerOptions {
     /// Clocks moved together with the runner's (the Apple simulator's
     /// `POST /_sim/clock`): time passes for Apple too.
     pub linked_clocks: Vec<String>,
+    /// Run only the pages of scheduled passes from the sync-jobs queue; the
+    /// sync steps and assignment jobs they queue are acknowledged unrun and
+    /// counted ([`Runner::jobs_not_run`]). For the fanout benchmark: it
+    /// measures a pass's own work on a fleet whose syncs one machine could
+    /// not run at the pass's pace.
+    pub pass_pages_only: bool,
 }
 
 impl Default for RunnerOptions {
@@ -81,6 +87,7 @@ impl Default for RunnerOptions {
             clock_speed: 1.0,
             concurrency: 4,
             linked_clocks: Vec::new(),
+            pass_pages_only: false,
         }
     }
 }
@@ -168,9 +175,59 @@ pub struct Runner {
     faults: Arc<Faults>,
     deliveries: Arc<DeliveryFaults>,
     invocations: Arc<Invocations>,
+    jobs_not_run: Arc<NotRun>,
     tasks: Vec<JoinHandle<()>>,
     scheduled: HashMap<String, Scheduled>,
     deployed: Deployed,
+}
+
+/// Jobs of the sync-jobs queue delivered and acknowledged unrun, by the
+/// second of the runner's clock they were delivered in.
+#[derive(Debug, Default)]
+pub struct NotRun {
+    per_second: std::sync::Mutex<std::collections::BTreeMap<i64, u64>>,
+}
+
+impl NotRun {
+    fn add(&self, at: chrono::DateTime<chrono::Utc>, jobs: u64) {
+        if jobs > 0
+            && let Ok(mut seen) = self.per_second.lock()
+        {
+            *seen.entry(at.timestamp()).or_default() += jobs;
+        }
+    }
+
+    /// Jobs delivered at or after `since`, in all and in the busiest second.
+    pub fn since(&self, since: chrono::DateTime<chrono::Utc>) -> (u64, u64) {
+        let Ok(seen) = self.per_second.lock() else {
+            return (0, 0);
+        };
+        seen.range(since.timestamp()..)
+            .fold((0, 0), |(all, busiest), (_, n)| (all + n, busiest.max(*n)))
+    }
+}
+
+/// `worker` for the pages of passes only: every other job of the sync-jobs
+/// queue is acknowledged without running, and counted in `not_run`.
+fn pass_pages_only(worker: Consumer, not_run: Arc<NotRun>, clock: Arc<LocalClock>) -> Consumer {
+    Arc::new(move |mut event: SqsEvent, deadline| {
+        let before = event.records.len();
+        event.records.retain(|record| {
+            let body = record.body.as_deref().unwrap_or_default();
+            matches!(
+                adesync_queue::jobs::Job::decode(body),
+                Ok(adesync_queue::jobs::Job::Sweep(_))
+            )
+        });
+        not_run.add(clock.now(), (before - event.records.len()) as u64);
+        let worker = worker.clone();
+        Box::pin(async move {
+            if event.records.is_empty() {
+                return Ok(SqsBatchResponse::default());
+            }
+            worker(event, deadline).await
+        })
+    })
 }
 
 /// How long the hosted functions ran: what Lambda would bill.
@@ -189,6 +246,8 @@ pub struct InvocationTotals {
     pub clock_seconds: f64,
     /// In real time on this machine.
     pub real_seconds: f64,
+    /// The longest single invocation, on the runner's clock.
+    pub longest_clock_seconds: f64,
     /// Invocations killed at their function's timeout.
     pub killed: u64,
 }
@@ -197,8 +256,10 @@ impl Invocations {
     fn record(&self, function: &str, clock: chrono::Duration, real: Duration, killed: bool) {
         if let Ok(mut totals) = self.totals.lock() {
             let entry = totals.entry(function.to_owned()).or_default();
+            let seconds = clock.num_milliseconds() as f64 / 1000.0;
             entry.count += 1;
-            entry.clock_seconds += clock.num_milliseconds() as f64 / 1000.0;
+            entry.clock_seconds += seconds;
+            entry.longest_clock_seconds = entry.longest_clock_seconds.max(seconds);
             entry.real_seconds += real.as_secs_f64();
             entry.killed += u64::from(killed);
         }
@@ -273,7 +334,16 @@ impl Runner {
         let faults = Arc::new(Faults::default());
         let deliveries = Arc::new(DeliveryFaults::default());
         let invocations = Arc::new(Invocations::default());
-        let functions = functions(config, clients, clock.clone(), faults.clone())?;
+        let mut functions = functions(config, clients, clock.clone(), faults.clone())?;
+        let jobs_not_run = Arc::new(NotRun::default());
+        if options.pass_pages_only
+            && let Some(worker) = functions.consumers.remove("SyncJobsQueue")
+        {
+            functions.consumers.insert(
+                "SyncJobsQueue".into(),
+                pass_pages_only(worker, jobs_not_run.clone(), clock.clone()),
+            );
+        }
         let mut tasks = Vec::new();
 
         for function in &deployed.template.functions {
@@ -413,6 +483,7 @@ impl Runner {
             faults,
             deliveries,
             invocations,
+            jobs_not_run,
             tasks,
             scheduled,
             deployed,
@@ -451,13 +522,28 @@ impl Runner {
         &self.deployed
     }
 
+    /// Jobs acknowledged unrun under [`RunnerOptions::pass_pages_only`].
+    pub fn jobs_not_run(&self) -> &NotRun {
+        &self.jobs_not_run
+    }
+
     /// Runs a scheduled function now with `input` (as EventBridge would).
     pub async fn fire(&self, binary: &str, input: Value) -> Result<()> {
         let handler = self
             .scheduled
             .get(binary)
             .with_context(|| format!("no scheduled function {binary}"))?;
-        handler(input).await.map_err(anyhow::Error::msg)
+        let (started, started_real) = (self.clock.now(), std::time::Instant::now());
+        let answer = handler(input).await;
+        self.invocations.record(
+            binary,
+            self.clock.now() - started,
+            started_real.elapsed(),
+            answer
+                .as_ref()
+                .is_err_and(|e| e.starts_with(KILLED_SCHEDULED)),
+        );
+        answer.map_err(anyhow::Error::msg)
     }
 
     /// Stops every function (also done on drop).
@@ -761,6 +847,9 @@ async fn within<T>(
     tokio::time::timeout(real, invocation).await.ok()
 }
 
+/// How a scheduled invocation's error begins when Lambda killed it.
+const KILLED_SCHEDULED: &str = "the scheduled invocation was killed";
+
 /// A scheduled handler that Lambda kills at `timeout`.
 fn killed_at_timeout(handler: Scheduled, clock: Arc<LocalClock>, timeout: Duration) -> Scheduled {
     Arc::new(move |input| {
@@ -771,7 +860,7 @@ fn killed_at_timeout(handler: Scheduled, clock: Arc<LocalClock>, timeout: Durati
                 .await
                 .unwrap_or_else(|| {
                     Err(format!(
-                        "the scheduled invocation was killed at its {}-second timeout",
+                        "{KILLED_SCHEDULED} at its {}-second timeout",
                         timeout.as_secs()
                     ))
                 })
