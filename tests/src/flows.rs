@@ -238,9 +238,18 @@ impl TestService {
 
     /// POSTs to the simulator's control API.
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {
+        self.sim_call(reqwest::Method::POST, path, body).await
+    }
+
+    /// `PATCH` on the simulator's control API (a merge-patch of a device).
+    pub async fn sim_patch(&self, path: &str, body: Value) -> Value {
+        self.sim_call(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn sim_call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let response = self
             .http
-            .post(self.sim(path))
+            .request(method, self.sim(path))
             .json(&body)
             .send()
             .await

@@ -413,3 +413,43 @@ async fn an_exhausted_cursor_in_the_middle_of_a_fetch_releases_nothing() {
     assert_eq!(run["kind"], "full", "{run}");
     assert_converged(&env, &token, Some(&released)).await;
 }
+
+/// One device comes with an optional field Apple sends unreadable (here
+/// `mdm_migration_deadline`, which nanodep does not parse): the page still
+/// imports, that field is left out of that device, and the run says so.
+/// Failing the page instead would stop every run at the same page.
+#[tokio::test]
+async fn an_unreadable_optional_field_is_left_out_and_the_page_still_imports() {
+    let (env, token) = synced(300).await;
+    let devices = env.sim_devices(&token.server_uuid).await;
+    let odd = devices[0]["serial_number"].as_str().unwrap().to_owned();
+    let renamed = devices[1]["serial_number"].as_str().unwrap().to_owned();
+    env.sim_patch(
+        &format!("/_sim/servers/{}/devices/{odd}", token.server_uuid),
+        json!({"mdm_migration_deadline": "next tuesday", "asset_tag": "odd-one"}),
+    )
+    .await;
+    env.sim_patch(
+        &format!("/_sim/servers/{}/devices/{renamed}", token.server_uuid),
+        json!({"asset_tag": "on-the-same-page"}),
+    )
+    .await;
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(
+        run["warning"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mdm_migration_deadline"),
+        "{run}"
+    );
+    let device = env.device(&token, &odd).await;
+    assert_eq!(device["asset_tag"], "odd-one", "{device}");
+    assert!(device["mdm_migration_deadline"].is_null(), "{device}");
+    assert_eq!(
+        env.device(&token, &renamed).await["asset_tag"],
+        "on-the-same-page"
+    );
+    assert_converged(&env, &token, None).await;
+}

@@ -102,12 +102,21 @@ pub struct DevicePage {
     pub fetched_until: Option<DateTime<Utc>>,
     /// Ask again at once from `cursor`.
     pub more_to_follow: bool,
-    /// Devices, in the order of their operations.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    /// Devices, in the order of their operations. A device whose optional timestamp
+    /// cannot be read keeps the rest of its record ([`Device::unreadable`]): one bad
+    /// field must not fail the page, or every run would stop at the same page.
+    #[serde(default, deserialize_with = "lenient_devices")]
     pub devices: Vec<Device>,
     /// Fields not modelled here.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl DevicePage {
+    /// Devices of this page that came with an optional field that could not be read.
+    pub fn with_unreadable_fields(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter().filter(|d| !d.unreadable.is_empty())
+    }
 }
 
 /// A device record (`apple-dep-api.md` §4.4).
@@ -186,6 +195,44 @@ pub struct Device {
     /// Fields not modelled here (newer protocol versions add some).
     #[serde(flatten)]
     pub extra: Extra,
+    /// Optional fields Apple sent in a form that could not be read (a timestamp that is
+    /// not ISO 8601): left out of this record, named here so the run can say so.
+    #[serde(skip)]
+    pub unreadable: Vec<String>,
+}
+
+/// The optional timestamps of a device record: one Apple sends unreadable is left out
+/// rather than failing its page.
+const OPTIONAL_TIMES: [&str; 5] = [
+    "profile_assign_time",
+    "profile_push_time",
+    "device_assigned_date",
+    "mdm_migration_deadline",
+    "op_date",
+];
+
+impl Device {
+    /// Reads one device record; an optional timestamp that cannot be read is dropped and
+    /// named in [`Device::unreadable`]. Anything else wrong (no serial number) fails.
+    fn read_leniently(mut record: serde_json::Value) -> Result<Self, serde_json::Error> {
+        let mut unreadable = Vec::new();
+        if let Some(fields) = record.as_object_mut() {
+            for name in OPTIONAL_TIMES {
+                let readable = match fields.get(name) {
+                    Some(serde_json::Value::String(text)) => parse_time(text).is_ok(),
+                    Some(serde_json::Value::Null) | None => true,
+                    Some(_) => false,
+                };
+                if !readable {
+                    fields.remove(name);
+                    unreadable.push(name.to_owned());
+                }
+            }
+        }
+        let mut device: Device = serde_json::from_value(record)?;
+        device.unreadable = unreadable;
+        Ok(device)
+    }
 }
 
 /// A device's profile state in Apple.
@@ -390,6 +437,11 @@ fn lenient_time<'de, D: Deserializer<'de>>(
     let Some(text) = Option::<String>::deserialize(deserializer)? else {
         return Ok(None);
     };
+    parse_time(&text).map_err(serde::de::Error::custom)
+}
+
+/// An ISO 8601 timestamp as Apple writes them (with or without an offset; empty: none).
+fn parse_time(text: &str) -> Result<Option<DateTime<Utc>>, &'static str> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -399,7 +451,16 @@ fn lenient_time<'de, D: Deserializer<'de>>(
     }
     NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
         .map(|naive| Some(naive.and_utc()))
-        .map_err(|_| serde::de::Error::custom("a timestamp that is not ISO 8601"))
+        .map_err(|_| "a timestamp that is not ISO 8601")
+}
+
+/// A page's devices, each read with [`Device::read_leniently`] (`null`: none).
+fn lenient_devices<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Device>, D::Error> {
+    let records = Option::<Vec<serde_json::Value>>::deserialize(deserializer)?.unwrap_or_default();
+    records
+        .into_iter()
+        .map(|record| Device::read_leniently(record).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// Apple sends `null` for empty lists on some routes.
@@ -414,6 +475,31 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_optional_time_drops_that_field_not_the_page() {
+        let page: DevicePage = serde_json::from_str(
+            r#"{"cursor":"c1","more_to_follow":false,"devices":[
+              {"serial_number":"C02T0HL0GGC0","mdm_migration_deadline":"next tuesday",
+               "device_assigned_date":"2017-10-16T01:55:30Z","op_date":17},
+              {"serial_number":"C02T0HL0GGC1","mdm_migration_deadline":"2026-12-31T00:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let [odd, fine] = &page.devices[..] else {
+            panic!("two devices: {page:?}");
+        };
+        assert_eq!(odd.unreadable, ["mdm_migration_deadline", "op_date"]);
+        assert_eq!(odd.mdm_migration_deadline, None);
+        assert!(odd.device_assigned_date.is_some());
+        assert!(fine.unreadable.is_empty());
+        assert!(fine.mdm_migration_deadline.is_some());
+        assert_eq!(page.with_unreadable_fields().count(), 1);
+        // A record without a serial number still fails its page.
+        let missing = serde_json::from_str::<DevicePage>(
+            r#"{"cursor":"c1","more_to_follow":false,"devices":[{"model":"iPad"}]}"#,
+        );
+        assert!(missing.is_err());
+    }
 
     #[test]
     fn reads_apple_sample_page() {
@@ -466,14 +552,6 @@ mod tests {
             let page: DevicePage = serde_json::from_str(body).expect(body);
             assert!(page.devices.is_empty());
         }
-    }
-
-    #[test]
-    fn a_bad_timestamp_fails_the_page() {
-        let result = serde_json::from_str::<DevicePage>(
-            r#"{"cursor":"c","more_to_follow":false,"devices":[{"serial_number":"A","op_date":"yesterday"}]}"#,
-        );
-        assert!(result.is_err());
     }
 
     #[test]

@@ -655,6 +655,18 @@ impl Worker {
             Records::Snapshot => *state.snapshot_at.get_or_insert_with(|| snapshot_time(now)),
             Records::Changes => now,
         };
+        let unreadable: Vec<&adesync_apple::Device> = page.with_unreadable_fields().collect();
+        if let Some(first) = unreadable.first() {
+            tracing::warn!(
+                devices = unreadable.len(),
+                serial = %first.serial_number,
+                fields = ?first.unreadable,
+                "Apple sent fields that could not be read; the devices are imported without them"
+            );
+            state
+                .warning
+                .get_or_insert_with(|| unreadable_warning(&first.unreadable));
+        }
         for device in &page.devices {
             let Ok(serial) = Serial::parse(&device.serial_number) else {
                 tracing::warn!("Apple sent a device with an unusable serial number; skipped");
@@ -759,6 +771,13 @@ fn restart_warning(reason: RestartReason) -> &'static str {
         }
         RestartReason::Required => "Apple asked for a cursor, so this sync fetched every device.",
     }
+}
+
+fn unreadable_warning(fields: &[String]) -> String {
+    format!(
+        "Apple sent devices with a value that could not be read ({}); they were imported without it.",
+        fields.join(", ")
+    )
 }
 
 fn finish_warning(warning: Warning) -> &'static str {

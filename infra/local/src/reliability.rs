@@ -109,6 +109,11 @@ const APPLE_LOGS: Target = Target {
     test: Some("logs"),
     sources: "crates/apple/tests",
 };
+const APPLE_CLIENT: Target = Target {
+    package: "adesync-apple",
+    test: None,
+    sources: "crates/apple/src",
+};
 const CORE: Target = Target {
     package: "adesync-core",
     test: None,
@@ -256,6 +261,20 @@ pub const MATRIX: &[Row] = &[
                 "the_same_cursor_echoed_with_more_to_follow_stops_the_run_without_looping",
             ),
             t(CORE, "cursor::tests::terminates::any_answers_end_the_walk"),
+        ],
+    ),
+    row(
+        APPLE,
+        "One device's optional field unreadable → the field left out, the page imports, the run says so",
+        &[
+            t(
+                APPLE_FAULTS,
+                "an_unreadable_optional_field_is_left_out_and_the_page_still_imports",
+            ),
+            t(
+                APPLE_CLIENT,
+                "model::tests::an_unreadable_optional_time_drops_that_field_not_the_page",
+            ),
         ],
     ),
     row(

@@ -135,7 +135,10 @@ async fn profiles_are_defined_read_assigned_removed_and_devices_disowned() {
         .assign_profile(&defined.profile_uuid, &pair)
         .await
         .expect("assignment answers");
-    assert_eq!(assigned.profile_uuid, defined.profile_uuid);
+    assert_eq!(
+        assigned.profile_uuid.as_deref(),
+        Some(defined.profile_uuid.as_str())
+    );
     assert_eq!(assigned.devices[&pair[0]], DeviceStatus::Success);
     assert_eq!(assigned.devices[&pair[1]], DeviceStatus::Success);
     assert_eq!(assigned.retry_after_seconds, None);
