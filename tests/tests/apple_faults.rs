@@ -453,3 +453,70 @@ async fn an_unreadable_optional_field_is_left_out_and_the_page_still_imports() {
     );
     assert_converged(&env, &token, None).await;
 }
+
+async fn token_status(env: &TestService, token: &CreatedToken) -> Value {
+    env.call(
+        reqwest::Method::GET,
+        &format!("/v1/tokens/{}", token.token_id),
+        &token.jwt,
+        None,
+    )
+    .await
+    .body["status"]
+        .clone()
+}
+
+/// A 403 with an empty or HTML body (an edge in front of Apple) or a bare
+/// 401 on a fresh session is not Apple saying the token is dead. Passing,
+/// the run retries through it. Persisting, each run fails and says why,
+/// and the token stays `ok` until three runs in a row have failed on it.
+#[tokio::test]
+async fn refusals_without_a_reason_are_retried_and_mark_the_token_only_when_they_persist() {
+    let (env, token) = synced(300).await;
+    add_devices(&env, &token, 20).await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 403, "body": "<html><body>Forbidden</body></html>"}),
+    )
+    .await;
+    fault(
+        &env,
+        json!({"route": "/devices/sync", "status": 401, "body": "", "times": 2}),
+    )
+    .await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(token_status(&env, &token).await, "ok");
+    assert_converged(&env, &token, None).await;
+
+    // Every request refused from now on (a failed delta makes the next
+    // sync a full one, so every route).
+    fault(
+        &env,
+        json!({"route": "*", "status": 403, "body": "", "times": 1_000_000}),
+    )
+    .await;
+    for attempt in 1..=adesync_service::worker::PERSISTENT_REFUSALS {
+        env.advance(15 * 60).await;
+        let run = sync(&env, &token, "delta").await;
+        assert_eq!(run["status"], "failed", "{run}");
+        assert!(
+            run["error"]
+                .as_str()
+                .unwrap()
+                .contains("without giving a reason"),
+            "{run}"
+        );
+        let expected = if attempt < adesync_service::worker::PERSISTENT_REFUSALS {
+            "ok"
+        } else {
+            "token_invalid"
+        };
+        assert_eq!(
+            token_status(&env, &token).await,
+            expected,
+            "after run {attempt}"
+        );
+    }
+    assert_eq!(env.all_devices(&token, "").await.len(), 320, "no data lost");
+}

@@ -17,7 +17,9 @@ use tracing::Instrument;
 
 use crate::config::AppleConfig;
 use crate::credentials::Credentials;
-use crate::error::{AppleError, classify, parse_retry_after, wants_new_session};
+use crate::error::{
+    AppleError, classify, parse_retry_after, stale_on_a_fresh_session, wants_new_session,
+};
 use crate::model::{
     Account, AssignRequest, AssignedProfile, DefinedProfile, DeviceDetails, DevicePage,
     DeviceStatuses, PageRequest, Profile, SerialsRequest, SessionAnswer,
@@ -448,7 +450,7 @@ impl AppleSession {
         let mut answer = self.send(route, query, body, timeout, &session).await?;
         if wants_new_session(route, answer.status, &answer.body) {
             if reauthenticated.swap(true, Ordering::SeqCst) {
-                return Err(AppleError::TokenInvalid);
+                return Err(stale_on_a_fresh_session(answer.status));
             }
             tracing::info!(
                 status = answer.status.as_u16(),
@@ -458,7 +460,7 @@ impl AppleSession {
             let session = self.authenticate().await?;
             answer = self.send(route, query, body, timeout, &session).await?;
             if wants_new_session(route, answer.status, &answer.body) {
-                return Err(AppleError::TokenInvalid);
+                return Err(stale_on_a_fresh_session(answer.status));
             }
         }
         if answer.status.is_success() {

@@ -10,6 +10,10 @@ use reqwest::StatusCode;
 
 use crate::route::Route;
 
+/// How [`AppleError::Refused`] reads: a run's stored error that contains it failed on
+/// such a refusal.
+pub const REFUSED_WITHOUT_A_REASON: &str = "Apple refused the request without giving a reason";
+
 /// Longest excerpt of an Apple error body kept in an error (never for `/session`).
 const EXCERPT_CHARS: usize = 200;
 
@@ -30,11 +34,21 @@ pub enum AppleError {
         "Apple no longer accepts this server token (it was renewed, revoked or its Apple Account removed); download a new token in Apple Business Manager and renew it here"
     )]
     TokenInvalid,
-    /// 403 `ACCESS_DENIED` (or another 403): the token may not make this request.
+    /// 403 `ACCESS_DENIED`: the token may not make this request.
     #[error(
         "Apple denied this server token access to the request; check the MDM server's permissions in Apple Business Manager"
     )]
     AccessDenied,
+    /// 401 on a fresh session, or a 403 naming none of Apple's reasons (an empty or HTML
+    /// body, as an edge in front of Apple sends): not proof that the token is dead, so it
+    /// is retried like a server error and changes no token status by itself.
+    #[error(
+        "{REFUSED_WITHOUT_A_REASON} (HTTP {status}); it is retried, and the token is marked invalid only if such refusals persist"
+    )]
+    Refused {
+        /// The HTTP status (401 or 403).
+        status: u16,
+    },
     /// 429 that did not clear within the retry deadline.
     #[error("Apple is throttling requests for this token{}; retry later", after(*.retry_after))]
     Throttled {
@@ -149,9 +163,10 @@ impl AppleError {
     /// timeouts, broken connections).
     pub fn is_retryable(&self) -> bool {
         match self {
-            AppleError::Throttled { .. } | AppleError::Timeout | AppleError::Transport { .. } => {
-                true
-            }
+            AppleError::Throttled { .. }
+            | AppleError::Timeout
+            | AppleError::Transport { .. }
+            | AppleError::Refused { .. } => true,
             AppleError::Server { status, .. } => matches!(status, 500 | 502 | 503 | 504),
             _ => false,
         }
@@ -181,8 +196,10 @@ impl AppleError {
     /// Apple certainly did not act on the request, so even a request that is not
     /// idempotent may be sent again.
     pub(crate) fn was_refused(&self) -> bool {
-        matches!(self, AppleError::Throttled { .. })
-            || matches!(self, AppleError::Server { status: 503, .. })
+        matches!(
+            self,
+            AppleError::Throttled { .. } | AppleError::Refused { .. }
+        ) || matches!(self, AppleError::Server { status: 503, .. })
             || matches!(self, AppleError::Transport { source } if source.is_connect())
     }
 
@@ -201,6 +218,18 @@ impl AppleError {
             route: route.path(),
             line: error.line(),
             column: error.column(),
+        }
+    }
+}
+
+/// What an answer that still says "stale session" on a fresh session means: `FORBIDDEN`
+/// is Apple's word that the token is dead; a bare 401 is not (it is retried).
+pub(crate) fn stale_on_a_fresh_session(status: StatusCode) -> AppleError {
+    if status == StatusCode::FORBIDDEN {
+        AppleError::TokenInvalid
+    } else {
+        AppleError::Refused {
+            status: status.as_u16(),
         }
     }
 }
@@ -224,10 +253,12 @@ pub(crate) fn classify(
         400 => cursor_error(body).unwrap_or_else(|| AppleError::BadRequest {
             code: code(route, body),
         }),
-        401 => AppleError::TokenInvalid,
+        // Apple's word that the credentials are dead is a 401 to `/session` itself.
+        401 if route == Route::Session => AppleError::TokenInvalid,
         403 if contains(body, "T_C_NOT_SIGNED") => AppleError::TermsNotSigned,
         403 if contains(body, "FORBIDDEN") => AppleError::TokenInvalid,
-        403 => AppleError::AccessDenied,
+        403 if contains(body, "ACCESS_DENIED") => AppleError::AccessDenied,
+        status @ (401 | 403) => AppleError::Refused { status },
         404 if route.is_profile() => AppleError::ProfileNotFound,
         429 => AppleError::Throttled { retry_after },
         status @ 500..=599 => AppleError::Server {
@@ -357,6 +388,40 @@ mod tests {
         assert!(!error.to_string().contains("secret-looking"), "{error}");
         let error = read(Route::Session, 418, body);
         assert!(!error.to_string().contains("secret-looking"), "{error}");
+    }
+
+    #[test]
+    fn refusals_without_a_reason_are_retried_and_say_nothing_of_the_token() {
+        for (route, status, body) in [
+            (Route::FetchDevices, 403, ""),
+            (
+                Route::FetchDevices,
+                403,
+                "<html><body>403 Forbidden</body></html>",
+            ),
+            (Route::Account, 403, "SOMETHING_NEW"),
+            (Route::SyncDevices, 401, ""),
+        ] {
+            let error = read(route, status, body);
+            assert!(
+                matches!(error, AppleError::Refused { status: s } if s == status),
+                "{status} {body:?}: {error:?}"
+            );
+            assert!(error.is_retryable() && !error.is_auth(), "{error:?}");
+        }
+        // Apple's own words still count.
+        assert!(matches!(
+            read(Route::Session, 401, "<html>"),
+            AppleError::TokenInvalid
+        ));
+        assert!(matches!(
+            stale_on_a_fresh_session(StatusCode::FORBIDDEN),
+            AppleError::TokenInvalid
+        ));
+        assert!(matches!(
+            stale_on_a_fresh_session(StatusCode::UNAUTHORIZED),
+            AppleError::Refused { status: 401 }
+        ));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use client::{
 };
 pub use config::{APPLE_BASE_URL, AppleConfig, RetryPolicy};
 pub use credentials::Credentials;
-pub use error::{AppleError, parse_retry_after};
+pub use error::{AppleError, REFUSED_WITHOUT_A_REASON, parse_retry_after};
 pub use model::{
     Account, AccountUrl, AssignedProfile, DefinedProfile, Device, DeviceDetails, DevicePage,
     DeviceStatus, DeviceStatuses, OpType, PageLimit, Profile, ProfileStatus,

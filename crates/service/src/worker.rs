@@ -628,9 +628,12 @@ impl Worker {
     /// Token-level consequences of Apple's refusals: the administrator must
     /// act. The status's own message says what to do.
     async fn record_token_status(&self, job: &SyncJob, error: &AppleError, now: DateTime<Utc>) {
+        let persistent =
+            matches!(error, AppleError::Refused { .. }) && self.refused_before(job).await;
         let status = match error {
             AppleError::TermsNotSigned => TokenStatus::TermsNotSigned,
             AppleError::TokenInvalid | AppleError::AccessDenied => TokenStatus::TokenInvalid,
+            AppleError::Refused { .. } if persistent => TokenStatus::TokenInvalid,
             _ => return,
         };
         if let Err(e) = self
@@ -640,6 +643,38 @@ impl Worker {
         {
             tracing::warn!(error = %e, "could not record the token's status");
         }
+    }
+
+    /// Whether the token's runs before this one also failed on refusals
+    /// without a reason, [`PERSISTENT_REFUSALS`] runs in all: a passing
+    /// fault at Apple's edge clears within a run or two; refusals that
+    /// outlast that many runs (hours apart when scheduled) are taken as
+    /// Apple's word that the token is no longer accepted.
+    async fn refused_before(&self, job: &SyncJob) -> bool {
+        let earlier = PERSISTENT_REFUSALS - 1;
+        let Ok(runs) = self
+            .store
+            .recent_runs(
+                &job.token_id,
+                u32::try_from(PERSISTENT_REFUSALS).unwrap_or(3),
+            )
+            .await
+        else {
+            return false;
+        };
+        let refused: Vec<bool> = runs
+            .iter()
+            .filter(|run| run.run_id != job.run_id)
+            .take(earlier)
+            .map(|run| {
+                run.status == adesync_core::run::RunStatus::Failed
+                    && run
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.contains(adesync_apple::REFUSED_WITHOUT_A_REASON))
+            })
+            .collect();
+        refused.len() == earlier && refused.iter().all(|r| *r)
     }
 
     /// The page's devices as records for the importer, numbered in order.
@@ -705,6 +740,10 @@ impl Worker {
         records
     }
 }
+
+/// Runs in a row that must fail on Apple's refusals without a reason
+/// before the token is marked invalid (this run and the two before it).
+pub const PERSISTENT_REFUSALS: usize = 3;
 
 /// Records numbered per run before the numbers of the next run begin.
 const SEQ_PER_RUN: u64 = 1 << 22;

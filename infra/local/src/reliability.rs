@@ -279,6 +279,20 @@ pub const MATRIX: &[Row] = &[
     ),
     row(
         APPLE,
+        "401/403 without a reason (empty or HTML body) → retried; the token marked invalid only after 3 failed runs in a row",
+        &[
+            t(
+                APPLE_FAULTS,
+                "refusals_without_a_reason_are_retried_and_mark_the_token_only_when_they_persist",
+            ),
+            t(
+                APPLE_CLIENT,
+                "error::tests::refusals_without_a_reason_are_retried_and_say_nothing_of_the_token",
+            ),
+        ],
+    ),
+    row(
+        APPLE,
         "An assignment answer without profile_uuid → each device recorded assigned",
         &[t(
             POLICIES,

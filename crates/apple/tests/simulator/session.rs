@@ -27,16 +27,34 @@ async fn unauthorized_mid_run_authenticates_again_once() {
     let second = session.current_auth_session().expect("a session is held");
     assert_ne!(first.expose_secret(), second.expose_secret());
 
-    // A 401 that survives the fresh session means the token itself is refused.
+    // A 401 that survives the fresh session is not Apple's word that the token is dead
+    // (that is a 401 to /session itself): it is retried, without another re-auth.
     sim.fault(json!({ "route": "/account", "status": 401, "body": "UNAUTHORIZED", "times": 2 }))
         .await;
-    let error = session.account().await.unwrap_err();
-    assert!(matches!(error, AppleError::TokenInvalid), "{error:?}");
+    session
+        .account()
+        .await
+        .expect("retried once the refusals pass");
     assert_eq!(
         sim.requests("/session").await,
         3,
         "still only one re-auth per call"
     );
+    assert_eq!(
+        sim.requests("/account").await,
+        4,
+        "two refused, one replayed"
+    );
+
+    // One that persists fails the call as a refusal, not as a dead token.
+    sim.fault(json!({ "route": "/account", "status": 401, "body": "", "times": 1_000 }))
+        .await;
+    let error = session.account().await.unwrap_err();
+    assert!(
+        matches!(error, AppleError::Refused { status: 401 }),
+        "{error:?}"
+    );
+    assert!(!error.is_auth());
 }
 
 #[tokio::test]
