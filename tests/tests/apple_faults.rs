@@ -288,20 +288,9 @@ async fn an_exhausted_cursor_on_sync_keeps_the_cursor_and_says_so() {
 #[tokio::test]
 async fn the_same_cursor_echoed_with_more_to_follow_stops_the_run_without_looping() {
     let (env, token) = synced(300).await;
-    let item = env
-        .service
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(&env.service.config.tables.tokens)
-        .key("account_id", AttributeValue::S("acme".into()))
-        .key("token_id", AttributeValue::S(token.token_id.clone()))
-        .send()
+    let cursor = stored_cursor(&env, &token)
         .await
-        .unwrap()
-        .item
-        .unwrap();
-    let cursor = item["cursor"].as_s().unwrap().clone();
+        .expect("a synced token keeps a cursor");
     fault(
         &env,
         json!({"route": "/devices/sync", "status": 200, "times": 1, "body": json!({
