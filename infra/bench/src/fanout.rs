@@ -39,6 +39,9 @@ use crate::{bench_options, load_average};
 const SEED_CONCURRENCY: usize = 32;
 /// The worker's timeout in template.yaml (seconds, on the clock).
 const WORKER_TIMEOUT: f64 = 90.0;
+/// A full page's share of the default pacing (100 starts at 5 a second per
+/// segment): a page that takes longer slows its segment below the rate.
+const PAGE_SHARE: f64 = 20.0;
 
 /// How the benchmark is set up.
 #[derive(Debug, Clone, Copy)]
@@ -189,22 +192,37 @@ pub async fn fanout(
             )
             .target("≤ 1.10", |ratio| ratio <= 1.10),
         );
-        let (done, what) = if setup.run_syncs {
-            ("every run is over", "runs succeeded")
+        let done = if setup.run_syncs {
+            "every run is over"
         } else {
-            ("every sync job is delivered", "sync jobs delivered")
+            "every sync job is delivered"
         };
         rows.push(Row::new(
             format!("fanout, {name}: clock s until {done}"),
             one(pass.finished_seconds),
         ));
+        // Each token claimed exactly once, whatever SQS delivered twice.
         rows.push(
             Row::new(
-                format!("fanout, {name}: {what} ÷ tokens"),
-                one(pass.done as f64 / tokens),
+                format!("fanout, {name}: runs claimed ÷ tokens"),
+                one(pass.runs as f64 / tokens),
             )
             .target("= 1", |ratio| (ratio - 1.0).abs() < f64::EPSILON),
         );
+        if setup.run_syncs {
+            rows.push(
+                Row::new(
+                    format!("fanout, {name}: runs succeeded ÷ tokens"),
+                    one(pass.done as f64 / tokens),
+                )
+                .target("= 1", |ratio| (ratio - 1.0).abs() < f64::EPSILON),
+            );
+        } else {
+            rows.push(Row::new(
+                format!("fanout, {name}: sync jobs delivered (SQS's second deliveries included)"),
+                one(pass.done as f64),
+            ));
+        }
         if let Some(busiest) = pass.busiest_second {
             rows.push(Row::new(
                 format!(
@@ -223,7 +241,7 @@ pub async fn fanout(
                 format!("fanout, {name}: longest page, clock s (worker timeout {WORKER_TIMEOUT})"),
                 one(pass.longest_page_seconds),
             )
-            .target("< 9 (10 % of the timeout)", |s| s < WORKER_TIMEOUT / 10.0),
+            .target("< 20 (its share of the pacing)", |s| s < PAGE_SHARE),
         );
     }
     Ok(())
