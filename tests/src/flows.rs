@@ -236,6 +236,19 @@ impl TestService {
         released
     }
 
+    /// The simulator's request counts (`GET /_sim/stats`): `requests` by
+    /// path, `by_method` by "METHOD path".
+    pub async fn sim_stats(&self) -> Value {
+        self.http
+            .get(self.sim("/_sim/stats"))
+            .send()
+            .await
+            .expect("sim stats")
+            .json()
+            .await
+            .expect("sim stats JSON")
+    }
+
     /// POSTs to the simulator's control API.
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {
         self.sim_call(reqwest::Method::POST, path, body).await

@@ -134,30 +134,16 @@ impl TestService {
 
     /// Assign requests the simulator answered so far (`/profile/devices`, any method).
     pub async fn sim_assign_requests(&self) -> u64 {
-        let stats: Value = self
-            .http
-            .get(self.sim("/_sim/stats"))
-            .send()
-            .await
-            .expect("sim stats")
-            .json()
-            .await
-            .expect("sim stats JSON");
-        stats["requests"]["/profile/devices"].as_u64().unwrap_or(0)
+        self.sim_stats().await["requests"]["/profile/devices"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Define-profile requests the simulator answered so far.
     pub async fn sim_define_requests(&self) -> u64 {
-        let stats: Value = self
-            .http
-            .get(self.sim("/_sim/stats"))
-            .send()
-            .await
-            .expect("sim stats")
-            .json()
-            .await
-            .expect("sim stats JSON");
-        stats["by_method"]["POST /profile"].as_u64().unwrap_or(0)
+        self.sim_stats().await["by_method"]["POST /profile"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// One simulated device as Apple holds it.

@@ -447,15 +447,7 @@ async fn a_duplicate_delivery_of_a_sync_job_cannot_advance_the_run() {
         serials(&listed),
         serials(&env.sim_devices(&token.server_uuid).await)
     );
-    let stats: Value = env
-        .http
-        .get(env.sim("/_sim/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = env.sim_stats().await;
     assert_eq!(
         stats["requests"]["/server/devices"],
         (DEVICES / 500) as u64,
