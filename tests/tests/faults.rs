@@ -172,6 +172,7 @@ fn modified(serial: &str, at: chrono::DateTime<chrono::Utc>, color: &str) -> Dev
             color: Some(color.into()),
             ..AppleAttributes::default()
         },
+        released_by_replacement: false,
     }
 }
 

@@ -192,6 +192,10 @@ pub struct Device {
     /// Device details only: `SUCCESS`, or why the device could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_status: Option<String>,
+    /// Sync records with `op_type: deleted` only (v10+): Apple released the device
+    /// because another one replaced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by_replacement: Option<bool>,
     /// Fields not modelled here (newer protocol versions add some).
     #[serde(flatten)]
     pub extra: Extra,
@@ -211,8 +215,10 @@ const OPTIONAL_TIMES: [&str; 5] = [
     "op_date",
 ];
 
+const RELEASED_BY_REPLACEMENT: &str = "released_by_replacement";
+
 impl Device {
-    /// Reads one device record; an optional timestamp that cannot be read is dropped and
+    /// Reads one device record; an optional timestamp (or flag) that cannot be read is dropped and
     /// named in [`Device::unreadable`]. Anything else wrong (no serial number) fails.
     fn read_leniently(mut record: serde_json::Value) -> Result<Self, serde_json::Error> {
         let mut unreadable = Vec::new();
@@ -227,6 +233,11 @@ impl Device {
                     fields.remove(name);
                     unreadable.push(name.to_owned());
                 }
+            }
+            let flag = fields.get(RELEASED_BY_REPLACEMENT);
+            if flag.is_some_and(|value| !value.is_boolean() && !value.is_null()) {
+                fields.remove(RELEASED_BY_REPLACEMENT);
+                unreadable.push(RELEASED_BY_REPLACEMENT.to_owned());
             }
         }
         let mut device: Device = serde_json::from_value(record)?;

@@ -870,6 +870,9 @@ async fn devices(client: &Client, command: DevicesCommand, json: bool) -> Result
                     ("removed from apple", time(device.removed_at)),
                     ("deleted after", time(device.deletes_at)),
                 ]);
+                if device.released_by_replacement {
+                    rows.push(("released because", "Apple replaced the device".to_owned()));
+                }
             }
             for (name, value) in &device.extra {
                 if let Some(value) = value.as_str() {

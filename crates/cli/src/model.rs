@@ -218,6 +218,9 @@ pub struct Device {
     pub state: String,
     #[serde(default)]
     pub removed_at: Option<DateTime<Utc>>,
+    /// Apple released it because another device replaced it.
+    #[serde(default)]
+    pub released_by_replacement: bool,
     #[serde(default)]
     pub deletes_at: Option<DateTime<Utc>>,
     #[serde(flatten)]

@@ -158,6 +158,7 @@ mod tests {
                 profile_status: Some(profile_status.into()),
                 ..AppleAttributes::default()
             },
+            released_by_replacement: false,
         }
     }
 

@@ -285,6 +285,9 @@ pub struct DeviceRecord {
     /// Empty when Apple sent only the serial; the stored attributes are then kept.
     #[serde(default, skip_serializing_if = "AppleAttributes::is_empty")]
     pub attributes: AppleAttributes,
+    /// On a `deleted` record: Apple released the device because another replaced it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released_by_replacement: bool,
 }
 
 impl DeviceRecord {
@@ -354,6 +357,10 @@ pub struct Device {
     /// When Apple released the device (removed and hidden-release states). On a
     /// tombstone: set when the newest observation after the delete was a release.
     pub removed_at: Option<DateTime<Utc>>,
+    /// The release at `removed_at` was Apple's because another device replaced this one
+    /// (only a `deleted` sync record says so; a full sync's sweep cannot tell).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released_by_replacement: bool,
     /// When the item expires (DynamoDB TTL): [`deletion_date`] for released devices,
     /// [`TOMBSTONE_LIFETIME`] after the delete for tombstones, never for active ones.
     pub deletes_at: Option<DateTime<Utc>>,
@@ -496,6 +503,7 @@ impl Device {
             version: _,
             attributes_version: _,
             removed_at,
+            released_by_replacement,
             deletes_at,
             deleted_at,
             policy_id,
@@ -506,6 +514,7 @@ impl Device {
             && *state == other.state
             && *attributes == other.attributes
             && *removed_at == other.removed_at
+            && *released_by_replacement == other.released_by_replacement
             && *deletes_at == other.deletes_at
             && *deleted_at == other.deleted_at
             && *policy_id == other.policy_id
@@ -686,6 +695,7 @@ pub fn release(current: &Device, swept_at: Version, now: DateTime<Utc>) -> Decis
         DeviceState::Active => {
             next.state = DeviceState::RemovedFromApple;
             next.removed_at = Some(swept_at.observed_at());
+            next.released_by_replacement = false;
         }
         DeviceState::RemovedFromApple | DeviceState::ReleasedBeforeSeen => {}
         DeviceState::DeletedByAdmin => {
@@ -734,6 +744,7 @@ pub fn admin_delete(current: &Device, now: DateTime<Utc>) -> Result<Device, Admi
     tombstone.state = DeviceState::DeletedByAdmin;
     tombstone.version = Version::closing(deleted_at);
     tombstone.removed_at = None;
+    tombstone.released_by_replacement = false;
     tombstone.deleted_at = Some(deleted_at);
     tombstone.policy_id = None;
     tombstone.management = Management::default();
@@ -782,6 +793,7 @@ fn first_sight(record: &DeviceRecord, now: DateTime<Utc>) -> Device {
         attributes_version: record.carries_attributes().then_some(record.version),
         version: record.version,
         removed_at: released.then(|| record.version.observed_at()),
+        released_by_replacement: released && record.released_by_replacement,
         deletes_at: None,
         deleted_at: None,
         policy_id: None,
@@ -809,8 +821,9 @@ fn observe(current: &Device, record: &DeviceRecord, now: DateTime<Utc>) -> Decis
     }
     if record.version > current.version {
         next.version = record.version;
-        next.removed_at =
-            (record.observation == Observation::Deleted).then(|| record.version.observed_at());
+        let released = record.observation == Observation::Deleted;
+        next.removed_at = released.then(|| record.version.observed_at());
+        next.released_by_replacement = released && record.released_by_replacement;
     }
     next.state = match current.state {
         DeviceState::Active | DeviceState::RemovedFromApple => next.listed_state(),
@@ -886,6 +899,7 @@ mod tests {
             observation,
             version,
             attributes,
+            released_by_replacement: false,
         }
     }
 
@@ -1377,6 +1391,30 @@ mod tests {
             assert_eq!(device.removed_at, Some(t(2)));
             assert_eq!(device.version, swept_at);
         }
+    }
+
+    #[test]
+    fn a_release_by_replacement_is_remembered_until_the_device_returns() {
+        let by_replacement = DeviceRecord {
+            released_by_replacement: true,
+            ..deleted(2)
+        };
+        let removed = stored(&[added(1, "A"), by_replacement.clone()]);
+        assert_eq!(removed.state, DeviceState::RemovedFromApple);
+        assert!(removed.released_by_replacement);
+        assert!(stored(&[by_replacement]).released_by_replacement);
+        // A plain `deleted` record (a move to another MDM server) does not say so.
+        assert!(!stored(&[added(1, "A"), deleted(2)]).released_by_replacement);
+        // The weekly sweep keeps the reason with the removal date.
+        let Decision::Refresh(swept) = release(&removed, Version::for_snapshot(t(50), 0), now())
+        else {
+            panic!("expected a refresh");
+        };
+        assert!(swept.released_by_replacement);
+        // Assigned again: active, and the old release no longer describes it.
+        let back = write(decide(Some(&swept), &added(60, "A"), now()));
+        assert_eq!(back.state, DeviceState::Active);
+        assert!(!back.released_by_replacement);
     }
 
     #[test]

@@ -308,6 +308,7 @@ mod tests {
                 device_assigned_date: Some("2017-10-16T01:55:30Z".into()),
                 ..AppleAttributes::default()
             },
+            released_by_replacement: false,
         }
     }
 

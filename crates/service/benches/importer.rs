@@ -40,6 +40,7 @@ fn record(i: usize, fetched_at: DateTime<Utc>) -> DeviceRecord {
             device_assigned_date: Some("2026-10-16T01:55:30Z".into()),
             ..AppleAttributes::default()
         },
+        released_by_replacement: false,
     }
 }
 

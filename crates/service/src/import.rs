@@ -778,6 +778,7 @@ mod tests {
                 version: Version::for_snapshot(at(0), 0),
                 attributes_version: None,
                 removed_at: None,
+                released_by_replacement: false,
                 deletes_at: None,
                 deleted_at: None,
                 policy_id: None,

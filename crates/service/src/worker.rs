@@ -735,6 +735,8 @@ impl Worker {
                 observation,
                 version,
                 attributes: attributes(device),
+                released_by_replacement: observation == Observation::Deleted
+                    && device.released_by_replacement == Some(true),
             });
         }
         records

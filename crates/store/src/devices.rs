@@ -118,6 +118,9 @@ pub fn device_item(token: &TokenId, device: &Device, revision: u64) -> Item {
     if let Some(version) = device.attributes_version {
         item.insert("attributes_version".into(), attrs::s(version.to_string()));
     }
+    if device.released_by_replacement {
+        item.insert("released_by_replacement".into(), attrs::bool(true));
+    }
     for (name, at) in [
         ("removed_at", device.removed_at),
         ("deletes_at", device.deletes_at),
@@ -287,6 +290,7 @@ pub fn device_from_item(item: &Item) -> Result<Stored, StoreError> {
             .ok_or_else(|| StoreError::Malformed("device without a version".into()))?,
         attributes_version: version_from(item, "attributes_version")?,
         removed_at: attrs::get_time(item, "removed_at")?,
+        released_by_replacement: attrs::get_bool(item, "released_by_replacement"),
         deletes_at: attrs::get_time(item, "deletes_at")?,
         deleted_at: attrs::get_time(item, "deleted_at")?,
         policy_id: get("policy_id").and_then(|p| PolicyId::parse(&p).ok()),
@@ -826,6 +830,7 @@ mod tests {
             version: Version::for_change(at, 3),
             attributes_version: Some(Version::for_change(at, 3)),
             removed_at: None,
+            released_by_replacement: false,
             deletes_at: None,
             deleted_at: None,
             policy_id: Some(PolicyId::parse("p1").unwrap()),

@@ -951,6 +951,7 @@ mod tests {
             version: Version::for_change(DateTime::UNIX_EPOCH, 0),
             attributes_version: None,
             removed_at: None,
+            released_by_replacement: false,
             deletes_at: None,
             deleted_at: None,
             policy_id: policy.map(|p| PolicyId::parse(p).unwrap()),

@@ -67,6 +67,7 @@ pub fn device_json(device: &Device) -> Value {
         "enrollment_changed_at": at(m.enrollment_changed_at),
         "user_id": m.user_id,
         "removed_at": at(device.removed_at),
+        "released_by_replacement": device.released_by_replacement,
         "deletes_at": at(device.deletes_at),
         "first_seen_at": device.first_seen_at.to_rfc3339(),
     })

@@ -349,6 +349,7 @@ async fn device_details(
                 version,
                 op: None,
                 response_status: Some(status),
+                released_by_replacement: false,
             })
             .map_err(|_| AppleError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?,
             None => json!({ "serial_number": serial, "response_status": status }),

@@ -83,6 +83,7 @@ fn device_json(device: &Device) -> Value {
         version: NEWEST_PROTOCOL_VERSION,
         op: None,
         response_status: None,
+        released_by_replacement: false,
     })
     .unwrap_or(Value::Null)
 }
@@ -292,12 +293,29 @@ async fn patch_device(
     ok(device_json(&device))
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Release {
+    /// Released because Apple replaced the device: the sync reports `deleted` with
+    /// `released_by_replacement: true`. A plain release has no event (as Apple does).
+    #[serde(default)]
+    by_replacement: bool,
+}
+
 async fn release_device(
     State(state): State<SimState>,
     Path((uuid, serial)): Path<(String, String)>,
+    body: Bytes,
 ) -> Answer {
-    state.lock().release_device(&uuid, &serial)?;
-    ok(json!({ "serial_number": serial, "released": true }))
+    let request: Release = parse(&body)?;
+    state
+        .lock()
+        .release_device(&uuid, &serial, request.by_replacement)?;
+    ok(json!({
+        "serial_number": serial,
+        "released": true,
+        "by_replacement": request.by_replacement,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -116,6 +116,9 @@ pub struct DeviceView<'a> {
     pub version: u8,
     pub op: Option<(OpType, &'a str)>,
     pub response_status: Option<&'a str>,
+    /// On a `deleted` sync event: whether Apple released the device because another
+    /// replaced it (sent from protocol version 10).
+    pub released_by_replacement: bool,
 }
 
 impl Serialize for DeviceView<'_> {
@@ -165,6 +168,10 @@ impl Serialize for DeviceView<'_> {
         if let Some((op_type, op_date)) = self.op {
             map.serialize_entry("op_type", op_type.as_str())?;
             map.serialize_entry("op_date", op_date)?;
+            // Apple's Device.json: only on sync, only when `op_type` is `deleted`, v10+.
+            if op_type == OpType::Deleted && self.version >= 10 {
+                map.serialize_entry("released_by_replacement", &self.released_by_replacement)?;
+            }
         }
         if let Some(status) = self.response_status {
             map.serialize_entry("response_status", status)?;
@@ -183,6 +190,7 @@ pub struct DeviceList<'a> {
 pub struct PageEntry {
     pub device: std::sync::Arc<Device>,
     pub op: Option<(OpType, String)>,
+    pub released_by_replacement: bool,
 }
 
 impl Serialize for DeviceList<'_> {
@@ -194,6 +202,7 @@ impl Serialize for DeviceList<'_> {
                 version: self.version,
                 op: entry.op.as_ref().map(|(op, date)| (*op, date.as_str())),
                 response_status: None,
+                released_by_replacement: entry.released_by_replacement,
             })?;
         }
         seq.end()
@@ -395,6 +404,7 @@ mod tests {
                 version,
                 op: None,
                 response_status: None,
+                released_by_replacement: false,
             })
             .unwrap_or_default()
         };

@@ -31,6 +31,7 @@ pub fn sample_device(i: usize) -> Result<Device> {
             device_assigned_date: Some("2026-10-16T01:55:30Z".into()),
             ..AppleAttributes::default()
         },
+        released_by_replacement: false,
     };
     device::decide(None, &record, chrono::Utc::now())
         .into_write()

@@ -197,15 +197,31 @@ impl World {
             .ok_or_else(|| not_found("device"))
     }
 
-    /// Releases a device from the organisation. Apple sends no event for this.
-    pub fn release_device(&mut self, server_uuid: &str, serial: &str) -> Result<(), ControlError> {
+    /// Releases a device from the organisation. Apple sends no event for this, except when
+    /// the device was released because another replaced it: then the sync says `deleted`
+    /// with `released_by_replacement`.
+    pub fn release_device(
+        &mut self,
+        server_uuid: &str,
+        serial: &str,
+        by_replacement: bool,
+    ) -> Result<(), ControlError> {
+        let now = format_time(self.now());
         let server = self
             .servers
             .get_mut(server_uuid)
             .ok_or_else(|| not_found("server"))?;
-        server
+        let old = server
             .remove_device(serial)
             .ok_or_else(|| not_found("device"))?;
+        if by_replacement {
+            server.events.push(super::Event {
+                op: OpType::Deleted,
+                op_date: now,
+                device: old,
+                released_by_replacement: true,
+            });
+        }
         self.serial_owner.remove(serial);
         Ok(())
     }
@@ -253,6 +269,7 @@ impl World {
             op: OpType::Deleted,
             op_date: now.clone(),
             device: old,
+            released_by_replacement: false,
         });
         moved.profile_status = Some("empty".to_owned());
         moved.profile_uuid = None;

@@ -104,6 +104,8 @@ pub struct Event {
     pub op: OpType,
     pub op_date: String,
     pub device: Arc<Device>,
+    /// A `deleted` event for a device another one replaced.
+    pub released_by_replacement: bool,
 }
 
 /// One MDM server as Apple Business holds it.
@@ -152,6 +154,7 @@ impl Server {
             op,
             op_date,
             device,
+            released_by_replacement: false,
         });
     }
 
@@ -166,6 +169,7 @@ impl Server {
             op: OpType::Modified,
             op_date,
             device,
+            released_by_replacement: false,
         });
         true
     }

@@ -111,6 +111,7 @@ impl World {
             entries.push(PageEntry {
                 device: Arc::clone(device),
                 op: None,
+                released_by_replacement: false,
             });
         }
         let more_to_follow = range.next().is_some();
@@ -159,6 +160,7 @@ impl World {
             let entry = || PageEntry {
                 device: Arc::clone(&event.device),
                 op: Some((event.op, event.op_date.clone())),
+                released_by_replacement: event.released_by_replacement,
             };
             entries.push(entry());
             if duplicate_every.is_some_and(|n| (start + seq + 1) % n as usize == 0) {
