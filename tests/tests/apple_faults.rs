@@ -509,3 +509,120 @@ async fn refusals_without_a_reason_are_retried_and_mark_the_token_only_when_they
     }
     assert_eq!(env.all_devices(&token, "").await.len(), 320, "no data lost");
 }
+
+/// Apple releases a device because another replaced it: its delta says
+/// `deleted` with `released_by_replacement`. The device is removed and the
+/// API says why, unlike a device moved to another MDM server; a later full
+/// sync does not forget it.
+#[tokio::test]
+async fn a_device_released_by_replacement_is_removed_and_says_so() {
+    let (env, token) = synced(300).await;
+    let devices = env.sim_devices(&token.server_uuid).await;
+    let replaced = devices[5]["serial_number"].as_str().unwrap().to_owned();
+    let moved = devices[6]["serial_number"].as_str().unwrap().to_owned();
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{replaced}/release",
+            token.server_uuid
+        ),
+        json!({"by_replacement": true}),
+    )
+    .await;
+    let other_server = env
+        .sim_post(
+            "/_sim/servers",
+            json!({"name": "Other server", "public_key_pem": public_key(&env, &token).await, "devices": 0}),
+        )
+        .await;
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{moved}/reassign",
+            token.server_uuid
+        ),
+        json!({"to_server_uuid": other_server["server_uuid"]}),
+    )
+    .await;
+    env.advance(15 * 60).await;
+    let run = sync(&env, &token, "delta").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let device = env.device(&token, &replaced).await;
+    assert_eq!(device["state"], "removed_from_apple", "{device}");
+    assert_eq!(device["released_by_replacement"], true, "{device}");
+    let other = env.device(&token, &moved).await;
+    assert_eq!(other["released_by_replacement"], false, "{other}");
+
+    env.advance(7 * 24 * 3600).await;
+    let run = sync(&env, &token, "full").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let device = env.device(&token, &replaced).await;
+    assert_eq!(device["state"], "removed_from_apple", "{device}");
+    assert_eq!(device["released_by_replacement"], true, "{device}");
+    assert_converged(&env, &token, Some(&replaced)).await;
+}
+
+async fn public_key(env: &TestService, token: &CreatedToken) -> String {
+    env.http
+        .get(env.api("/v1/public-key"))
+        .bearer_auth(&token.jwt)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Apple ends a server's older sessions when it issues a new one. The
+/// token's shared session has expired, and an assignment job and a sync run
+/// find it stale at the same time while Apple is slow to answer `/session`:
+/// one of them renews it, the other waits and takes the same session. One
+/// `/session` in all; neither knocks the other out; the token stays `ok`.
+#[tokio::test]
+async fn functions_that_find_the_session_stale_at_once_share_one_renewal() {
+    let (env, token) = synced(300).await;
+    env.sim_post("/_sim/config", json!({"end_older_sessions": true}))
+        .await;
+    add_devices(&env, &token, 20).await;
+    let serials = env.serials(&token).await;
+    let refs: Vec<&str> = serials.iter().take(5).map(String::as_str).collect();
+    let policy = env.new_policy(&token, "Shared session").await;
+    // Past the sessions' 30 minutes (and the delta cooldown).
+    env.advance(31 * 60).await;
+    // Slow, but within the client's timeout of an answer.
+    fault(
+        &env,
+        json!({"route": "/session", "delay_ms": 1000, "times": 2}),
+    )
+    .await;
+    let sessions_before = sessions_issued(&env).await;
+
+    let (assigned, reply) = tokio::join!(
+        env.assign(&token, &policy, &refs),
+        env.request_sync(&token, "delta")
+    );
+    assert_eq!(assigned.status, 200, "{assigned:?}");
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let run = env
+        .wait_for_run(&token, reply.body["run_id"].as_str().unwrap(), RUN_TIMEOUT)
+        .await;
+    env.wait_for_sync_jobs(RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        sessions_issued(&env).await - sessions_before,
+        1,
+        "one renewal shared by both functions"
+    );
+    for serial in &refs {
+        let device = env.device(&token, serial).await;
+        assert_eq!(device["assignment"]["status"], "assigned", "{device}");
+    }
+    assert_eq!(token_status(&env, &token).await, "ok");
+    assert_converged(&env, &token, None).await;
+}
+
+async fn sessions_issued(env: &TestService) -> u64 {
+    env.sim_stats().await["requests"]["/session"]
+        .as_u64()
+        .unwrap_or(0)
+}

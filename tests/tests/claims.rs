@@ -1021,3 +1021,95 @@ async fn one_assigner_per_token_until_its_deadline_or_release() {
         AssignerSlot::TokenGone
     );
 }
+
+/// One caller at a time renews a token's Apple session: the claim names
+/// the session it replaces, so a caller whose stale session another already
+/// replaced takes the new one instead of asking Apple again.
+#[tokio::test]
+async fn one_renewal_of_a_tokens_apple_session_at_a_time() {
+    use adesync_store::sessions::SessionRenewal;
+    let env = TestService::start().await;
+    let store = env.store();
+    let token = env.seed_token("acme").await;
+    let until = t0() + Duration::seconds(30);
+    let claim = |stale: Option<&'static str>, who: &'static str, now: DateTime<Utc>| {
+        let store = store.clone();
+        let token = token.clone();
+        async move {
+            store
+                .claim_session_renewal(
+                    &acme(),
+                    &token,
+                    stale,
+                    who,
+                    now + Duration::seconds(30),
+                    now,
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    // No session yet: the first caller renews, the second waits for it.
+    assert_eq!(claim(None, "worker", t0()).await, SessionRenewal::Granted);
+    assert_eq!(
+        claim(None, "api", t0()).await,
+        SessionRenewal::Busy { until }
+    );
+    // The renewer shares what Apple gave it; the waiter finds it.
+    assert!(
+        store
+            .share_session(&acme(), &token, b"sealed-s1", "fp-s1", "worker", t0())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        claim(None, "api", t0()).await,
+        SessionRenewal::Replaced {
+            sealed: b"sealed-s1".to_vec()
+        }
+    );
+    // s1 refused later: a caller with an older stale session takes s1,
+    // a caller holding s1 renews.
+    assert_eq!(
+        claim(Some("fp-s0"), "scheduler", t0()).await,
+        SessionRenewal::Replaced {
+            sealed: b"sealed-s1".to_vec()
+        }
+    );
+    assert_eq!(
+        claim(Some("fp-s1"), "api", t0()).await,
+        SessionRenewal::Granted
+    );
+    // While it renews, nobody else may share a session (a rotated one)…
+    assert!(
+        !store
+            .share_session(&acme(), &token, b"sealed-x", "fp-x", "worker", t0())
+            .await
+            .unwrap()
+    );
+    // …and a renewer that died holds the others back only until its claim ends.
+    assert!(matches!(
+        claim(Some("fp-s1"), "worker", t0()).await,
+        SessionRenewal::Busy { .. }
+    ));
+    assert_eq!(
+        claim(Some("fp-s1"), "worker", until).await,
+        SessionRenewal::Granted
+    );
+    // Another account's identifiers find no token.
+    assert_eq!(
+        store
+            .claim_session_renewal(
+                &AccountId::parse("globex").unwrap(),
+                &token,
+                None,
+                "x",
+                until,
+                t0()
+            )
+            .await
+            .unwrap(),
+        SessionRenewal::TokenGone
+    );
+}

@@ -8,7 +8,8 @@ use adesync_core::clock::Clock;
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
 use adesync_secrets::{Context, Sealed, Vault, VaultError};
-use adesync_service::tokens::{load_credentials, save_apple_session};
+use adesync_service::session::SharedSession;
+use adesync_service::tokens::load_credentials;
 use adesync_store::accounts::{ACCOUNT_SK, server_sk};
 use adesync_tests::{Reply, TestService};
 use adesync_tokenfile::{AccountKey, ContentCipher, ServerToken};
@@ -789,8 +790,11 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
         .unwrap();
 
     let session = SecretString::from("sess-0123456789");
+    let system_clock: adesync_core::clock::SharedClock =
+        std::sync::Arc::new(adesync_core::clock::SystemClock);
     assert!(
-        save_apple_session(&store, &vault, &account, &token, &session)
+        SharedSession::new(&store, &vault, system_clock.clone(), &account, &token)
+            .keep(&session)
             .await
             .unwrap()
     );
@@ -819,7 +823,8 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
     // Another account's identifiers find nothing.
     let globex = AccountId::parse("globex").unwrap();
     assert!(
-        !save_apple_session(&store, &vault, &globex, &token, &session)
+        !SharedSession::new(&store, &vault, system_clock, &globex, &token)
+            .keep(&session)
             .await
             .unwrap()
     );

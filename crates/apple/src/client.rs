@@ -25,6 +25,7 @@ use crate::model::{
     DeviceStatuses, PageRequest, Profile, SerialsRequest, SessionAnswer,
 };
 use crate::route::Route;
+use crate::shared::{Renewal, SessionKeeper};
 
 /// Most serial numbers one request may name: Apple asks to "limit requests to 1000
 /// devices at a time" for assignment; the same bound is kept for every device list.
@@ -34,6 +35,12 @@ pub const MAX_DEVICES_PER_REQUEST: usize = 1000;
 pub const FALLBACK_PAGE_LIMIT: u32 = 1000;
 
 const SESSION_HEADER: &str = "X-ADM-Auth-Session";
+/// How long a caller waits (clock time) for another process's renewal of the
+/// token's session before asking Apple itself: a little longer than a
+/// renewal's claim lasts, so a holder that died is outwaited, not raced.
+const RENEWAL_PATIENCE: Duration = Duration::from_secs(40);
+/// How often (real time) a waiting caller asks the keeper again.
+const RENEWAL_POLL: Duration = Duration::from_millis(200);
 const PROTOCOL_HEADER: &str = "X-Server-Protocol-Version";
 /// Every client of Apple's service sends this exact spelling; depsim insists on it.
 const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF8";
@@ -107,12 +114,17 @@ impl AppleClient {
         credentials: Credentials,
         cached_session: Option<SecretString>,
     ) -> AppleSession {
+        let cached = cached_session.filter(|token| usable(token.expose_secret()));
         AppleSession {
             client: self.clone(),
             token_key: token_key.to_owned(),
             credentials,
-            auth: Mutex::new(cached_session.filter(|token| usable(token.expose_secret()))),
+            auth: Mutex::new(cached.clone()),
             account: Mutex::new(None),
+            keeper: None,
+            shared: Mutex::new(cached),
+            refused: Mutex::new(None),
+            renewing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -169,6 +181,14 @@ pub struct AppleSession {
     credentials: Credentials,
     auth: Mutex<Option<SecretString>>,
     account: Mutex<Option<Arc<Account>>>,
+    /// Where the token's processes share its session; None: this handle alone.
+    keeper: Option<Arc<dyn SessionKeeper>>,
+    /// The session the keeper holds, as far as this handle knows.
+    shared: Mutex<Option<SecretString>>,
+    /// The session Apple last refused: what a renewal replaces.
+    refused: Mutex<Option<SecretString>>,
+    /// One renewal at a time within this handle.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppleSession {
@@ -192,10 +212,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn same(a: &SecretString, b: &SecretString) -> bool {
+    a.expose_secret() == b.expose_secret()
+}
+
 impl AppleSession {
-    /// The session token in use, for the caller to share with other workers.
+    /// Renews the session through `keeper`, which shares it with the token's
+    /// other processes (see [`crate::shared`]).
+    pub fn with_keeper(mut self, keeper: Arc<dyn SessionKeeper>) -> Self {
+        self.keeper = Some(keeper);
+        self
+    }
+
+    /// The session token in use.
     pub fn current_auth_session(&self) -> Option<SecretString> {
         lock(&self.auth).clone()
+    }
+
+    /// Hands the session in use to the keeper if it is not the one the keeper
+    /// holds (Apple rotated it during the calls), so the token's next caller
+    /// starts with it.
+    pub async fn keep_current(&self) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        let Some(current) = self.current_auth_session() else {
+            return;
+        };
+        let known = lock(&self.shared)
+            .as_ref()
+            .is_some_and(|shared| same(shared, &current));
+        if !known {
+            keeper.share(&current).await;
+            *lock(&self.shared) = Some(current);
+        }
     }
 
     /// `GET /account`: the MDM server and organisation behind the token. Also a cheap way
@@ -445,19 +495,21 @@ impl AppleSession {
     ) -> Result<Answer, AppleError> {
         let session = match self.current_auth_session() {
             Some(session) => session,
-            None => self.authenticate().await?,
+            None => self.fresh_session().await?,
         };
         let mut answer = self.send(route, query, body, timeout, &session).await?;
         if wants_new_session(route, answer.status, &answer.body) {
             if reauthenticated.swap(true, Ordering::SeqCst) {
+                // A refusal that outlives a fresh session is retried as it is
+                // (an edge in front of Apple, say), without asking for more.
                 return Err(stale_on_a_fresh_session(answer.status));
             }
             tracing::info!(
                 status = answer.status.as_u16(),
-                "Apple refused the session; authenticating again"
+                "Apple refused the session; renewing it"
             );
             self.forget(&session);
-            let session = self.authenticate().await?;
+            let session = self.fresh_session().await?;
             answer = self.send(route, query, body, timeout, &session).await?;
             if wants_new_session(route, answer.status, &answer.body) {
                 return Err(stale_on_a_fresh_session(answer.status));
@@ -472,6 +524,45 @@ impl AppleSession {
                 &answer.body,
                 answer.retry_after,
             ))
+        }
+    }
+
+    /// A session to replace the one Apple last refused (or none): one another
+    /// call of this handle or another process already got, or a new one from
+    /// Apple, shared through the keeper.
+    async fn fresh_session(&self) -> Result<SecretString, AppleError> {
+        let _turn = self.renewing.lock().await;
+        if let Some(current) = self.current_auth_session() {
+            return Ok(current);
+        }
+        let refused = lock(&self.refused).clone();
+        let stale = refused.as_ref();
+        let Some(keeper) = &self.keeper else {
+            return self.authenticate().await;
+        };
+        let patience = self.client.real(RENEWAL_PATIENCE);
+        let started = Instant::now();
+        loop {
+            match keeper.renew(stale).await {
+                Renewal::Theirs(session)
+                    if usable(session.expose_secret())
+                        && stale.is_none_or(|stale| !same(stale, &session)) =>
+                {
+                    tracing::debug!("took the session another process renewed");
+                    *lock(&self.auth) = Some(session.clone());
+                    *lock(&self.shared) = Some(session.clone());
+                    return Ok(session);
+                }
+                Renewal::Wait if started.elapsed() < patience => {
+                    tokio::time::sleep(RENEWAL_POLL).await;
+                }
+                _ => {
+                    let session = self.authenticate().await?;
+                    keeper.share(&session).await;
+                    *lock(&self.shared) = Some(session.clone());
+                    return Ok(session);
+                }
+            }
         }
     }
 
@@ -515,14 +606,13 @@ impl AppleSession {
         Ok(session)
     }
 
-    /// Drops `stale` unless another call already replaced it.
+    /// Drops `stale` unless another call already replaced it, and remembers it
+    /// as the session to renew.
     fn forget(&self, stale: &SecretString) {
         let mut auth = lock(&self.auth);
-        if auth
-            .as_ref()
-            .is_some_and(|current| current.expose_secret() == stale.expose_secret())
-        {
+        if auth.as_ref().is_some_and(|current| same(current, stale)) {
             *auth = None;
+            *lock(&self.refused) = Some(stale.clone());
         }
     }
 

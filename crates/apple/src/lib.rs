@@ -14,6 +14,7 @@
 //! - [`route`]: [`Route`], Apple's endpoints with their methods.
 //! - [`model`]: Apple's JSON shapes (accounts, device pages, devices, profiles, statuses).
 //! - [`error`]: [`AppleError`], how an HTTP answer is read as one, and `Retry-After`.
+//! - [`shared`]: [`SessionKeeper`], how the processes of a token share its one session.
 //! - [`walk`]: fetch/sync results as `adesync_core::cursor` outcomes, and the page a walk names.
 //!
 //! Nothing secret (OAuth values, session tokens, the `Authorization` header) is ever
@@ -25,6 +26,7 @@ pub mod credentials;
 pub mod error;
 pub mod model;
 pub mod route;
+pub mod shared;
 pub mod walk;
 
 pub use client::{
@@ -38,3 +40,4 @@ pub use model::{
     DeviceStatus, DeviceStatuses, OpType, PageLimit, Profile, ProfileStatus,
 };
 pub use route::Route;
+pub use shared::{KeeperFuture, Renewal, SessionKeeper};

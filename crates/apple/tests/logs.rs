@@ -129,7 +129,7 @@ async fn secrets_stay_out_of_logs_and_errors() {
     for expected in [
         "/account",
         "/server/devices",
-        "authenticating again",
+        "renewing it",
         "retrying Apple call",
         "rotated",
         "status=429",

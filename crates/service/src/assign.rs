@@ -41,8 +41,8 @@ use adesync_store::devices::{DeviceWrite, Stored, Written};
 use adesync_store::policies::PolicyRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
 
+use crate::session::SharedSession;
 use crate::tokens::{self, CredentialsError};
 
 /// Time kept in hand before a job's deadline: one Apple request and its writes.
@@ -122,15 +122,12 @@ pub fn apple_profile(settings: &PolicySettings) -> Profile {
 /// One token's line to Apple for an assignment: its session, kept for later callers.
 pub struct AppleLink<'a> {
     store: &'a Store,
-    vault: &'a Vault,
-    account: AccountId,
     token: TokenId,
     session: AppleSession,
-    cached: Option<SecretString>,
 }
 
 impl<'a> AppleLink<'a> {
-    /// Opens the token's credentials and its cached Apple session.
+    /// Opens the token's credentials and its shared Apple session.
     pub async fn open(
         adapters: Adapters<'a>,
         account: &AccountId,
@@ -138,33 +135,27 @@ impl<'a> AppleLink<'a> {
     ) -> Result<Self, AssignError> {
         let (credentials, cached) =
             tokens::load_credentials(adapters.store, adapters.vault, account, token).await?;
+        let keeper = SharedSession::new(
+            adapters.store,
+            adapters.vault,
+            adapters.apple.config().clock.clone(),
+            account,
+            token,
+        );
         let session = adapters
             .apple
-            .session(token.as_str(), credentials, cached.clone());
+            .session(token.as_str(), credentials, cached)
+            .with_keeper(keeper);
         Ok(Self {
             store: adapters.store,
-            vault: adapters.vault,
-            account: account.clone(),
             token: token.clone(),
             session,
-            cached,
         })
     }
 
-    /// Keeps Apple's session for the token's next calls (an optimisation only).
+    /// Keeps Apple's session for the token's next calls if Apple rotated it.
     pub async fn close(self) {
-        let Some(current) = self.session.current_auth_session() else {
-            return;
-        };
-        if self.cached.as_ref().map(ExposeSecret::expose_secret) == Some(current.expose_secret()) {
-            return;
-        }
-        if let Err(error) =
-            tokens::save_apple_session(self.store, self.vault, &self.account, &self.token, &current)
-                .await
-        {
-            tracing::warn!(%error, "could not keep Apple's session for the next call");
-        }
+        self.session.keep_current().await;
     }
 
     /// Apple's profile for the policy's current settings, defined now if needed.

@@ -6,6 +6,8 @@
 //! - [`devices`]: a token's devices: pages with filters (reads bounded per
 //!   page), one device, an administrator's delete.
 //! - [`tokens`]: create, show, renew and delete tokens; credentials for the worker.
+//! - [`session`]: the token's one Apple session, shared by every function and
+//!   renewed by one caller at a time.
 //! - [`start`]: starting a sync run (manual, scheduled, or a new token's
 //!   first full sync): claim, record, queue.
 //! - [`schedule`]: the scheduler's sweeps over every token.
@@ -30,6 +32,7 @@ pub mod faults;
 pub mod import;
 pub mod policies;
 pub mod schedule;
+pub mod session;
 pub mod start;
 pub mod status;
 pub mod tokens;

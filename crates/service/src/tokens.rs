@@ -422,7 +422,7 @@ pub async fn load_credentials(
     Ok((apple_credentials(&server_token), session))
 }
 
-async fn open_session(
+pub(crate) async fn open_session(
     vault: &Vault,
     account: &AccountId,
     token: &TokenId,
@@ -449,24 +449,4 @@ async fn open_session(
             None
         }
     }
-}
-
-/// Keeps Apple's session token for the token's next calls (sealed with
-/// purpose `apple-session`). Returns false when the token no longer exists.
-pub async fn save_apple_session(
-    store: &Store,
-    vault: &Vault,
-    account: &AccountId,
-    token: &TokenId,
-    session: &SecretString,
-) -> Result<bool, CredentialsError> {
-    let sealed = vault
-        .seal(
-            session.expose_secret().as_bytes(),
-            &apple_session_context(account, token),
-        )
-        .await?;
-    Ok(store
-        .set_session_sealed(account, token, Some(&sealed.to_bytes()))
-        .await?)
 }

@@ -37,6 +37,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::{CrashPoint, Crashed, Faults};
+use crate::session::SharedSession;
 use crate::tokens;
 
 /// Time kept in hand after a page's answer: sending its batches to SQS and
@@ -243,10 +244,16 @@ impl Worker {
             tokens::load_credentials(&self.store, &self.vault, &job.account_id, &job.token_id)
                 .await
                 .map_err(|e| WorkerError::Credentials(e.to_string()))?;
-        let cached = cached_session.clone();
         let session = self
             .apple
-            .session(job.token_id.as_str(), credentials, cached_session);
+            .session(job.token_id.as_str(), credentials, cached_session)
+            .with_keeper(SharedSession::new(
+                &self.store,
+                &self.vault,
+                self.clock.clone(),
+                &job.account_id,
+                &job.token_id,
+            ));
         let save = Saver {
             worker: self,
             job,
@@ -460,21 +467,7 @@ impl Worker {
             }
         };
 
-        if let Some(current) = session.current_auth_session()
-            && cached.as_ref().map(secrecy::ExposeSecret::expose_secret)
-                != Some(secrecy::ExposeSecret::expose_secret(&current))
-            && let Err(error) = tokens::save_apple_session(
-                &self.store,
-                &self.vault,
-                &job.account_id,
-                &job.token_id,
-                &current,
-            )
-            .await
-        {
-            // Only an optimisation: the next step authenticates again.
-            tracing::warn!(%error, "could not keep Apple's session for the next step");
-        }
+        session.keep_current().await;
         Ok(end)
     }
 

@@ -9,6 +9,7 @@
 //! - [`runs`]: run history and progress counters.
 //! - [`accounts`]: account items: the key pair, the token counter, server links.
 //! - [`tokens`]: token items: create, read, renew, delete; status and secrets.
+//! - [`sessions`]: the token's one Apple session, renewed by one caller at a time.
 //! - [`policies`]: enrollment policies and the counters of their limits (1,000 per
 //!   token, 200,000 devices per policy), changed in the same transaction as what they count.
 //! - [`assignments`]: the indexes of assignments due for Apple and of serial numbers.
@@ -30,6 +31,7 @@ mod error;
 pub mod policies;
 pub mod progress;
 pub mod runs;
+pub mod sessions;
 pub mod tokens;
 mod transact;
 

@@ -577,7 +577,9 @@ impl Store {
             .expression_attribute_values(":server_name", attrs::s(renewal.server_name.as_str()))
             .expression_attribute_values(":apple_id", attrs::s(renewal.apple_id.as_str()))
             .expression_attribute_values(":server_uuid", attrs::s(renewal.server_uuid.as_str()));
-        // The old session belongs to the old credentials.
+        // The old session belongs to the old credentials; its fingerprint goes
+        // with it, so the next caller Apple refuses may renew at once.
+        removes.push(crate::sessions::session_attr::FINGERPRINT);
         match &renewal.session_sealed {
             Some(session) => {
                 sets.push("#session = :session");
@@ -660,31 +662,6 @@ impl Store {
             }
         };
         crate::error::update_applied(update.send().await, "UpdateItem(token status)")
-    }
-
-    /// Stores (or, with None, forgets) a token's sealed Apple session.
-    /// Returns false when the token does not exist.
-    pub async fn set_session_sealed(
-        &self,
-        account: &AccountId,
-        token: &TokenId,
-        sealed: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
-            .condition_expression("attribute_exists(token_id)")
-            .expression_attribute_names("#session", attr::SESSION_SEALED);
-        update = match sealed {
-            Some(sealed) => update
-                .update_expression("SET #session = :session")
-                .expression_attribute_values(":session", blob(sealed)),
-            None => update.update_expression("REMOVE #session"),
-        };
-        crate::error::update_applied(update.send().await, "UpdateItem(token session)")
     }
 
     /// Deletes a token that has no devices, no policies and no running

@@ -59,6 +59,9 @@ pub struct Behaviour {
     /// Leave `profile_uuid` out of `PUT /profile/devices` answers (Apple's schema marks it
     /// optional).
     pub assign_omits_profile_uuid: bool,
+    /// A new `/session` ends the server's older sessions (they answer 401), as nanodep's
+    /// session store warns Apple may do; off, sessions live out their TTL.
+    pub end_older_sessions: bool,
 }
 
 impl Default for Behaviour {
@@ -72,6 +75,7 @@ impl Default for Behaviour {
             duplicate_every: None,
             cursor_max_age_seconds: 7 * 24 * 3600,
             assign_omits_profile_uuid: false,
+            end_older_sessions: false,
         }
     }
 }

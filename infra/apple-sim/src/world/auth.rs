@@ -123,6 +123,10 @@ impl World {
             return Err(AppleError::terms_not_signed());
         }
         let generation = server.generation;
+        if self.behaviour.end_older_sessions {
+            self.sessions
+                .retain(|_, session| session.server_uuid != uuid);
+        }
         Ok(self.issue_session(&uuid, generation).into())
     }
 
