@@ -104,6 +104,11 @@ const APPLE_HOSTILE: Target = Target {
     test: Some("hostile"),
     sources: "crates/apple/tests",
 };
+const APPLE_SIMULATOR: Target = Target {
+    package: "adesync-apple",
+    test: Some("simulator"),
+    sources: "crates/apple/tests",
+};
 const APPLE_LOGS: Target = Target {
     package: "adesync-apple",
     test: Some("logs"),
@@ -306,6 +311,49 @@ pub const MATRIX: &[Row] = &[
             APPLE_FAULTS,
             "an_echoed_cursor_in_the_middle_of_a_fetch_is_dropped_and_the_next_sync_fetches_afresh",
         )],
+    ),
+    row(
+        APPLE,
+        "Apple ends older sessions on each /session; two functions find the session stale at once → one renewal, shared",
+        &[
+            t(
+                APPLE_FAULTS,
+                "functions_that_find_the_session_stale_at_once_share_one_renewal",
+            ),
+            t(CLAIMS, "one_renewal_of_a_tokens_apple_session_at_a_time"),
+        ],
+    ),
+    row(
+        APPLE,
+        "A device released because Apple replaced it → removed, released_by_replacement shown",
+        &[
+            t(
+                APPLE_FAULTS,
+                "a_device_released_by_replacement_is_removed_and_says_so",
+            ),
+            t(
+                CORE,
+                "device::tests::a_release_by_replacement_is_remembered_until_the_device_returns",
+            ),
+        ],
+    ),
+    row(
+        APPLE,
+        "Apple's documented bodies and error bodies: the client reads each; the simulator answers in the same shapes",
+        &[
+            t(
+                APPLE_SIMULATOR,
+                "conformance::the_client_reads_every_documented_body_and_models_every_field",
+            ),
+            t(
+                APPLE_SIMULATOR,
+                "conformance::the_client_reads_every_documented_error_body",
+            ),
+            t(
+                APPLE_SIMULATOR,
+                "conformance::the_simulator_answers_in_apples_documented_shapes",
+            ),
+        ],
     ),
     row(
         OURS,
@@ -1266,8 +1314,8 @@ mod tests {
     fn every_row_of_the_issue_has_a_test_or_the_api_fuzzing() {
         assert_eq!(
             MATRIX.len(),
-            40,
-            "the 29 rows of issue 9, a token deleted while its batch is applied, the 3 rows of runs longer than a lease (issue 14), 2 of many tokens (issue 15), and 5 of Apple's harder edges (issue 16)"
+            43,
+            "the 29 rows of issue 9, a token deleted while its batch is applied, the 3 rows of runs longer than a lease (issue 14), 2 of many tokens (issue 15), and 8 of Apple's harder edges (issue 16)"
         );
         let empty: Vec<_> = MATRIX.iter().filter(|r| r.tests.is_empty()).collect();
         assert_eq!(empty.len(), 1);

@@ -7,6 +7,7 @@
 //! interest process-wide, so events first hit by a parallel test on another thread can be
 //! missed by a thread-local subscriber.
 
+mod conformance;
 mod cursor;
 mod endpoints;
 mod retry;
