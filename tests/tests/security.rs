@@ -53,7 +53,7 @@ fn route(method: Method, path: &'static str, write: bool, scope: Scope) -> Route
     }
 }
 
-/// Every route of api.md the service serves today.
+/// Every route of the contract (`docs/openapi.yaml`) the service serves today.
 fn routes() -> Vec<Route> {
     let token_file = json!({"apple_id": "admin@acme.test", "token_file": "AAAA"});
     vec![

@@ -1,4 +1,4 @@
-//! Apple's JSON shapes (`apple-dep-api.md` §4), typed.
+//! Apple's JSON shapes (`docs/apple.md` §4), typed.
 //!
 //! Fields Apple may omit are `Option`s; fields this crate does not know yet land in
 //! `extra`, so a newer protocol version (v10 adds MAC addresses, IMEI, ...) loses nothing.
@@ -119,7 +119,7 @@ impl DevicePage {
     }
 }
 
-/// A device record (`apple-dep-api.md` §4.4).
+/// A device record (`docs/apple.md` §4.4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Device {
     /// Serial number: the device's identity everywhere.
@@ -303,7 +303,7 @@ pub struct DeviceDetails {
     pub devices: BTreeMap<String, Device>,
 }
 
-/// An enrollment profile (`apple-dep-api.md` §4.6).
+/// An enrollment profile (`docs/apple.md` §4.6).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// Name shown on the device (≤ 125 characters).
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn reads_apple_sample_page() {
-        // MM dep/testdata/device_response.json, as quoted in apple-dep-api.md §4.3.
+        // The shape of micromdm's dep/testdata/device_response.json (docs/apple.md §4.3).
         let page: DevicePage = serde_json::from_str(
             r#"{"devices":[{"serial_number":"C02T0HL0GGC0","model":"MacBook Pro",
               "description":"MBP 13.3 SPACE GRAY/2.0GHZ/8GB/256GB-USA","color":"SPACE GRAY",
@@ -567,7 +567,7 @@ mod tests {
 
     #[test]
     fn account_page_limits() {
-        // Shape of MM dep/testdata/account_response.json (apple-dep-api.md §4.1).
+        // The shape of micromdm's dep/testdata/account_response.json (docs/apple.md §4.1).
         let account: Account = serde_json::from_str(
             r#"{"server_name":"dev","server_uuid":"6666ED66666666666666666666666666",
                 "admin_id":"apple-dep@acme.co","org_name":"Acme, Inc","org_type":"org",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// The secret of the local runner when `ADESYNC_DEV_JWT_SECRET` is unset.
 pub const DEFAULT_SECRET: &str = "adesync-dev-secret";
 
-/// The claims the API reads (api.md "Caller identity").
+/// The claims the API reads (`docs/openapi.yaml`, the `bearer` security scheme).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DevClaims {
     /// The user.

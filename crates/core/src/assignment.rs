@@ -2,7 +2,7 @@
 //!
 //! A device with a policy carries an [`Assignment`]: where the service stands with Apple
 //! on giving that device the policy's profile. It is `pending` until Apple answered, then
-//! what Apple said (apple-dep-api.md §4.7, §8):
+//! what Apple said (docs/apple.md §4.7, §8):
 //! - `SUCCESS` → [`AssignmentStatus::Assigned`];
 //! - `NOT_ACCESSIBLE` → [`AssignmentStatus::NotAccessible`]: the device is not (or no
 //!   longer) on the token's MDM server; not retried;

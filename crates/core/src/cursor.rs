@@ -12,7 +12,7 @@
 //! - [`Outcome`]: Apple's answer to the last request, reduced to what the walk needs.
 //! - [`Step`]: what to do next (request again, restart as a full fetch, save and stop, fail).
 //!
-//! # Rules (Apple's contract and what other MDMs learned; see `apple-dep-api.md` §6)
+//! # Rules (Apple's contract and what other MDMs learned; see `docs/apple.md` §6)
 //! - A page with `more_to_follow` asks again at once from the new cursor.
 //! - A finished fetch switches to sync from that cursor for one sync round (as nanodep
 //!   does), so changes made while the snapshot was paged are not lost.

@@ -5,7 +5,7 @@
 //! `modified`, `deleted`, each with an `op_date`). Batches arrive at least once and in
 //! any order, and Apple itself repeats serials. The importer reads the stored device,
 //! asks [`decide_all`] what to write, and writes it conditionally. The final state must
-//! be as if each change arrived once, in order (product.md "Device lifecycle").
+//! be as if each change arrived once, in order (docs/product.md "Device lifecycle").
 //!
 //! # Layout
 //! - [`Version`]: the total order of observations of one device, and its sortable text.
@@ -215,7 +215,7 @@ pub enum Observation {
     /// `op_type: added`: assigned to the MDM server.
     Added,
     /// `op_type: modified`: changed. Also how a move from another MDM server often
-    /// arrives, so for an unknown serial it is an addition (apple-dep-api.md §7).
+    /// arrives, so for an unknown serial it is an addition (docs/apple.md §7).
     Modified,
     /// `op_type: deleted`: moved to another MDM server (released).
     Deleted,
@@ -228,14 +228,14 @@ impl Observation {
     }
 
     /// Whether the record may bring back a device an administrator deleted: a new
-    /// assignment or a full sync, never a mere change (product.md: a deleted device
+    /// assignment or a full sync, never a mere change (docs/product.md: a deleted device
     /// "reappears on the next full sync").
     fn revives(self) -> bool {
         matches!(self, Observation::Added | Observation::Snapshot)
     }
 }
 
-/// Apple's attributes of a device, as Apple sent them (apple-dep-api.md §4.4).
+/// Apple's attributes of a device, as Apple sent them (docs/apple.md §4.4).
 ///
 /// Plain text on purpose: the service shows them and compares them, it does not
 /// interpret them, and a value a newer protocol adds must not be lost on the way.

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A device that already went through ADE re-enrolls only after a wipe, or a retire
-//! followed by a factory reset (product.md "Re-enroll"); every other action is refused
+//! followed by a factory reset (docs/product.md "Re-enroll"); every other action is refused
 //! with [`InvalidAction`]. A policy may be assigned to a wiped device before it
 //! activates again: assignment and enrollment state are independent.
 //!
@@ -22,10 +22,10 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// How long an enrollment's SCEP challenge is valid (product.md).
+/// How long an enrollment's SCEP challenge is valid (docs/product.md).
 pub const SCEP_CHALLENGE_LIFETIME: Duration = Duration::minutes(15);
 
-/// The message a device gets once its challenge expired (product.md, word for word).
+/// The message a device gets once its challenge expired (docs/product.md, word for word).
 pub const SCEP_EXPIRED_MESSAGE: &str = "The SCEP server returned an invalid response.";
 
 /// The MDM side of a device's life.

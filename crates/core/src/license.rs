@@ -1,4 +1,4 @@
-//! Who may enroll, license-wise (product.md "Distribution and enrollment").
+//! Who may enroll, license-wise (docs/product.md "Distribution and enrollment").
 //!
 //! - Enrolling **with user affinity** needs a licensed user: the user enrolling, or
 //!   failing one, the user associated with the device.

@@ -1,7 +1,7 @@
 //! Enrollment policies: the settings a device gets at Setup Assistant, validated as
 //! Apple validates an enrollment profile, and the per-token limits.
 //!
-//! A policy mirrors Apple's profile fields (apple-dep-api.md §4.6) plus adesync's own
+//! A policy mirrors Apple's profile fields (docs/apple.md §4.6) plus adesync's own
 //! `user_affinity`. Apple refuses a bad profile only when the service defines it, long
 //! after the administrator saved the policy; [`PolicySettings::validate`] refuses the same
 //! things up front, naming the field, so a saved policy always defines cleanly.
@@ -12,9 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Enrollment policies per token (product.md "Limits").
+/// Enrollment policies per token (docs/product.md "Limits").
 pub const MAX_POLICIES_PER_TOKEN: u64 = 1_000;
-/// ADE devices per policy (product.md "Limits").
+/// ADE devices per policy (docs/product.md "Limits").
 pub const MAX_DEVICES_PER_POLICY: u64 = 200_000;
 
 /// Apple's limits on profile fields (define-profile error list).

@@ -1,6 +1,6 @@
 //! Who may start a sync of a token, and when.
 //!
-//! The rules (product.md "Sync"):
+//! The rules (docs/product.md "Sync"):
 //! - a manual sync at most once every 15 minutes per token;
 //! - a full sync at most once every 7 days per token, counted from the last
 //!   full sync that completed;

@@ -1,7 +1,7 @@
 //! Tokens: what an administrator may name them, how long they live, and
 //! how their health is shown.
 //!
-//! The rules (product.md "Token lifecycle", "Limits"):
+//! The rules (docs/product.md "Token lifecycle", "Limits"):
 //! - a token expires when Apple's `access_token_expiry` passes (about a
 //!   year after the file was downloaded); it is shown as `expired` from
 //!   that instant, whatever the last sync recorded;
@@ -189,7 +189,7 @@ pub fn certificate_needs_renewal(not_after: DateTime<Utc>, now: DateTime<Utc>) -
     not_after - now < CERTIFICATE_MIN_REMAINING
 }
 
-/// A condition that keeps a token from being deleted (product.md "Delete").
+/// A condition that keeps a token from being deleted (docs/product.md "Delete").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteBlocker {

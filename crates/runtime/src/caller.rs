@@ -21,7 +21,7 @@ pub const ACCOUNT_CLAIM: &str = "adesync:account";
 /// Claim listing the caller's roles.
 pub const ROLES_CLAIM: &str = "adesync:roles";
 
-/// A role of api.md: writes need `admin` or `dem`, reads any role.
+/// A caller's role (`docs/openapi.yaml`): writes need `admin` or `dem`, reads any role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Administrator.

@@ -25,7 +25,7 @@ pub fn routes() -> Routes<Arc<Api>> {
         .delete("/v1/tokens/{token_id}/devices/{serial}", delete)
 }
 
-/// The warning every device deletion carries (product.md "Device lifecycle").
+/// The warning every device deletion carries (docs/product.md "Device lifecycle").
 pub const DELETE_WARNING: &str = "The device was removed from management. It is still assigned to this MDM server in Apple Business, so it reappears on the next full sync; to keep it away, unassign it in Apple Business first.";
 
 fn at(time: Option<DateTime<Utc>>) -> Value {

@@ -1,4 +1,4 @@
-//! Apple's routes (apple-dep-api.md §3) and the gate every one of them passes first: request
+//! Apple's routes (docs/apple.md §3) and the gate every one of them passes first: request
 //! counting, injected faults, `User-Agent`, protocol version and session checks.
 
 use std::time::Duration;

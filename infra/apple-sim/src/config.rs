@@ -36,7 +36,7 @@ impl Default for SimConfig {
 }
 
 /// Knobs for the parts of Apple's behaviour that are unknown or vary, so clients can be tested
-/// against every plausible answer (apple-dep-api.md §2.3, §14).
+/// against every plausible answer (docs/apple.md §2.3, §14).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Behaviour {

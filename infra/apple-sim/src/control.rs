@@ -1,4 +1,4 @@
-//! The `/_sim/*` control API (api.md "Local-only control surfaces"): what an Apple Business
+//! The `/_sim/*` control API (`infra/apple-sim/README.md`): what an Apple Business
 //! administrator would do in the web portal, plus fault injection, pacing, the clock and
 //! request statistics for tests.
 
@@ -323,7 +323,7 @@ async fn release_device(
 struct Reassign {
     to_server_uuid: Option<String>,
     /// What the new server's sync reports: `added` (default) or `modified`, which Apple
-    /// sometimes sends for moves (apple-dep-api.md §7).
+    /// sometimes sends for moves (docs/apple.md §7).
     op_type: Option<OpType>,
 }
 

@@ -10,7 +10,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-/// One device as Apple stores it for an MDM server (apple-dep-api.md §4.4).
+/// One device as Apple stores it for an MDM server (docs/apple.md §4.4).
 ///
 /// Timestamps are kept as the strings Apple sends so that loaded records are replayed
 /// byte-for-byte; generated ones use `YYYY-MM-DDTHH:MM:SSZ` like Apple's samples.

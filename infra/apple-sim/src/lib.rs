@@ -2,8 +2,8 @@
 //! (`mdmenrollment.apple.com`) for one or many MDM servers, with a `/_sim/*` control API that
 //! plays the Apple Business administrator and injects faults.
 //!
-//! The contract it follows is `docs/apple-dep-api.md` (Apple routes) and the "Local-only
-//! control surfaces" of `docs/api.md` (control routes).
+//! The contract it follows is `docs/apple.md` (Apple routes); its control routes are
+//! documented in `infra/apple-sim/README.md`.
 //!
 //! # Layout
 //! - [`config`]: [`SimConfig`] and the run-time [`Behaviour`] knobs.

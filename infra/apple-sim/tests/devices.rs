@@ -9,7 +9,7 @@ use common::{Sim, serials};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// The device record of apple-dep-api.md §4.3 (micromdm's `device_response.json`).
+/// The device record of docs/apple.md §4.3 (micromdm's `device_response.json`).
 fn sample_device() -> Value {
     json!({"serial_number":"C02T0HL0GGC0","model":"MacBook Pro",
       "description":"MBP 13.3 SPACE GRAY/2.0GHZ/8GB/256GB-USA","color":"SPACE GRAY",

@@ -160,3 +160,120 @@ impl LocalService {
         })
     }
 }
+
+/// The repository stands on its own: every `.md` file its code and documents
+/// name exists in it (a reference to a document kept elsewhere is a dead end
+/// for whoever clones the repository).
+#[cfg(test)]
+mod doc_references {
+    use std::path::{Path, PathBuf};
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .expect("the workspace root")
+    }
+
+    /// Every `*.md` name in `text`, as written.
+    fn references(text: &str) -> Vec<&str> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "_./-".contains(c)))
+            .map(|token| token.trim_end_matches('.'))
+            .filter(|token| token.ends_with(".md") && token.len() > 3)
+            .collect()
+    }
+
+    /// Whether `reference`, written in `file`, names a file of the repository:
+    /// relative to the file (Markdown links), to the root (`docs/apple.md`), or
+    /// a bare name next to the file or in docs/.
+    fn resolves(root: &Path, file: &Path, reference: &str) -> bool {
+        let dir = file.parent().unwrap_or(root);
+        let reference = reference.trim_start_matches("./");
+        let candidates = if reference.contains('/') {
+            vec![dir.join(reference), root.join(reference)]
+        } else {
+            vec![
+                dir.join(reference),
+                root.join("docs").join(reference),
+                root.join(reference),
+            ]
+        };
+        candidates.iter().any(|path| path.is_file())
+    }
+
+    fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir)
+            .expect("a readable directory")
+            .flatten()
+        {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    sources(&path, found);
+                }
+            } else if [".rs", ".md", ".yaml", ".toml"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+            {
+                found.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_document_the_repository_names_is_in_it() {
+        let root = root();
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        assert!(
+            files.len() > 50,
+            "the walk found the sources: {}",
+            files.len()
+        );
+        let mut dead = Vec::new();
+        let mut checked = 0;
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for reference in references(&text) {
+                checked += 1;
+                if !resolves(&root, file, reference) {
+                    dead.push(format!(
+                        "{}: {reference}",
+                        file.strip_prefix(&root).unwrap_or(file).display()
+                    ));
+                }
+            }
+        }
+        assert!(checked > 20, "references were found: {checked}");
+        assert!(
+            dead.is_empty(),
+            "documents named but not in the repository:\n{}",
+            dead.join("\n")
+        );
+    }
+
+    #[test]
+    fn a_reference_to_a_document_kept_elsewhere_is_caught() {
+        let root = root();
+        let file = root.join("crates/core/src/sync.rs");
+        // Built at run time, so the scan above does not find them in this file.
+        let elsewhere = format!("{}.md", "apple-dep-api");
+        let design = format!("docs/{}.md", "design");
+        let up = concat!("../../", "docs/product.md");
+        let text = format!("see product.md and `{elsewhere}` §4, docs/apple.md §4 and {up}.");
+        assert_eq!(
+            references(&text),
+            ["product.md", elsewhere.as_str(), "docs/apple.md", up]
+        );
+        assert!(
+            resolves(&root, &file, "product.md"),
+            "a bare name found in docs/"
+        );
+        assert!(!resolves(&root, &file, &elsewhere));
+        assert!(!resolves(&root, &file, &design));
+        let readme = root.join("infra/apple-sim/README.md");
+        assert!(resolves(&root, &readme, concat!("../../", "docs/apple.md")));
+    }
+}

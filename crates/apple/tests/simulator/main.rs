@@ -1,5 +1,5 @@
 //! The Apple client against the Apple simulator over real HTTP: every endpoint, every
-//! error row of `apple-dep-api.md` §5 that reaches a client, and whole fetch → sync walks
+//! error row of `docs/apple.md` §5 that reaches a client, and whole fetch → sync walks
 //! driven by `adesync_core::cursor`.
 //!
 //! Each test starts its own simulator on a free port, so faults never leak between tests.
