@@ -472,18 +472,30 @@ fn diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     for (table, items) in after {
         let old = before.get(table).map(Vec::as_slice).unwrap_or_default();
         if old != items.as_slice() {
-            let added = items.iter().filter(|i| !old.contains(i)).count();
-            let removed = old.iter().filter(|i| !items.contains(i)).count();
+            let added: Vec<_> = items.iter().filter(|i| !old.contains(i)).collect();
+            let removed: Vec<_> = old.iter().filter(|i| !items.contains(i)).collect();
+            let keys: Vec<_> = added.iter().chain(&removed).map(|i| sort_key(i)).collect();
             changes.push(format!(
-                "{table}: {} → {} items ({added} new or changed, {removed} gone or changed; hash {:016x} → {:016x})",
+                "{table}: {} → {} items ({} new or changed, {} gone or changed; sort keys {}; hash {:016x} → {:016x})",
                 old.len(),
                 items.len(),
+                added.len(),
+                removed.len(),
+                keys.join(", "),
                 hash(old),
                 hash(items)
             ));
         }
     }
     changes
+}
+
+/// The `sk` of a canonical item (`sk=S("…")`), which names what the item is
+/// (`license#user#…`, `enrollment#…`) without showing any secret value.
+fn sort_key(item: &str) -> String {
+    item.split_once("sk=S(\"")
+        .and_then(|(_, rest)| rest.split_once("\")"))
+        .map_or_else(|| "(none)".to_owned(), |(key, _)| key.to_owned())
 }
 
 fn hash(items: &[String]) -> u64 {
@@ -536,5 +548,8 @@ mod tests {
         let changes = diff(&before, &after);
         assert_eq!(changes.len(), 1);
         assert!(changes[0].starts_with("t: 1 → 2 items (1 new"));
+        let item = r#"account_id=S("acme"),licensed_at=N("1"),sk=S("license#user#jo")"#;
+        after.insert("t".to_owned(), vec!["a".to_owned(), item.to_owned()]);
+        assert!(diff(&before, &after)[0].contains("sort keys license#user#jo;"));
     }
 }
