@@ -163,11 +163,7 @@ impl Store {
         use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
         use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!(
                 "attribute_exists(token_id) AND (attribute_not_exists({until}) OR {until} <= :now OR {id} = :me)",
                 until = assigner_attr::UNTIL,
@@ -209,11 +205,7 @@ impl Store {
         assigner: &str,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!("{} = :me", assigner_attr::ID))
             .update_expression(format!(
                 "REMOVE {}, {}",

@@ -238,11 +238,7 @@ impl Store {
         });
 
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(conditions.join(" AND "))
             .update_expression(format!("SET {}", sets.join(", ")))
             .set_expression_attribute_values(Some(values))
@@ -299,11 +295,7 @@ impl Store {
         }
         expression.push_str(&format!("REMOVE {}", removes.join(", ")));
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!("{} = :run", attr::LEASE_RUN_ID))
             .update_expression(expression)
             .set_expression_attribute_values(Some(values))
@@ -360,11 +352,7 @@ impl Store {
             }
         }
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!("{} = :run", attr::LEASE_RUN_ID))
             .update_expression(format!(
                 "SET {} REMOVE {}",
@@ -450,11 +438,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!(
                 "{} = :run AND {} <= :now",
                 attr::LEASE_RUN_ID,

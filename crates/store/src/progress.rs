@@ -243,11 +243,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Walker, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!(
                 "{lease} = :run AND {until} > :now AND (attribute_not_exists({wrun}) OR {wrun} <> :run OR {wstep} < :step OR ({wstep} = :step AND ({wuntil} <= :now OR {wid} = :walker)))",
                 lease = attr::LEASE_RUN_ID,
@@ -311,11 +307,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!("{} = :walker", p::WALKER_ID))
             .update_expression(format!("SET {} = :now", p::WALKER_UNTIL))
             .expression_attribute_values(":walker", attrs::s(walker))
@@ -335,11 +327,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!(
                 "{} = :run AND {} > :now",
                 attr::LEASE_RUN_ID,
@@ -685,11 +673,7 @@ impl Store {
         count: u64,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression("attribute_exists(token_id)")
             .update_expression(format!("SET {} = :count", attr::DEVICE_COUNT))
             .expression_attribute_values(":count", attrs::n(count))
@@ -717,11 +701,7 @@ impl Store {
         delta: i64,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression("attribute_exists(token_id)")
             .update_expression(format!("ADD {} :delta", attr::DEVICE_COUNT))
             .expression_attribute_values(":delta", attrs::n(delta))

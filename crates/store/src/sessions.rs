@@ -71,11 +71,7 @@ impl Store {
             None => format!("attribute_not_exists({})", a::FINGERPRINT),
         };
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!(
                 "attribute_exists(token_id) AND {still_stale} AND (attribute_not_exists({until}) OR {until} <= :now OR {renewer} = :me)",
                 until = a::RENEWING_UNTIL,
@@ -133,11 +129,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(format!(
                 "attribute_exists(token_id) AND (attribute_not_exists({until}) OR {until} <= :now OR {renewer} = :me)",
                 until = a::RENEWING_UNTIL,

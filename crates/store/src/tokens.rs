@@ -304,6 +304,22 @@ fn insert_some(item: &mut Item, name: &str, value: Option<&str>) {
 }
 
 impl Store {
+    /// An `UpdateItem` of `token`'s item: every rule kept on the token item
+    /// (claims, leases, slots, the shared session) starts from here.
+    pub(crate) fn update_token(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+    }
+}
+
+impl Store {
     /// Creates a token: one transaction that counts it on the account
     /// (refused at [`MAX_TOKENS_PER_ACCOUNT`]), links its Apple MDM server
     /// (refused when already linked) and stores it with its sealed secrets.
@@ -550,11 +566,7 @@ impl Store {
         ];
         let mut removes = vec!["#status_message"];
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression(
                 "attribute_exists(token_id) AND #apple_id = :apple_id AND #server_uuid = :server_uuid",
             )
@@ -642,11 +654,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let message = message.or(status.default_message());
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
+            .update_token(account, token)
             .condition_expression("attribute_exists(token_id)")
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_names("#status_at", attr::STATUS_AT)
