@@ -236,6 +236,35 @@ impl TestService {
         released
     }
 
+    /// Moves `serial` from the token's MDM server to a new one of the same
+    /// organisation in Apple Business: the token's next delta says `deleted`.
+    pub async fn move_to_another_server(&self, token: &CreatedToken, serial: &str) {
+        let pem = self
+            .http
+            .get(self.api("/v1/public-key"))
+            .bearer_auth(&token.jwt)
+            .send()
+            .await
+            .expect("the public key")
+            .text()
+            .await
+            .expect("the public key's text");
+        let other = self
+            .sim_post(
+                "/_sim/servers",
+                serde_json::json!({"name": "Other server", "public_key_pem": pem, "devices": 0}),
+            )
+            .await;
+        self.sim_post(
+            &format!(
+                "/_sim/servers/{}/devices/{serial}/reassign",
+                token.server_uuid
+            ),
+            serde_json::json!({"to_server_uuid": other["server_uuid"]}),
+        )
+        .await;
+    }
+
     /// The simulator's request counts (`GET /_sim/stats`): `requests` by
     /// path, `by_method` by "METHOD path".
     pub async fn sim_stats(&self) -> Value {

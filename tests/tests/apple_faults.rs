@@ -528,20 +528,7 @@ async fn a_device_released_by_replacement_is_removed_and_says_so() {
         json!({"by_replacement": true}),
     )
     .await;
-    let other_server = env
-        .sim_post(
-            "/_sim/servers",
-            json!({"name": "Other server", "public_key_pem": public_key(&env, &token).await, "devices": 0}),
-        )
-        .await;
-    env.sim_post(
-        &format!(
-            "/_sim/servers/{}/devices/{moved}/reassign",
-            token.server_uuid
-        ),
-        json!({"to_server_uuid": other_server["server_uuid"]}),
-    )
-    .await;
+    env.move_to_another_server(&token, &moved).await;
     env.advance(15 * 60).await;
     let run = sync(&env, &token, "delta").await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -558,18 +545,6 @@ async fn a_device_released_by_replacement_is_removed_and_says_so() {
     assert_eq!(device["state"], "removed_from_apple", "{device}");
     assert_eq!(device["released_by_replacement"], true, "{device}");
     assert_converged(&env, &token, Some(&replaced)).await;
-}
-
-async fn public_key(env: &TestService, token: &CreatedToken) -> String {
-    env.http
-        .get(env.api("/v1/public-key"))
-        .bearer_auth(&token.jwt)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Apple ends a server's older sessions when it issues a new one. The

@@ -134,30 +134,7 @@ async fn deltas_pick_up_added_modified_and_reassigned_devices() {
         .unwrap();
     assert!(patched.status().is_success());
     // Moved to another MDM server of the organisation: a `deleted` event here.
-    let pem = env
-        .http
-        .get(env.api("/v1/public-key"))
-        .bearer_auth(&token.jwt)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let other = env
-        .sim_post(
-            "/_sim/servers",
-            json!({"name": "Other server", "public_key_pem": pem, "devices": 0}),
-        )
-        .await;
-    env.sim_post(
-        &format!(
-            "/_sim/servers/{}/devices/{reassigned}/reassign",
-            token.server_uuid
-        ),
-        json!({"to_server_uuid": other["server_uuid"]}),
-    )
-    .await;
+    env.move_to_another_server(&token, &reassigned).await;
 
     let sync = env.request_sync(&token, "delta").await;
     assert_eq!(sync.status, 202, "{sync:?}");
