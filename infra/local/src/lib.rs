@@ -287,11 +287,9 @@ mod doc_references {
 #[cfg(test)]
 mod build_sharing {
     use std::collections::BTreeSet;
-    use std::process::Command;
 
     fn features(args: &[&str]) -> BTreeSet<String> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let output = Command::new(cargo)
+        let output = crate::tools::cargo()
             .args(["tree", "-q", "--prefix", "none", "-f", "{p} [{f}]"])
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -370,11 +370,10 @@ fn build(sam_args: Vec<String>) -> Result<ExitCode> {
 /// The one test command: what CI runs, what a newcomer runs.
 async fn test(cargo_test_args: Vec<String>) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let total = Instant::now();
 
     step("formatting (cargo fmt --check)", || {
-        run(Command::new(&cargo)
+        run(tools::cargo()
             .args(["fmt", "--all", "--check"])
             .current_dir(workspace.root()))
     })?;
@@ -383,7 +382,7 @@ async fn test(cargo_test_args: Vec<String>) -> Result<ExitCode> {
         || tools::ensure(&workspace).map(|_| ()),
     )?;
     step("lints (cargo clippy --all-targets -D warnings)", || {
-        run(Command::new(&cargo)
+        run(tools::cargo()
             .args([
                 "clippy",
                 "--workspace",
@@ -397,7 +396,7 @@ async fn test(cargo_test_args: Vec<String>) -> Result<ExitCode> {
 
     eprintln!("==> starting the local AWS for this run");
     let aws = LocalAws::start(&workspace).await?;
-    let mut command = Command::new(&cargo);
+    let mut command = tools::cargo();
     command
         .args(["test", "--workspace"])
         .args(&cargo_test_args)

@@ -730,13 +730,12 @@ impl LibtestParser {
 /// Runs one selection's matrix tests; returns each test's outcome.
 fn run_selection(
     root: &Path,
-    cargo: &str,
     env: &[(&'static str, String)],
     selection: Selection,
     names: &BTreeSet<&'static str>,
 ) -> Result<(BTreeMap<String, Outcome>, Duration)> {
     let fuzz = is_fuzz_selection(selection);
-    let mut command = Command::new(cargo);
+    let mut command = tools::cargo();
     command
         .arg("test")
         .args(selection.cargo_args())
@@ -827,7 +826,7 @@ impl Results {
 }
 
 /// Runs every test of the matrix, one `cargo test` per selection.
-pub fn run_matrix(root: &Path, cargo: &str, env: &[(&'static str, String)]) -> Result<Results> {
+pub fn run_matrix(root: &Path, env: &[(&'static str, String)]) -> Result<Results> {
     let mut by_selection: BTreeMap<Selection, BTreeSet<&'static str>> = BTreeMap::new();
     for test in MATRIX.iter().flat_map(|row| row.tests) {
         by_selection
@@ -842,7 +841,7 @@ pub fn run_matrix(root: &Path, cargo: &str, env: &[(&'static str, String)]) -> R
             selection.label(),
             names.len()
         );
-        let (outcomes, took) = run_selection(root, cargo, env, *selection, names)?;
+        let (outcomes, took) = run_selection(root, env, *selection, names)?;
         eprintln!("    {} in {took:.1?}", selection.label());
         for test in MATRIX.iter().flat_map(|row| row.tests) {
             if test.target.selection() == *selection
@@ -1151,7 +1150,6 @@ pub mod api_fuzz;
 pub async fn command() -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
     let root = workspace.root().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let total = Instant::now();
 
     let missing = missing_tests(&root)?;
@@ -1175,11 +1173,11 @@ pub async fn command() -> Result<ExitCode> {
         build_args.join(" ")
     );
     let started = Instant::now();
-    let status = Command::new(&cargo)
+    let status = tools::cargo()
         .args(&build_args)
         .current_dir(&root)
         .status()
-        .with_context(|| format!("cannot start {cargo}"))?;
+        .context("cannot start cargo")?;
     if !status.success() {
         bail!("building the tests failed ({status})");
     }
@@ -1188,7 +1186,7 @@ pub async fn command() -> Result<ExitCode> {
     eprintln!("==> starting the local AWS for this run");
     let aws = LocalAws::start(&workspace).await?;
     let env = aws.endpoints.env_vars();
-    let results = tokio::task::block_in_place(|| run_matrix(&root, &cargo, &env))?;
+    let results = tokio::task::block_in_place(|| run_matrix(&root, &env))?;
     let api = api_fuzz::run(&workspace, aws.endpoints.clone(), &tools).await;
     drop(aws);
 

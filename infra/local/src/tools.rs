@@ -14,6 +14,44 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+/// A `cargo` command for this workspace, without what `cargo run` set for
+/// adesync-local itself.
+///
+/// Build scripts ask to be re-run when variables such as `CARGO_PKG_NAME` or
+/// `CARGO_MANIFEST_DIR` change (ring's does), and cargo compares them with
+/// its own environment. Inherited from `cargo run -p adesync-local`, they
+/// made the `cargo test` of the test command rebuild ring and everything
+/// above it (rustls, hyper, the AWS SDK) that the `cargo run` had just built.
+pub fn cargo() -> Command {
+    let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str()
+            && set_for_the_running_crate(name)
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// The variables cargo sets for the crate it runs (as opposed to those that
+/// configure cargo, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn set_for_the_running_crate(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        )
+}
+
 /// The project checkout and its `.local/` folder.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -252,4 +290,40 @@ fn run(command: &mut Command) -> Result<()> {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_runs_without_the_variables_cargo_set_for_this_crate() {
+        // A test binary gets the same variables a `cargo run` binary does.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let command = cargo();
+        let removed: Vec<_> = command
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+        ] {
+            assert!(
+                removed.iter().any(|r| r == name),
+                "{name} is passed on: {removed:?}"
+            );
+        }
+        for kept in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "CARGO",
+        ] {
+            assert!(!set_for_the_running_crate(kept), "{kept} configures cargo");
+        }
+    }
 }
