@@ -39,7 +39,7 @@ pub mod tokens;
 pub mod worker;
 
 /// An invocation's own id for a slot it holds on a token (the run's walker,
-/// the token's assigner): random, so a write conditional on it can only be
+/// the token's assigner, the renewer of its Apple session): random, so a write conditional on it can only be
 /// this invocation's.
 pub(crate) fn holder_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())

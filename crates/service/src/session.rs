@@ -53,7 +53,7 @@ impl SharedSession {
             clock,
             account: account.clone(),
             token: token.clone(),
-            me: uuid_like(),
+            me: crate::holder_id(),
         })
     }
 
@@ -80,10 +80,6 @@ impl SharedSession {
             )
             .await?)
     }
-}
-
-fn uuid_like() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
 }
 
 impl SessionKeeper for SharedSession {

@@ -165,9 +165,8 @@ impl Store {
         let result = self
             .update_token(account, token)
             .condition_expression(format!(
-                "attribute_exists(token_id) AND (attribute_not_exists({until}) OR {until} <= :now OR {id} = :me)",
-                until = assigner_attr::UNTIL,
-                id = assigner_attr::ID,
+                "attribute_exists(token_id) AND {}",
+                attrs::slot_free_or_mine(assigner_attr::ID, assigner_attr::UNTIL)
             ))
             .update_expression(format!(
                 "SET {} = :me, {} = :until",

@@ -69,3 +69,12 @@ pub fn get_time(item: &Item, name: &str) -> Result<Option<DateTime<Utc>>, StoreE
 pub fn get_bool(item: &Item, name: &str) -> bool {
     matches!(item.get(name), Some(AttributeValue::Bool(true)))
 }
+
+/// The condition under which `:me` may take a holder slot on an item (one
+/// assigner per token, one renewer of its Apple session): nobody holds it,
+/// its holder's deadline `until` has passed (Lambda killed it), or `:me`
+/// holds it already (a retried write DynamoDB applied but answered with an
+/// error). Needs the values `:now` and `:me`.
+pub fn slot_free_or_mine(holder: &str, until: &str) -> String {
+    format!("(attribute_not_exists({until}) OR {until} <= :now OR {holder} = :me)")
+}

@@ -73,9 +73,8 @@ impl Store {
         let mut update = self
             .update_token(account, token)
             .condition_expression(format!(
-                "attribute_exists(token_id) AND {still_stale} AND (attribute_not_exists({until}) OR {until} <= :now OR {renewer} = :me)",
-                until = a::RENEWING_UNTIL,
-                renewer = a::RENEWER,
+                "attribute_exists(token_id) AND {still_stale} AND {}",
+                attrs::slot_free_or_mine(a::RENEWER, a::RENEWING_UNTIL)
             ))
             .update_expression(format!(
                 "SET {} = :me, {} = :until",
@@ -131,9 +130,8 @@ impl Store {
         let result = self
             .update_token(account, token)
             .condition_expression(format!(
-                "attribute_exists(token_id) AND (attribute_not_exists({until}) OR {until} <= :now OR {renewer} = :me)",
-                until = a::RENEWING_UNTIL,
-                renewer = a::RENEWER,
+                "attribute_exists(token_id) AND {}",
+                attrs::slot_free_or_mine(a::RENEWER, a::RENEWING_UNTIL)
             ))
             .update_expression(format!(
                 "SET #session = :session, {} = :fp REMOVE {}, {}",
