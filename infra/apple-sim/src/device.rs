@@ -49,7 +49,12 @@ pub struct Device {
 }
 
 /// Fields that only make sense in a response and are never part of the stored record.
-const RESPONSE_ONLY_FIELDS: [&str; 3] = ["op_type", "op_date", "response_status"];
+const RESPONSE_ONLY_FIELDS: [&str; 4] = [
+    "op_type",
+    "op_date",
+    "response_status",
+    "released_by_replacement",
+];
 
 impl Device {
     /// Builds a record from JSON a test supplies, dropping response-only fields.
