@@ -643,3 +643,207 @@ async fn token_ids_that_are_not_utf8_name_no_token() {
         }
     }
 }
+
+/// Status, content type and body of an answer as sent, to compare answers
+/// byte for byte.
+async fn exact_answer(
+    env: &TestService,
+    method: Method,
+    path: &str,
+    jwt: &str,
+    body: &Value,
+) -> (u16, String, String) {
+    let response = env
+        .http
+        .request(method, env.api(path))
+        .bearer_auth(jwt)
+        .json(body)
+        .send()
+        .await
+        .expect("the API answers");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = response.bytes().await.expect("a body").to_vec();
+    let body = String::from_utf8(bytes).expect("a text body");
+    (status, content_type, body)
+}
+
+/// The binary CMS inside a token file as the simulated Apple Business
+/// hands it out (base64 of S/MIME text); the service reads it as it is.
+fn cms_of(token_file_base64: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let file = engine.decode(token_file_base64).expect("base64");
+    let text = String::from_utf8(file).expect("S/MIME text");
+    let (_, body) = text.split_once("\r\n\r\n").expect("S/MIME headers");
+    engine
+        .decode(body.split_whitespace().collect::<String>())
+        .expect("base64 CMS")
+}
+
+/// Where the RSA-encrypted content key of a CMS for a 2048-bit key starts:
+/// the first 256-byte OCTET STRING (the recipient comes before the content).
+fn encrypted_key_at(cms: &[u8]) -> usize {
+    cms.windows(4)
+        .position(|w| w == [0x04, 0x82, 0x01, 0x00])
+        .expect("a 256-byte encrypted key")
+        + 4
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Token files broken at every step past the envelope's structure: a
+/// writer who could tell these answers apart would have a padding oracle on
+/// the account's private key and on the token's secrets.
+#[tokio::test]
+async fn token_files_that_do_not_open_get_one_answer_and_store_nothing() {
+    use adesync_tokenfile::{AccountKey, ContentCipher, ServerToken};
+    use secrecy::SecretString;
+
+    let env = TestService::start().await;
+    let admin = env.jwt("acme", &["admin"]);
+    let pem = env
+        .http
+        .get(env.api("/v1/public-key"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("GET /v1/public-key")
+        .text()
+        .await
+        .expect("a PEM");
+    let sim_file = |pem: String, name: &'static str| {
+        let env = &env;
+        async move {
+            let server: Value = env
+                .http
+                .post(env.sim("/_sim/servers"))
+                .json(&json!({
+                    "name": name,
+                    "public_key_pem": pem,
+                    "org_name": "Acme Inc.",
+                    "admin_id": "admin@acme.test",
+                    "devices": 0,
+                }))
+                .send()
+                .await
+                .expect("POST /_sim/servers")
+                .json()
+                .await
+                .expect("a server");
+            server["token_file"]
+                .as_str()
+                .expect("a token file")
+                .to_owned()
+        }
+    };
+    let good = sim_file(pem.clone(), "Acme MDM server").await;
+    let stranger = AccountKey::generate("someone else", chrono::Utc::now(), 30).unwrap();
+    let strangers = sim_file(stranger.certificate_pem(), "Elsewhere").await;
+    let another_for_us = sim_file(pem.clone(), "Another MDM server").await;
+
+    let cms = cms_of(&good);
+    let key_at = encrypted_key_at(&cms);
+    let mut key_changed = cms.clone();
+    key_changed[key_at + 100] ^= 0x01;
+    // Another file's content key: valid RSA padding and the right length,
+    // but not this content's key.
+    let mut key_swapped = cms.clone();
+    let other = cms_of(&another_for_us);
+    let other_at = encrypted_key_at(&other);
+    key_swapped[key_at..key_at + 256].copy_from_slice(&other[other_at..other_at + 256]);
+    // A 16-byte content key (AES-128) where the content says AES-256.
+    let token = ServerToken {
+        consumer_key: SecretString::from("CK_0123456789abcdef0123456789abcdef"),
+        consumer_secret: SecretString::from("CS_0123456789abcdef0123456789abcdef"),
+        access_token: SecretString::from("AT_0123456789abcdef0123456789abcdef"),
+        access_secret: SecretString::from("AS_0123456789abcdef0123456789abcdef"),
+        access_token_expiry: chrono::Utc::now() + chrono::Duration::days(300),
+    };
+    let aes128 = adesync_tokenfile::seal(&token, &pem, ContentCipher::Aes128Cbc).unwrap();
+    let mut short_key = cms_of(&b64(&aes128));
+    let aes128_oid = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02];
+    let oid_at = short_key
+        .windows(aes128_oid.len())
+        .position(|w| w == aes128_oid)
+        .expect("the AES-128-CBC identifier");
+    short_key[oid_at + aes128_oid.len() - 1] = 0x2a; // AES-256-CBC
+    // The ciphertext ends the CMS: change the last block's padding, or a
+    // block of the JSON.
+    let mut padding_changed = cms.clone();
+    let at = padding_changed.len() - 17;
+    padding_changed[at] ^= 0x01;
+    let mut block_changed = cms.clone();
+    let at = block_changed.len() - 100;
+    block_changed[at] ^= 0x80;
+    // Sealed to this account's key, but not a whole token.
+    let no_secret = ServerToken {
+        access_secret: SecretString::from(""),
+        ..token.clone()
+    };
+    let no_secret = adesync_tokenfile::seal(&no_secret, &pem, ContentCipher::Aes256Cbc).unwrap();
+
+    let cases = [
+        ("a file for another key", strangers),
+        ("an encrypted key with a byte changed", b64(&key_changed)),
+        ("another file's content key", b64(&key_swapped)),
+        ("a content key of the wrong length", b64(&short_key)),
+        ("the content's padding changed", b64(&padding_changed)),
+        ("a block of the content changed", b64(&block_changed)),
+        ("a token without its access secret", b64(&no_secret)),
+    ];
+
+    let mut answers = Vec::new();
+    for (what, file) in &cases {
+        let body = json!({"name": "T", "apple_id": "admin@acme.test", "token_file": file});
+        let answer = exact_answer(&env, Method::POST, "/v1/tokens", &admin, &body).await;
+        answers.push((format!("create with {what}"), answer));
+    }
+    assert_eq!(token_count(&env, "acme").await, 0, "nothing was created");
+
+    // The untouched file opens: the refusals were the changes'.
+    let created = env
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            &admin,
+            Some(json!({"name": "T", "apple_id": "admin@acme.test", "token_file": good})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let token_id = created.body["id"].as_str().expect("an id").to_owned();
+    let renewal = format!("/v1/tokens/{token_id}/renewal");
+    for (what, file) in &cases {
+        let body = json!({"apple_id": "admin@acme.test", "token_file": file});
+        let answer = exact_answer(&env, Method::PUT, &renewal, &admin, &body).await;
+        answers.push((format!("renew with {what}"), answer));
+    }
+
+    let (_, first) = &answers[0];
+    for (what, answer) in &answers {
+        assert_eq!(answer, first, "{what}");
+    }
+    let first_body: Value = serde_json::from_str(&first.2).expect("a JSON body");
+    assert_eq!(first.0, 400, "{first_body}");
+    assert_eq!(first_body["error"], "invalid_token_file", "{first_body}");
+    assert!(
+        first_body["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET /v1/public-key"),
+        "the one answer says what to do: {first_body}"
+    );
+    let still = env
+        .call(Method::GET, &format!("/v1/tokens/{token_id}"), &admin, None)
+        .await;
+    assert_eq!(still.body["renewed_at"], Value::Null, "nothing was renewed");
+    assert_eq!(token_count(&env, "acme").await, 1);
+}

@@ -650,7 +650,7 @@ async fn refused_token_files_store_nothing() {
         wrong_key.body["message"]
             .as_str()
             .unwrap()
-            .contains("different public key"),
+            .contains("encrypted for another public key, or it is damaged"),
         "{wrong_key:?}"
     );
     // Not a token file at all, and not even base64.

@@ -3,9 +3,9 @@
 //!
 //! Parsing and encoding are the `cms` crate's; the cryptography is the `rsa`, `aes`, `des` and
 //! `cbc` crates'. What is here is the glue: picking the recipient, the algorithm table, and
-//! telling a wrong key from a damaged file. `seal` assembles the structure itself rather than
-//! using the `cms` builder because the builder has no 3DES, and one code path for every cipher
-//! keeps sealing simple.
+//! refusing a wrong key and a damaged file alike. `seal` assembles the structure itself rather
+//! than using the `cms` builder because the builder has no 3DES, and one code path for every
+//! cipher keeps sealing simple.
 
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{
@@ -145,14 +145,6 @@ fn algorithm_name(oid: &ObjectIdentifier) -> String {
         .map_or_else(|| oid.to_string(), str::to_owned)
 }
 
-/// Where decrypting for one recipient failed.
-enum Failure {
-    /// The content key did not come out of the RSA key transport (or came out the wrong size).
-    KeyTransport,
-    /// The content did not decrypt to correctly padded plaintext with that key.
-    Content,
-}
-
 /// The parts of a token file's `EnvelopedData` needed to decrypt it.
 pub(crate) struct Envelope {
     cipher: Cipher,
@@ -212,11 +204,13 @@ impl Envelope {
         })
     }
 
-    /// Decrypt with `key` and hand the plaintext to `read`, which turns it into the result.
+    /// Decrypt with `key` and hand the plaintext to `read`, which turns it into the result or
+    /// `None`. Past the envelope's structure, every failure is
+    /// [`Undecryptable`](TokenFileError::Undecryptable), whichever step it was.
     pub(crate) fn open_with<T>(
         &self,
         key: &AccountKey,
-        read: impl Fn(&[u8]) -> Result<T, TokenFileError>,
+        read: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<T, TokenFileError> {
         let (named, others): (Vec<_>, Vec<_>) = self
             .recipients
@@ -230,49 +224,54 @@ impl Envelope {
                     algorithm: algorithm_name(&recipient.key_enc_alg.oid),
                 });
             }
-            // The file names this certificate, and the certificate was checked to belong to the
-            // key when the key was loaded: a content failure is damage, not someone else's key.
-            let plaintext = self
+            return self
                 .decrypt(key, recipient)
-                .map_err(|failure| match failure {
-                    Failure::KeyTransport => TokenFileError::WrongKey,
-                    Failure::Content => TokenFileError::Malformed {
-                        what: "its encrypted content",
-                    },
-                })?;
-            return read(&plaintext);
+                .and_then(|plaintext| read(&plaintext))
+                .ok_or(TokenFileError::Undecryptable);
         }
 
         // Nothing names this certificate. The key may still be ours under an earlier
         // certificate (an account key certified again keeps its key pair), so try it: with the
-        // wrong key, RSA implicit rejection yields a junk content key, which fails the padding
-        // or the token checks, so only a real token gets through.
+        // wrong key the content key is junk, which fails the padding or the token checks, so
+        // only a real token gets through.
         others
             .into_iter()
             .filter(|recipient| recipient.key_enc_alg.oid == rfc5912::RSA_ENCRYPTION)
             .find_map(|recipient| {
-                let plaintext = self.decrypt(key, recipient).ok()?;
-                read(&plaintext).ok()
+                self.decrypt(key, recipient)
+                    .and_then(|plaintext| read(&plaintext))
             })
-            .ok_or(TokenFileError::WrongKey)
+            .ok_or(TokenFileError::Undecryptable)
     }
 
+    /// The plaintext for one recipient, or `None` whichever step failed.
+    ///
+    /// The content is decrypted even when the key transport gives no content key of the
+    /// cipher's size, with a random key instead (RFC 3218's random filling): a failed key transport then
+    /// costs the same work as a good one and ends in the same refusal as damaged content, so
+    /// neither the answer nor its timing says whether the RSA padding was valid. The `rsa`
+    /// crate's implicit rejection already hides the padding inside the RSA operation; the
+    /// length it returns is the one thing it leaves public, and it is only compared here.
     fn decrypt(
         &self,
         key: &AccountKey,
         recipient: &KeyTransRecipientInfo,
-    ) -> Result<Zeroizing<Vec<u8>>, Failure> {
-        let content_key = key
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        let key_len = self.cipher.key_len();
+        let mut stand_in = Zeroizing::new(vec![0u8; key_len]);
+        // Without a random stand-in, a known (zero) key would be used: refuse instead, after
+        // the same work.
+        let stand_in_drawn = getrandom::fill(&mut stand_in).is_ok();
+        let transported = key
             .decrypt_content_key(recipient.enc_key.as_bytes())
-            .filter(|content_key| content_key.len() == self.cipher.key_len())
-            .ok_or(Failure::KeyTransport)?;
+            .filter(|content_key| content_key.len() == key_len);
+        let usable = transported.is_some() || stand_in_drawn;
+        let content_key = transported.unwrap_or(stand_in);
         let mut buffer = Zeroizing::new(self.ciphertext.to_vec());
-        let length = self
-            .cipher
-            .decrypt(&content_key, &self.iv, &mut buffer)
-            .ok_or(Failure::Content)?;
+        let length = self.cipher.decrypt(&content_key, &self.iv, &mut buffer);
+        let length = length.filter(|_| usable)?;
         buffer.truncate(length);
-        Ok(buffer)
+        Some(buffer)
     }
 }
 

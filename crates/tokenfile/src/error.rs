@@ -25,8 +25,8 @@ pub enum TokenFileError {
     )]
     NotATokenFile,
 
-    /// The file looks like a token file but its encrypted content cannot be read (cut short,
-    /// edited, or damaged in transit).
+    /// The file looks like a token file but its structure cannot be read (cut short, edited, or
+    /// damaged in transit), found before anything is decrypted.
     #[error(
         "The token file is damaged or incomplete ({what} cannot be read); download the token file again from Apple Business and upload the new file."
     )]
@@ -35,11 +35,18 @@ pub enum TokenFileError {
         what: &'static str,
     },
 
-    /// The file was encrypted for a different key pair than this account's.
+    /// The file's envelope is well formed but it does not decrypt to a server token with this
+    /// account's key: it was encrypted for another key, or its encrypted key or content is
+    /// damaged.
+    ///
+    /// One answer for all of these, whichever step failed, because telling them apart answers
+    /// questions about the account's private key and the plaintext: a caller who could see
+    /// "wrong key" apart from "bad content" could decrypt with the key one guess at a time (a
+    /// padding oracle).
     #[error(
-        "The token file was encrypted for a different public key than this account's; upload this account's current certificate to the MDM server in Apple Business, then download a new token file and upload it."
+        "The token file does not open with this account's key: it was encrypted for another public key, or it is damaged; upload this account's current certificate (GET /v1/public-key) to the MDM server in Apple Business, then download a new token file and upload it."
     )]
-    WrongKey,
+    Undecryptable,
 
     /// The file uses a content or key encryption algorithm that is not supported.
     #[error(
@@ -50,13 +57,9 @@ pub enum TokenFileError {
         algorithm: String,
     },
 
-    /// The file decrypted, but its content is not an Apple server token message.
-    #[error(
-        "The file decrypted, but it does not contain an Apple server token; upload the server token file from Apple Business, not another encrypted file."
-    )]
-    NotAToken,
-
-    /// The token message is not valid JSON.
+    /// The token message is not valid JSON. Only from
+    /// [`ServerToken::from_json_bytes`](crate::ServerToken::from_json_bytes): inside a file it is
+    /// [`Undecryptable`](Self::Undecryptable).
     #[error(
         "The server token in the file is not valid JSON (line {line}, column {column}); download a new token file from Apple Business."
     )]
@@ -67,7 +70,7 @@ pub enum TokenFileError {
         column: usize,
     },
 
-    /// A required token field is absent or empty.
+    /// A required token field is absent or empty (as `MalformedJson`, never from a file).
     #[error(
         "The server token in the file has no value for `{field}`; download a new token file from Apple Business."
     )]
@@ -76,13 +79,17 @@ pub enum TokenFileError {
         field: &'static str,
     },
 
-    /// `access_token_expiry` is not a recognisable date and time.
+    /// `access_token_expiry` is not a recognisable date and time (as `MalformedJson`, never from
+    /// a file).
     #[error(
         "The server token's `access_token_expiry` is not a date and time; download a new token file from Apple Business."
     )]
     InvalidExpiry,
 
-    /// The token has expired.
+    /// The token has expired. Told apart from [`Undecryptable`](Self::Undecryptable) although it
+    /// depends on the plaintext: it comes only from a file that decrypted to a whole, valid
+    /// token, which a caller learns from a success just as well, and the expiry is not secret
+    /// (it is shown on every token).
     #[error(
         "The server token expired on {expired_at}; download a new token file for this MDM server in Apple Business and upload it."
     )]

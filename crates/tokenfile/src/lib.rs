@@ -26,8 +26,12 @@
 //! The account's key pair (`key`) is an RSA-2048 private key (kept as PKCS#8 DER, for encrypted
 //! storage) and a self-signed certificate for it, which is what Apple Business accepts.
 //!
-//! Every failure of [`open`] is a distinct [`TokenFileError`] whose message tells the
-//! administrator what to do; none of them, nor any `Debug` output, contains secret material.
+//! A failure of [`open`] found in the file's structure, before anything is decrypted, has its
+//! own [`TokenFileError`]; every failure after that (a wrong key, a damaged encrypted key or
+//! content, a plaintext that is not a token) is the one [`TokenFileError::Undecryptable`], after
+//! the same work, so that the answers cannot serve as a padding oracle on the account's key.
+//! Every message tells the administrator what to do; none of them, nor any `Debug` output,
+//! contains secret material.
 
 mod envelope;
 mod error;
@@ -61,7 +65,7 @@ pub fn open(
     let envelope = envelope::Envelope::parse(&cms)?;
     let token = envelope.open_with(key, |plaintext| {
         let json = smime::unwrap_inner(plaintext)?;
-        ServerToken::from_json_bytes(&json)
+        ServerToken::from_json_bytes(&json).ok()
     })?;
     if token.access_token_expiry <= now {
         return Err(TokenFileError::Expired {

@@ -105,17 +105,19 @@ pub(crate) fn unwrap_outer(file: &[u8]) -> Result<Vec<u8>, TokenFileError> {
 
 /// The JSON between the `BEGIN MESSAGE` / `END MESSAGE` lines of the decrypted entity, its lines
 /// joined. The entity's header fields carry nothing we need, so they are skipped, not parsed.
-pub(crate) fn unwrap_inner(plaintext: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenFileError> {
-    let text = std::str::from_utf8(plaintext).map_err(|_| TokenFileError::NotAToken)?;
-    let start = text.find(BEGIN_MESSAGE).ok_or(TokenFileError::NotAToken)? + BEGIN_MESSAGE.len();
+/// `None` says only that the plaintext is not a token message: why must not reach the caller
+/// (see [`TokenFileError::Undecryptable`]).
+pub(crate) fn unwrap_inner(plaintext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let text = std::str::from_utf8(plaintext).ok()?;
+    let start = text.find(BEGIN_MESSAGE)? + BEGIN_MESSAGE.len();
     let rest = &text[start..];
-    let end = rest.find(END_MESSAGE).ok_or(TokenFileError::NotAToken)?;
+    let end = rest.find(END_MESSAGE)?;
     // Joined without separators, as other readers do, in case a writer wraps long JSON lines.
     let json: Vec<u8> = rest[..end]
         .bytes()
         .filter(|byte| *byte != b'\r' && *byte != b'\n')
         .collect();
-    Ok(Zeroizing::new(json))
+    Some(Zeroizing::new(json))
 }
 
 /// The decrypted entity Apple puts inside the CMS: header fields, then the JSON between markers.
@@ -276,10 +278,7 @@ mod tests {
             b"-----BEGIN MESSAGE-----\n{}\n",
             &[0xc3, 0x28, 0x00],
         ] {
-            assert!(matches!(
-                unwrap_inner(plaintext),
-                Err(TokenFileError::NotAToken)
-            ));
+            assert!(unwrap_inner(plaintext).is_none());
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Every way an upload is refused has its own error, and no error, `Debug` or message shows a
-//! secret.
+//! Every way an upload is refused before decryption has its own error, every way after it the
+//! same one, and no error, `Debug` or message shows a secret.
 
 mod common;
 
@@ -16,7 +16,7 @@ fn sealed() -> Vec<u8> {
 }
 
 #[test]
-fn a_file_for_another_key_is_wrong_key() {
+fn a_file_for_another_key_is_undecryptable() {
     let file = seal(
         &token(),
         &OTHER_KEY.certificate_pem(),
@@ -25,7 +25,7 @@ fn a_file_for_another_key_is_wrong_key() {
     .unwrap();
     assert!(matches!(
         open(&file, &KEY, before_expiry()),
-        Err(TokenFileError::WrongKey)
+        Err(TokenFileError::Undecryptable)
     ));
     // The same through OpenSSL, for each cipher.
     let workspace = Workspace::new(&OTHER_KEY);
@@ -33,7 +33,7 @@ fn a_file_for_another_key_is_wrong_key() {
         let file = workspace.openssl_encrypt("smime", &inner_message(&token_json()), &[cipher]);
         assert!(matches!(
             open(&file, &KEY, before_expiry()),
-            Err(TokenFileError::WrongKey)
+            Err(TokenFileError::Undecryptable)
         ));
     }
 }
@@ -58,12 +58,12 @@ fn a_truncated_file_is_malformed() {
 }
 
 #[test]
-fn an_encrypted_message_that_is_not_a_token_is_not_a_token() {
+fn an_encrypted_message_that_is_not_a_token_is_undecryptable() {
     let workspace = Workspace::new(&KEY);
     let file = workspace.openssl_encrypt("smime", "hello\n", &["-aes256"]);
     assert!(matches!(
         open(&file, &KEY, before_expiry()),
-        Err(TokenFileError::NotAToken)
+        Err(TokenFileError::Undecryptable)
     ));
 }
 
@@ -114,45 +114,27 @@ fn an_expired_token_says_when_it_expired() {
 }
 
 #[test]
-fn a_missing_or_empty_field_is_named() {
+fn a_token_with_a_missing_field_or_broken_json_is_undecryptable() {
     let mut empty = token();
     empty.access_secret = SecretString::from("");
     let file = seal(&empty, &KEY.certificate_pem(), ContentCipher::default()).unwrap();
     assert!(matches!(
         open(&file, &KEY, before_expiry()),
-        Err(TokenFileError::MissingField {
-            field: "access_secret"
-        })
+        Err(TokenFileError::Undecryptable)
     ));
 
     let workspace = Workspace::new(&KEY);
     let without_consumer_key =
         token_json().replace(&format!("\"consumer_key\":\"{CONSUMER_KEY}\","), "");
-    let file =
-        workspace.openssl_encrypt("smime", &inner_message(&without_consumer_key), &["-aes256"]);
-    assert!(matches!(
-        open(&file, &KEY, before_expiry()),
-        Err(TokenFileError::MissingField {
-            field: "consumer_key"
-        })
-    ));
-}
-
-#[test]
-fn broken_json_and_dates_have_their_own_errors() {
-    let workspace = Workspace::new(&KEY);
     let cut = &token_json()[..60];
-    let file = workspace.openssl_encrypt("smime", &inner_message(cut), &["-aes256"]);
-    assert!(matches!(
-        open(&file, &KEY, before_expiry()),
-        Err(TokenFileError::MalformedJson { line: 1, .. })
-    ));
     let bad_date = token_json().replace("2031-07-01T22:18:53Z", "next July");
-    let file = workspace.openssl_encrypt("smime", &inner_message(&bad_date), &["-aes256"]);
-    assert!(matches!(
-        open(&file, &KEY, before_expiry()),
-        Err(TokenFileError::InvalidExpiry)
-    ));
+    for json in [without_consumer_key.as_str(), cut, &bad_date] {
+        let file = workspace.openssl_encrypt("smime", &inner_message(json), &["-aes256"]);
+        assert!(matches!(
+            open(&file, &KEY, before_expiry()),
+            Err(TokenFileError::Undecryptable)
+        ));
+    }
 }
 
 #[test]
@@ -260,4 +242,183 @@ fn nothing_shown_contains_a_secret() {
     let expired = open(&file, &KEY, expiry()).unwrap_err().to_string();
     assert!(expired.contains("2031-07-01"), "{expired}");
     assert_eq!(token.consumer_key.expose_secret(), CONSUMER_KEY);
+}
+
+/// Files whose envelope parses but that must not open with [`KEY`], each broken at another
+/// step of the decryption.
+mod broken_after_the_envelope {
+    use super::*;
+    use base64::Engine as _;
+    use cms::content_info::ContentInfo;
+    use cms::enveloped_data::{
+        EnvelopedData, KeyTransRecipientInfo, RecipientInfo, RecipientInfos,
+    };
+    use der::asn1::{OctetString, SetOfVec};
+    use der::referenced::OwnedToRef;
+    use der::{Any, Decode, DecodePem, Encode};
+    use x509_cert::Certificate;
+
+    /// The binary CMS of a file [`seal`] wrote (which `open` reads as it is).
+    fn cms_of(file: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(file).unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        let compact: String = body.split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .unwrap()
+    }
+
+    /// A file of [`token`] sealed to [`KEY`] with `cipher`, its envelope changed by `tamper`.
+    fn tampered(cipher: ContentCipher, tamper: impl FnOnce(&mut EnvelopedData)) -> Vec<u8> {
+        let file = seal(&token(), &KEY.certificate_pem(), cipher).unwrap();
+        let info = ContentInfo::from_der(&cms_of(&file)).unwrap();
+        let mut data: EnvelopedData = info.content.decode_as().unwrap();
+        tamper(&mut data);
+        ContentInfo {
+            content_type: info.content_type,
+            content: Any::encode_from(&data).unwrap(),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn with_recipient(data: &mut EnvelopedData, change: impl FnOnce(&mut KeyTransRecipientInfo)) {
+        let mut recipients = data.recip_infos.0.clone().into_vec();
+        let RecipientInfo::Ktri(recipient) = &mut recipients[0] else {
+            panic!("seal names its recipient by key transport");
+        };
+        change(recipient);
+        data.recip_infos = RecipientInfos(SetOfVec::try_from(recipients).unwrap());
+    }
+
+    /// `content_key` sent to [`KEY`]'s public key with valid RSA padding.
+    fn transported(content_key: &[u8]) -> OctetString {
+        let certificate = Certificate::from_pem(KEY.certificate_pem().as_bytes()).unwrap();
+        let public_key = rsa::PublicKey::try_from(
+            certificate
+                .tbs_certificate()
+                .subject_public_key_info()
+                .owned_to_ref(),
+        )
+        .unwrap();
+        OctetString::new(public_key.pkcs1v15_encrypt(content_key).unwrap()).unwrap()
+    }
+
+    fn change_ciphertext(data: &mut EnvelopedData, change: impl FnOnce(&mut Vec<u8>)) {
+        let content = &mut data.encrypted_content.encrypted_content;
+        let mut bytes = content.take().unwrap().into_bytes().into_vec();
+        change(&mut bytes);
+        *content = Some(OctetString::new(bytes).unwrap());
+    }
+
+    #[test]
+    fn every_failure_past_the_envelope_is_one_indistinguishable_refusal() {
+        let workspace = Workspace::new(&KEY);
+        let mut no_field = token();
+        no_field.access_secret = SecretString::from("");
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "sealed to another key",
+                seal(
+                    &token(),
+                    &OTHER_KEY.certificate_pem(),
+                    ContentCipher::default(),
+                )
+                .unwrap(),
+            ),
+            (
+                "an encrypted key with one byte changed",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    with_recipient(data, |recipient| {
+                        let mut key = recipient.enc_key.as_bytes().to_vec();
+                        key[100] ^= 0x01;
+                        recipient.enc_key = OctetString::new(key).unwrap();
+                    });
+                }),
+            ),
+            (
+                "an encrypted key cut short",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    with_recipient(data, |recipient| {
+                        let key = &recipient.enc_key.as_bytes()[..200];
+                        recipient.enc_key = OctetString::new(key).unwrap();
+                    });
+                }),
+            ),
+            (
+                "a validly padded content key of the wrong length (16 bytes for AES-256)",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    with_recipient(data, |recipient| recipient.enc_key = transported(&[7; 16]));
+                }),
+            ),
+            (
+                "a validly padded content key of the right length that is not the key",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    with_recipient(data, |recipient| recipient.enc_key = transported(&[7; 32]));
+                }),
+            ),
+            (
+                "a content key of the wrong length for the content's cipher",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    data.encrypted_content.content_enc_alg.oid =
+                        const_oid::db::rfc5911::ID_AES_128_CBC;
+                }),
+            ),
+            (
+                "the content's padding changed",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    change_ciphertext(data, |bytes| {
+                        let last_block = bytes.len() - 32;
+                        bytes[last_block + 15] ^= 0x01;
+                    });
+                }),
+            ),
+            (
+                "a block of the content changed",
+                tampered(ContentCipher::Aes256Cbc, |data| {
+                    change_ciphertext(data, |bytes| {
+                        let middle = bytes.len() / 32 * 16;
+                        bytes[middle] ^= 0x80;
+                    });
+                }),
+            ),
+            (
+                "the content cut by a block",
+                tampered(ContentCipher::DesEde3Cbc, |data| {
+                    change_ciphertext(data, |bytes| bytes.truncate(bytes.len() - 8));
+                }),
+            ),
+            (
+                "a message that is not a token",
+                workspace.openssl_encrypt("smime", "hello\n", &["-aes256"]),
+            ),
+            (
+                "a token without a field",
+                seal(&no_field, &KEY.certificate_pem(), ContentCipher::default()).unwrap(),
+            ),
+            (
+                "a token cut short",
+                workspace.openssl_encrypt(
+                    "smime",
+                    &inner_message(&token_json()[..60]),
+                    &["-aes256"],
+                ),
+            ),
+        ];
+
+        // The control: untouched, the same file opens.
+        let untouched = tampered(ContentCipher::Aes256Cbc, |_| {});
+        assert_is_the_token(&open(&untouched, &KEY, before_expiry()).unwrap());
+
+        let expected = TokenFileError::Undecryptable;
+        for (what, file) in &cases {
+            let refusal = open(file, &KEY, before_expiry()).expect_err(what);
+            assert!(
+                matches!(refusal, TokenFileError::Undecryptable),
+                "{what}: {refusal:?}"
+            );
+            assert_eq!(refusal.to_string(), expected.to_string(), "{what}");
+            assert_eq!(format!("{refusal:?}"), format!("{expected:?}"), "{what}");
+        }
+    }
 }
