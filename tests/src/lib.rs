@@ -106,10 +106,39 @@ impl Drop for TestService {
             "secrets were logged:\n{}",
             leaked.join("\n")
         );
+        self.check_aws_calls();
     }
 }
 
 impl TestService {
+    /// No test may make an AWS call its function's role in template.yaml
+    /// does not grant: the local AWS enforces no IAM, AWS would deny it.
+    /// With `ADESYNC_IAM_RECORD_DIR` set (`adesync-local reliability`), the
+    /// calls are also written there, for the report of unused grants.
+    fn check_aws_calls(&self) {
+        let calls = self.service.aws_calls();
+        if let Some(dir) = std::env::var_os(adesync_local::iam::RECORD_DIR) {
+            let path =
+                std::path::Path::new(&dir).join(format!("{}.json", self.service.deployed.stage));
+            let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                std::fs::write(&path, serde_json::to_vec(&calls).unwrap_or_default())
+            });
+            if let Err(error) = written {
+                panic!("cannot record the AWS calls in {}: {error}", path.display());
+            }
+        }
+        let workspace = Workspace::locate().expect("the adesync checkout");
+        let denied = self
+            .service
+            .denied_aws_calls(&workspace)
+            .unwrap_or_else(|e| panic!("cannot read the grants of template.yaml: {e:#}"));
+        assert!(
+            denied.is_empty(),
+            "calls IAM would deny on AWS:\n{}",
+            denied.join("\n")
+        );
+    }
+
     pub async fn start() -> Self {
         Self::start_with(TestOptions::default()).await
     }

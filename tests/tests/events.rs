@@ -43,6 +43,7 @@ fn lambda_functions(env: &TestService) -> Functions {
     functions(
         &env.service.config,
         &env.service.clients,
+        Some(&env.service.aws_actions),
         env.service.runner.clock(),
         Arc::new(Faults::default()),
     )
@@ -207,6 +208,95 @@ async fn api_gateway_requests_of_every_route_family_answer_as_the_contract_says(
             "{name}: {answer:?}"
         );
     }
+}
+
+/// `event` with its JWT authorizer's roles claim set to `roles`, the string
+/// API Gateway would deliver.
+fn with_roles(event: &str, roles: &str) -> String {
+    let mut event: Value = serde_json::from_str(event).expect("a JSON event");
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["adesync:roles"] = Value::from(roles);
+    event.to_string()
+}
+
+#[tokio::test]
+async fn api_gateway_events_with_near_miss_roles_are_forbidden_on_every_function() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 0).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let functions = lambda_functions(&env);
+
+    for (name, event) in [
+        event!("api", "tokens-delete-as-near-miss-admin.json"),
+        event!("sync-trigger", "sync-as-near-miss-admin.json"),
+    ] {
+        let answer = invoke_http(&functions, &with_ids(event, &token, SAMPLE_SERIAL)).await;
+        assert_eq!(answer.status, 403, "{name}: {answer:?}");
+        assert_eq!(answer.body["error"], "forbidden", "{name}: {answer:?}");
+    }
+
+    // The claim as API Gateway delivers it: a flattened array, a JSON array
+    // in a string, or one role; each a near miss of admin, dem or reader.
+    let near_misses = [
+        "[Admin]",
+        "[administrator]",
+        "[admin ]",
+        "[ admin]",
+        "[admin  dem]",
+        "[ADMIN dem]",
+        "[Dem]",
+        "[Reader]",
+        "[readers]",
+        "[admin,dem]",
+        "[admin\tdem]",
+        "[admin superuser]",
+        r#"["Admin"]"#,
+        r#"["admin "]"#,
+        r#"["admin", "Admin"]"#,
+        "Admin",
+        "admin ",
+        " admin",
+        "admin,dem",
+        "admin dem",
+        "",
+    ];
+    for (name, event) in [
+        event!("api", "tokens-list.json"),
+        event!("api", "tokens-delete.json"),
+        event!("sync-trigger", "sync-delta.json"),
+    ] {
+        for roles in near_misses {
+            let event = with_roles(&with_ids(event, &token, SAMPLE_SERIAL), roles);
+            let answer = invoke_http(&functions, &event).await;
+            assert_eq!(answer.status, 403, "{name} with {roles:?}: {answer:?}");
+            assert_eq!(answer.body["error"], "forbidden", "{name} with {roles:?}");
+        }
+    }
+    let still = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(still.status, 200, "not deleted: {still:?}");
+    assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
+
+    // The exact roles, in every shape, pass the same events.
+    let (_, list) = event!("api", "tokens-list.json");
+    for roles in ["[reader]", r#"["reader"]"#, "reader", "[reader dem]"] {
+        let answer = invoke_http(&functions, &with_roles(list, roles)).await;
+        assert_eq!(answer.status, 200, "{roles:?}: {answer:?}");
+        assert_eq!(answer.body["tokens"][0]["id"], token.token_id.as_str());
+    }
+    let (_, sync) = event!("sync-trigger", "sync-delta.json");
+    let answer = invoke_http(
+        &functions,
+        &with_roles(&with_ids(sync, &token, SAMPLE_SERIAL), "admin"),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@
 //! - [`runner`]: hosts the functions: HTTP with API Gateway's identity
 //!   context, SQS pollers with partial-batch semantics, schedules on a
 //!   clock that tests move forward.
+//! - [`iam`]: records each function's AWS calls and checks them against
+//!   the grants of template.yaml (the local AWS enforces no IAM).
 //! - [`demo`]: the walk-through of `adesync-local demo`.
 //! - [`LocalService`]: all of the above in one value, for `serve`, the demo
 //!   and the end-to-end tests.
@@ -18,6 +20,7 @@
 pub mod demo;
 pub mod emulators;
 pub mod faults;
+pub mod iam;
 pub mod runner;
 pub mod template;
 pub mod tools;
@@ -73,6 +76,8 @@ pub struct LocalService {
     pub config: Config,
     pub sim: apple_sim::RunningSim,
     pub runner: Runner,
+    /// Every AWS call the functions made, as IAM actions.
+    pub aws_actions: iam::AwsActions,
 }
 
 impl LocalService {
@@ -148,8 +153,15 @@ impl LocalService {
                     .build(),
             );
         }
-        let runner =
-            Runner::start(deployed.clone(), &config, &function_clients, runner_options).await?;
+        let aws_actions = iam::AwsActions::default();
+        let runner = Runner::start(
+            deployed.clone(),
+            &config,
+            &function_clients,
+            Some(&aws_actions),
+            runner_options,
+        )
+        .await?;
         Ok(Self {
             endpoints,
             clients,
@@ -157,7 +169,22 @@ impl LocalService {
             config,
             sim,
             runner,
+            aws_actions,
         })
+    }
+
+    /// The functions' AWS calls so far, each resource named by its logical
+    /// id in template.yaml.
+    pub fn aws_calls(&self) -> Vec<iam::AwsCall> {
+        iam::by_logical_id(self.aws_actions.calls(), &self.deployed)
+    }
+
+    /// The functions' AWS calls so far that template.yaml's IAM would deny
+    /// on AWS (the local AWS allows them all).
+    pub fn denied_aws_calls(&self, workspace: &Workspace) -> Result<Vec<String>> {
+        let template = std::fs::read_to_string(workspace.template_path())
+            .context("cannot read template.yaml")?;
+        Ok(iam::Grants::parse(&template)?.denied(&self.aws_calls()))
     }
 }
 

@@ -62,6 +62,13 @@ enum Commands {
     /// the property tests with their cases counted, schemathesis against
     /// the API) on one local AWS, and write docs/reliability.md from it.
     Reliability,
+    /// Check the AWS calls a test run recorded (`ADESYNC_IAM_RECORD_DIR=DIR
+    /// cargo test …`) against the grants of template.yaml: print the calls
+    /// IAM would deny and the grants no function used.
+    Iam {
+        /// The directory the test run wrote its calls to.
+        dir: std::path::PathBuf,
+    },
     /// Print a development JWT the local API accepts.
     DevToken {
         #[arg(long, default_value = "demo")]
@@ -142,6 +149,7 @@ fn main() -> ExitCode {
             Commands::Aws => aws().await,
             Commands::Build { sam_args } => build(sam_args),
             Commands::Reliability => reliability::command().await,
+            Commands::Iam { dir } => iam_report(&dir),
             Commands::DevToken {
                 account,
                 roles,
@@ -428,4 +436,17 @@ fn run(command: &mut Command) -> Result<()> {
         bail!("{shown} exited with {status}");
     }
     Ok(())
+}
+
+fn iam_report(dir: &std::path::Path) -> Result<ExitCode> {
+    let workspace = Workspace::locate()?;
+    let grants =
+        adesync_local::iam::Grants::parse(&std::fs::read_to_string(workspace.template_path())?)?;
+    let calls = adesync_local::iam::read_recorded(dir)?;
+    print!("{}", adesync_local::iam::render(&grants, &calls));
+    Ok(if grants.denied(&calls).is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -939,7 +939,16 @@ pub struct RunInfo {
 }
 
 /// docs/reliability.md, from the results.
-pub fn render(info: &RunInfo, results: &Results, api: &ApiFuzz) -> String {
+/// The IAM check over every AWS call the matrix's tests made.
+#[derive(Debug, Clone, Default)]
+pub struct IamCheck {
+    /// The section's text (`adesync_local::iam::render`).
+    pub section: String,
+    /// Calls template.yaml would deny.
+    pub denied: usize,
+}
+
+pub fn render(info: &RunInfo, results: &Results, api: &ApiFuzz, iam: &IamCheck) -> String {
     let mut doc = String::new();
     let rows_passed = MATRIX
         .iter()
@@ -1091,6 +1100,18 @@ pub fn render(info: &RunInfo, results: &Results, api: &ApiFuzz) -> String {
         }
     }
 
+    let _ = writeln!(doc, "\n## IAM: every AWS call against template.yaml\n");
+    let _ = writeln!(
+        doc,
+        "The local AWS enforces no IAM, so each function's SDK clients record every request as the IAM action it needs \
+         (a transaction as its item actions, a batch as its single action), on which resource, and for KMS under which \
+         `adesync:purpose`. Every end-to-end test fails on a call its function's role (SAM policy templates expanded, \
+         inline statements, the key policy's conditions) would deny. The table merges the calls of the matrix's tests above \
+         and lists, per grant, the actions no call used. Check any test run yourself: \
+         `ADESYNC_IAM_RECORD_DIR=DIR cargo test -p adesync-tests`, then `cargo run -p adesync-local -- iam DIR`.\n"
+    );
+    doc.push_str(&iam.section);
+
     let _ = writeln!(doc, "\n## Time per cargo test run\n");
     let _ = writeln!(doc, "| `cargo test --workspace` | Time |\n| --- | ---: |");
     for (selection, took) in &results.targets {
@@ -1132,14 +1153,15 @@ fn thousands(n: u64) -> String {
 }
 
 /// Whether every row passed (each test ran and passed, and the API fuzzing).
-pub fn all_passed(results: &Results, api: &ApiFuzz) -> bool {
-    MATRIX.iter().all(|row| {
-        if row.tests.is_empty() {
-            api.passed()
-        } else {
-            results.row_passed(row)
-        }
-    })
+pub fn all_passed(results: &Results, api: &ApiFuzz, iam: &IamCheck) -> bool {
+    iam.denied == 0
+        && MATRIX.iter().all(|row| {
+            if row.tests.is_empty() {
+                api.passed()
+            } else {
+                results.row_passed(row)
+            }
+        })
 }
 
 pub mod api_fuzz;
@@ -1186,7 +1208,16 @@ pub async fn command() -> Result<ExitCode> {
     eprintln!("==> starting the local AWS for this run");
     let aws = LocalAws::start(&workspace).await?;
     let env = aws.endpoints.env_vars();
+    // Every test service writes its functions' AWS calls here.
+    let iam_dir = root.join(".local/reliability/iam-calls");
+    let _ = std::fs::remove_dir_all(&iam_dir);
+    let mut env = env;
+    env.push((
+        adesync_local::iam::RECORD_DIR,
+        iam_dir.to_string_lossy().into_owned(),
+    ));
     let results = tokio::task::block_in_place(|| run_matrix(&root, &env))?;
+    let iam = iam_check(&workspace, &iam_dir)?;
     let api = api_fuzz::run(&workspace, aws.endpoints.clone(), &tools).await;
     drop(aws);
 
@@ -1197,10 +1228,10 @@ pub async fn command() -> Result<ExitCode> {
         total: total.elapsed(),
         build,
     };
-    let doc = render(&info, &results, &api);
+    let doc = render(&info, &results, &api, &iam);
     let path = root.join("docs/reliability.md");
     std::fs::write(&path, &doc).with_context(|| format!("cannot write {}", path.display()))?;
-    let passed = all_passed(&results, &api);
+    let passed = all_passed(&results, &api, &iam);
     eprintln!(
         "==> wrote {} in {:.0?}: {}",
         path.display(),
@@ -1215,6 +1246,16 @@ pub async fn command() -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+fn iam_check(workspace: &Workspace, dir: &Path) -> Result<IamCheck> {
+    let template = std::fs::read_to_string(workspace.template_path())?;
+    let grants = adesync_local::iam::Grants::parse(&template)?;
+    let calls = adesync_local::iam::read_recorded(dir)?;
+    Ok(IamCheck {
+        section: adesync_local::iam::render(&grants, &calls),
+        denied: grants.denied(&calls).len(),
     })
 }
 
@@ -1362,7 +1403,11 @@ mod tests {
             },
         );
         assert!(results.row_passed(row));
-        assert!(!all_passed(&results, &ApiFuzz::default()));
+        assert!(!all_passed(
+            &results,
+            &ApiFuzz::default(),
+            &IamCheck::default()
+        ));
     }
 
     #[test]

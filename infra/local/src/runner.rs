@@ -40,6 +40,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use crate::iam::AwsActions;
 use crate::template::Deployed;
 
 /// An SQS consumer function: the event Lambda would send and the deadline
@@ -108,23 +109,45 @@ pub struct Functions {
 
 /// Builds the functions for `config` on `clock`: the same library code
 /// each Lambda binary's `main` wires.
+///
+/// With `actions`, each function gets clients of its own that record its
+/// AWS calls under its binary's name, for the IAM check.
 pub fn functions(
     config: &Config,
     clients: &Clients,
+    actions: Option<&AwsActions>,
     clock: SharedClock,
     faults: Arc<Faults>,
 ) -> Result<Functions> {
+    let clients_of = |binary: &str| match actions {
+        Some(actions) => actions.clients_for(clients, binary),
+        None => clients.clone(),
+    };
     let trigger = adesync_sync_trigger::routes(adesync_sync_trigger::SyncTrigger::new(
         config,
-        clients,
+        &clients_of("sync-trigger"),
         clock.clone(),
     ));
-    let api = adesync_api::routes(adesync_api::Api::new(config, clients, clock.clone())?);
+    let api = adesync_api::routes(adesync_api::Api::new(
+        config,
+        &clients_of("api"),
+        clock.clone(),
+    )?);
     let http = Router::new().merge(trigger.clone()).merge(api.clone());
 
-    let worker = adesync_sync_worker::worker(config, clients, clock.clone(), faults.clone())?;
-    let importer = adesync_device_importer::importer(config, clients, clock.clone(), faults);
-    let scheduler = adesync_sync_scheduler::scheduler(config, clients, clock);
+    let worker = adesync_sync_worker::worker(
+        config,
+        &clients_of("sync-worker"),
+        clock.clone(),
+        faults.clone(),
+    )?;
+    let importer = adesync_device_importer::importer(
+        config,
+        &clients_of("device-importer"),
+        clock.clone(),
+        faults,
+    );
+    let scheduler = adesync_sync_scheduler::scheduler(config, &clients_of("sync-scheduler"), clock);
     let mut consumers: HashMap<String, Consumer> = HashMap::new();
     consumers.insert(
         "SyncJobsQueue".into(),
@@ -325,6 +348,7 @@ impl Runner {
         deployed: Deployed,
         config: &Config,
         clients: &Clients,
+        actions: Option<&AwsActions>,
         options: RunnerOptions,
     ) -> Result<Self> {
         let clock = Arc::new(LocalClock::new());
@@ -334,7 +358,7 @@ impl Runner {
         let faults = Arc::new(Faults::default());
         let deliveries = Arc::new(DeliveryFaults::default());
         let invocations = Arc::new(Invocations::default());
-        let mut functions = functions(config, clients, clock.clone(), faults.clone())?;
+        let mut functions = functions(config, clients, actions, clock.clone(), faults.clone())?;
         let jobs_not_run = Arc::new(NotRun::default());
         if options.pass_pages_only
             && let Some(worker) = functions.consumers.remove("SyncJobsQueue")
