@@ -847,3 +847,104 @@ async fn token_files_that_do_not_open_get_one_answer_and_store_nothing() {
     assert_eq!(still.body["renewed_at"], Value::Null, "nothing was renewed");
     assert_eq!(token_count(&env, "acme").await, 1);
 }
+
+/// A bearer token as the harness signs them, for account "acme", whose
+/// roles claim is `roles` exactly (any JSON value).
+fn jwt_with_roles(roles: &Value) -> String {
+    let now = chrono::Utc::now().timestamp();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({
+            "sub": "u1",
+            "adesync:account": "acme",
+            "adesync:roles": roles,
+            "iat": now,
+            "exp": now + 600,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn near_miss_roles_grant_nothing_on_every_route() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    // Each reaches the function as the runner (and API Gateway) flattens
+    // it: `["admin "]` as `[admin ]`.
+    let near_misses = [
+        json!(["Admin"]),
+        json!(["administrator"]),
+        json!(["admin "]),
+        json!([" admin"]),
+        json!(["admin\t"]),
+        json!(["ADMIN", "dem"]),
+        json!(["Dem"]),
+        json!(["Reader"]),
+        json!(["readers"]),
+        json!(["admin", "Admin"]),
+        json!(["admin,dem"]),
+        json!([]),
+        json!("Admin"),
+        json!("administrator"),
+        json!("admin "),
+        json!("[Admin]"),
+        json!("[admin ]"),
+        json!("admin,dem"),
+        json!("admin dem"),
+        json!(""),
+        json!(true),
+        json!({"admin": true}),
+    ];
+    for roles in &near_misses {
+        let auth = format!("Bearer {}", jwt_with_roles(roles));
+        for route in routes() {
+            let path = route.path_for(&token.token_id);
+            let reply = send(&env, &route, &path, Some(&auth)).await;
+            assert_eq!(
+                reply.status,
+                403,
+                "{} with roles {roles}: {reply:?}",
+                route.label()
+            );
+            assert_eq!(reply.error(), "forbidden", "{} with {roles}", route.label());
+        }
+    }
+    let still = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(still.status, 200, "nothing deleted the token");
+    assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
+    assert_eq!(token_count(&env, "acme").await, 1, "nor created a token");
+
+    // The exact names, in every shape the claim may take, do grant.
+    for roles in [
+        json!(["reader"]),
+        json!("reader"),
+        json!("[reader]"),
+        json!(r#"["reader"]"#),
+    ] {
+        let reply = env
+            .call(Method::GET, "/v1/tokens", &jwt_with_roles(&roles), None)
+            .await;
+        assert_eq!(reply.status, 200, "roles {roles}: {reply:?}");
+    }
+    let sync = env
+        .call(
+            Method::POST,
+            &format!("/v1/tokens/{}/sync", token.token_id),
+            &jwt_with_roles(&json!("admin")),
+            Some(json!({"kind": "delta"})),
+        )
+        .await;
+    assert!(
+        matches!(sync.status, 202 | 409),
+        "admin may start a sync (or find the first one running): {sync:?}"
+    );
+    assert_ne!(sync.error(), "forbidden");
+}

@@ -6,6 +6,12 @@
 //! `"[admin dem]"`. The local runner verifies the JWT itself and injects
 //! the same context, so both paths meet here. The account and the roles
 //! come from these claims only, never from the request body.
+//!
+//! A role is granted only by its exact name: the flattening joins items
+//! with a space and quotes nothing, so `["admin "]` arrives as `[admin ]`
+//! and `["admin x"]` as `[admin x]`; read leniently (trimmed, split on any
+//! whitespace, unknown items skipped), such near misses would grant
+//! `admin`.
 
 use std::collections::HashMap;
 
@@ -53,8 +59,9 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Builds the caller from authorizer claims. Unknown roles are ignored;
-    /// a caller with no known role can read nothing.
+    /// Builds the caller from authorizer claims. A roles claim that is not
+    /// exactly a list of known roles grants none (see [`parse_roles`]); a
+    /// caller with no role can read nothing.
     pub fn from_claims(claims: &HashMap<String, String>) -> Result<Self, ApiError> {
         let account = claims
             .get(ACCOUNT_CLAIM)
@@ -86,7 +93,7 @@ impl Caller {
     pub fn require_read(&self) -> Result<(), ApiError> {
         if self.roles.is_empty() {
             return Err(ApiError::forbidden(
-                "Your access token carries no adesync role; ask an administrator for the reader, dem or admin role.",
+                "Your access token carries no adesync role (the claim adesync:roles must list only admin, dem or reader, spelled exactly); ask an administrator for the reader, dem or admin role.",
             ));
         }
         Ok(())
@@ -107,21 +114,30 @@ impl Caller {
     }
 }
 
-/// Reads a roles claim in any of the shapes it reaches us in: a JSON array
-/// (`["admin","dem"]`), API Gateway's flattened array (`[admin dem]`), or a
-/// space- or comma-separated list.
+/// Reads a roles claim in the shapes it reaches us in: a JSON array
+/// (`["admin","dem"]`), API Gateway's flattened array (`[admin dem]`, items
+/// separated by exactly one space), or one role (`admin`, as identity
+/// providers that can only issue string claims write it).
+///
+/// Every item must be a role's exact name. A claim with any other item —
+/// `Admin`, `administrator`, `admin `, an empty item — grants no role at
+/// all rather than the items that do match: in the flattened form an item
+/// with a space in it cannot be told from two items, so partial reading
+/// would turn `["admin x"]` into `admin`. The claim is adesync's own, so
+/// nothing else belongs in it.
 pub fn parse_roles(claim: &str) -> Vec<Role> {
-    if let Ok(list) = serde_json::from_str::<Vec<String>>(claim) {
-        return list.iter().filter_map(|r| Role::parse(r)).collect();
-    }
-    claim
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|r| r.trim().trim_matches('"'))
-        .filter_map(Role::parse)
-        .collect()
+    let items: Vec<String> = if let Ok(list) = serde_json::from_str::<Vec<String>>(claim) {
+        list
+    } else if let Some(flattened) = claim.strip_prefix('[').and_then(|c| c.strip_suffix(']')) {
+        flattened.split(' ').map(str::to_owned).collect()
+    } else {
+        vec![claim.to_owned()]
+    };
+    items
+        .iter()
+        .map(|item| Role::parse(item))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
 }
 
 /// The JWT claims of a request's API Gateway (HTTP API) context, if any.
@@ -158,12 +174,85 @@ mod tests {
     fn roles_are_read_in_every_shape_they_arrive_in() {
         let both = vec![Role::Admin, Role::Dem];
         assert_eq!(parse_roles(r#"["admin","dem"]"#), both);
+        assert_eq!(parse_roles(r#"[ "admin" , "dem" ]"#), both);
         assert_eq!(parse_roles("[admin dem]"), both);
-        assert_eq!(parse_roles("admin,dem"), both);
-        assert_eq!(parse_roles("admin dem superuser"), both);
         assert_eq!(parse_roles("[reader]"), vec![Role::Reader]);
-        assert!(parse_roles("").is_empty());
-        assert!(parse_roles("[root]").is_empty());
+        assert_eq!(parse_roles(r#"["reader"]"#), vec![Role::Reader]);
+        assert_eq!(parse_roles("admin"), vec![Role::Admin]);
+        assert_eq!(parse_roles("dem"), vec![Role::Dem]);
+        assert_eq!(parse_roles("reader"), vec![Role::Reader]);
+        assert_eq!(
+            parse_roles("[reader admin dem]"),
+            vec![Role::Reader, Role::Admin, Role::Dem]
+        );
+    }
+
+    #[test]
+    fn near_misses_grant_nothing_in_any_shape() {
+        let near_misses = [
+            "Admin",
+            "ADMIN",
+            "administrator",
+            "admin ",
+            " admin",
+            "admin\t",
+            "admin\n",
+            "'admin'",
+            "admins",
+            "adm",
+            "Dem",
+            "Reader",
+            "readers",
+            "admin,dem",
+            "root",
+            "",
+        ];
+        for near_miss in near_misses {
+            let json_array = serde_json::to_string(&[near_miss]).unwrap();
+            // How API Gateway flattens `[near_miss]`, and next to a real role.
+            let flattened = format!("[{near_miss}]");
+            let flattened_with_real = format!("[{near_miss} admin]");
+            let json_with_real = serde_json::to_string(&[near_miss, "admin"]).unwrap();
+            for claim in [
+                near_miss.to_owned(),
+                json_array,
+                flattened,
+                flattened_with_real,
+                json_with_real,
+            ] {
+                assert_eq!(parse_roles(&claim), vec![], "{claim:?} grants nothing");
+            }
+        }
+        // Where API Gateway's flattening makes a near miss a real list, only
+        // the unflattened shapes can refuse it: `["admin dem"]` arrives as
+        // `[admin dem]`, and `["\"admin\""]` as `["admin"]`, which is also how
+        // a JSON array in a string claim arrives.
+        for claim in [
+            "admin dem",
+            r#"["admin dem"]"#,
+            r#""admin""#,
+            r#"["\"admin\""]"#,
+            r#"["admin" admin]"#,
+        ] {
+            assert_eq!(parse_roles(claim), vec![], "{claim:?} grants nothing");
+        }
+        // Shapes that are almost a list.
+        for claim in [
+            "[admin  dem]",
+            "[ admin]",
+            "[admin ]",
+            "[admin",
+            "admin]",
+            "[[admin]]",
+            "[admin,dem]",
+            "[\"admin\" \"dem\"]",
+            "[1]",
+            "[]",
+            "[\"admin\", 1]",
+            "{\"admin\": true}",
+        ] {
+            assert_eq!(parse_roles(claim), vec![], "{claim:?} grants nothing");
+        }
     }
 
     fn claims(pairs: &[(&str, &str)]) -> HashMap<String, String> {
