@@ -1,10 +1,15 @@
 //! Enrollment end to end: re-enroll sequences, the licensing matrix, the device's
-//! user, and the 15-minute SCEP challenge on the service's clock.
+//! user, and the 15-minute SCEP challenge on the service's clock — a credential only
+//! `admin` and `dem` receive, shown once and stored as its SHA-256.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use adesync_core::enrollment::ScepChallenge;
+use adesync_service::enroll::challenge_digest;
 use adesync_tests::TestService;
 use adesync_tests::flows::CreatedToken;
+use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -70,6 +75,99 @@ async fn set_user(
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     reply.body
+}
+
+/// The enrollment's item as DynamoDB holds it.
+async fn stored_enrollment(env: &TestService, id: &str) -> HashMap<String, AttributeValue> {
+    let store = env.store();
+    store
+        .client()
+        .get_item()
+        .table_name(&store.tables().accounts)
+        .key("account_id", AttributeValue::S("acme".into()))
+        .key("sk", AttributeValue::S(format!("enrollment#{id}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem(enrollment)")
+        .item
+        .unwrap_or_else(|| panic!("no item for enrollment {id}"))
+}
+
+/// The 32 bytes a challenge's hex stands for.
+fn challenge_bytes(challenge: &str) -> Vec<u8> {
+    (0..challenge.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&challenge[at..at + 2], 16).expect("a hex challenge"))
+        .collect()
+}
+
+/// Every text and byte string of an attribute, however deeply nested.
+fn attribute_contents(value: &AttributeValue, out: &mut Vec<Vec<u8>>) {
+    match value {
+        AttributeValue::S(text) | AttributeValue::N(text) => out.push(text.as_bytes().to_vec()),
+        AttributeValue::B(blob) => out.push(blob.as_ref().to_vec()),
+        AttributeValue::Ss(list) | AttributeValue::Ns(list) => {
+            out.extend(list.iter().map(|t| t.as_bytes().to_vec()))
+        }
+        AttributeValue::Bs(list) => out.extend(list.iter().map(|b| b.as_ref().to_vec())),
+        AttributeValue::L(list) => list.iter().for_each(|v| attribute_contents(v, out)),
+        AttributeValue::M(map) => map.values().for_each(|v| attribute_contents(v, out)),
+        _ => {}
+    }
+}
+
+/// The item holds none of `challenges`: not as text (either case), not as the bytes
+/// their hex stands for, under no attribute.
+fn assert_holds_no_challenge(item: &HashMap<String, AttributeValue>, challenges: &[&str]) {
+    let mut contents = Vec::new();
+    for value in item.values() {
+        attribute_contents(value, &mut contents);
+    }
+    for challenge in challenges {
+        let forms = [
+            challenge.as_bytes().to_vec(),
+            challenge.to_uppercase().into_bytes(),
+            challenge_bytes(challenge),
+        ];
+        for content in &contents {
+            for form in &forms {
+                assert!(
+                    !content.windows(form.len()).any(|w| w == form.as_slice()),
+                    "the stored enrollment holds a SCEP challenge: {item:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The SHA-256 the item keeps, as bytes.
+fn stored_digest(item: &HashMap<String, AttributeValue>) -> Vec<u8> {
+    match item.get("scep_challenge_sha256") {
+        Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+        other => panic!("no challenge digest in the item: {other:?}"),
+    }
+}
+
+fn digest_of(challenge: &str) -> Vec<u8> {
+    challenge_digest(&ScepChallenge::new(challenge.to_owned()))
+        .as_bytes()
+        .to_vec()
+}
+
+/// An answer's time, to the millisecond the store keeps.
+fn millis(time: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time.as_str().expect("a time"))
+        .expect("an RFC 3339 time")
+        .timestamp_millis()
+}
+
+fn challenge_of(reply: &adesync_tests::Reply) -> String {
+    let challenge = reply.body["scep_challenge"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no SCEP challenge in {reply:?}"));
+    assert_eq!(challenge.len(), 64, "{challenge}");
+    challenge.to_owned()
 }
 
 /// A token with `devices` devices, all assigned to one policy without user affinity,
@@ -227,15 +325,16 @@ async fn the_scep_challenge_lasts_15_minutes() {
     let profile = format!("/v1/enrollments/{id}/profile");
     let download = env.call(Method::GET, &profile, &token.jwt, None).await;
     assert_eq!(download.status, 200, "{download:?}");
-    assert_eq!(download.body["scep_challenge"], challenge.as_str());
+    // A download issues a new challenge, valid until the enrollment's 15 minutes end.
+    let downloaded = challenge_of(&download);
+    assert_ne!(downloaded, challenge);
+    assert_eq!(
+        millis(&download.body["challenge_expires_at"]),
+        expires.timestamp_millis()
+    );
     assert_eq!(download.body["serial_number"], serials[0].as_str());
     assert_eq!(download.body["downloads"], 1);
-    // Readers may download it too; another account may not see it.
-    let reader = env.jwt("acme", &["reader"]);
-    assert_eq!(
-        env.call(Method::GET, &profile, &reader, None).await.status,
-        200
-    );
+    // Another account may not see it.
     let globex = env.jwt("globex", &["admin"]);
     let hidden = env.call(Method::GET, &profile, &globex, None).await;
     assert_eq!(hidden.status, 404, "{hidden:?}");
@@ -248,7 +347,12 @@ async fn the_scep_challenge_lasts_15_minutes() {
     env.advance(14 * 60 + 59 - elapsed.num_seconds()).await;
     let late = env.call(Method::GET, &profile, &token.jwt, None).await;
     assert_eq!(late.status, 200, "at 14:59: {late:?}");
-    assert_eq!(late.body["scep_challenge"], challenge.as_str());
+    let last = challenge_of(&late);
+    assert!(last != challenge && last != downloaded, "{last}");
+    assert_eq!(
+        millis(&late.body["challenge_expires_at"]),
+        expires.timestamp_millis()
+    );
     // At 15:01 the SCEP server refuses it, and the device must be reset.
     env.advance(2).await;
     let expired = env.call(Method::GET, &profile, &token.jwt, None).await;
@@ -260,7 +364,9 @@ async fn the_scep_challenge_lasts_15_minutes() {
         "{message}"
     );
     assert!(message.contains("factory reset"), "{message}");
-    assert!(!expired.body.to_string().contains(&challenge));
+    for shown in [&challenge, &downloaded, &last] {
+        assert!(!expired.body.to_string().contains(shown.as_str()));
+    }
 
     // Unknown ids are not found; a day-old id of ours is an expired challenge.
     let unknown = env
@@ -272,6 +378,140 @@ async fn the_scep_challenge_lasts_15_minutes() {
         )
         .await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
+}
+
+#[tokio::test]
+async fn only_an_admin_or_a_dem_receives_a_scep_challenge() {
+    let env = TestService::start().await;
+    let (_token, _policy, serials) = ready(&env, 1).await;
+    let reader = env.jwt("acme", &["reader"]);
+    let dem = env.jwt("acme", &["dem"]);
+    let admin = env.jwt("acme", &["admin"]);
+
+    let refused = enroll(&env, &reader, &serials[0], None).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    // The Device Enrollment Manager enrolls the device and receives its challenge.
+    let enrolled = enroll(&env, &dem, &serials[0], None).await;
+    assert_eq!(enrolled.status, 201, "{enrolled:?}");
+    let first = challenge_of(&enrolled);
+    let id = enrolled.body["enrollment_id"].as_str().unwrap().to_owned();
+    let profile = format!("/v1/enrollments/{id}/profile");
+
+    // A reader may not download the profile: it carries a challenge.
+    let denied = env.call(Method::GET, &profile, &reader, None).await;
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.error(), "forbidden");
+    let message = denied.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("SCEP challenge")
+            && message.contains("(admin)")
+            && message.contains("(dem)"),
+        "{message}"
+    );
+    assert!(denied.body.get("scep_challenge").is_none(), "{denied:?}");
+    assert!(!denied.body.to_string().contains(&first), "{denied:?}");
+    // Refused, it changed nothing: the enrollment's challenge still holds, uncounted.
+    let item = stored_enrollment(&env, &id).await;
+    assert_eq!(stored_digest(&item), digest_of(&first));
+    assert_eq!(item["downloads"], AttributeValue::N("0".into()));
+
+    // A dem and an admin download it, each receiving a challenge of its own.
+    let by_dem = env.call(Method::GET, &profile, &dem, None).await;
+    assert_eq!(by_dem.status, 200, "{by_dem:?}");
+    let dem_challenge = challenge_of(&by_dem);
+    let by_admin = env.call(Method::GET, &profile, &admin, None).await;
+    assert_eq!(by_admin.status, 200, "{by_admin:?}");
+    let admin_challenge = challenge_of(&by_admin);
+    assert_eq!(by_admin.body["downloads"], 2);
+    let shown = BTreeSet::from([&first, &dem_challenge, &admin_challenge]);
+    assert_eq!(shown.len(), 3, "a challenge was shown twice");
+    // Another account's admin learns nothing.
+    let globex = env.jwt("globex", &["admin"]);
+    let hidden = env.call(Method::GET, &profile, &globex, None).await;
+    assert_eq!(hidden.status, 404, "{hidden:?}");
+}
+
+#[tokio::test]
+async fn a_scep_challenge_is_shown_once_and_only_its_sha256_is_stored() {
+    let env = TestService::start().await;
+    let (token, _policy, serials) = ready(&env, 1).await;
+    let enrolled = enroll(&env, &token.jwt, &serials[0], None).await;
+    assert_eq!(enrolled.status, 201, "{enrolled:?}");
+    let id = enrolled.body["enrollment_id"].as_str().unwrap().to_owned();
+    let mut answers = vec![enrolled.body.to_string()];
+    let mut challenges = vec![challenge_of(&enrolled)];
+
+    let item = stored_enrollment(&env, &id).await;
+    assert_holds_no_challenge(&item, &[&challenges[0]]);
+    assert_eq!(stored_digest(&item), digest_of(&challenges[0]));
+
+    // Each download shows a new challenge; the stored digest follows it, so the one
+    // before no longer holds, and no stored form gives any of them back.
+    let profile = format!("/v1/enrollments/{id}/profile");
+    for download in 1..=3 {
+        let reply = env.call(Method::GET, &profile, &token.jwt, None).await;
+        assert_eq!(reply.status, 200, "download {download}: {reply:?}");
+        assert_eq!(reply.body["downloads"], download);
+        answers.push(reply.body.to_string());
+        challenges.push(challenge_of(&reply));
+        let item = stored_enrollment(&env, &id).await;
+        let all: Vec<&str> = challenges.iter().map(String::as_str).collect();
+        assert_holds_no_challenge(&item, &all);
+        assert_eq!(stored_digest(&item), digest_of(challenges.last().unwrap()));
+        for earlier in &challenges[..challenges.len() - 1] {
+            assert_ne!(stored_digest(&item), digest_of(earlier));
+        }
+    }
+    // Shown once: every challenge is in exactly one answer.
+    for challenge in &challenges {
+        let shown = answers
+            .iter()
+            .filter(|a| a.contains(challenge.as_str()))
+            .count();
+        assert_eq!(shown, 1, "a challenge was in {shown} answers");
+    }
+}
+
+#[tokio::test]
+async fn downloads_at_the_same_moment_each_get_a_challenge_and_the_last_holds() {
+    const DOWNLOADS: usize = 8;
+    let env = TestService::start().await;
+    let (token, _policy, serials) = ready(&env, 1).await;
+    let enrolled = enroll(&env, &token.jwt, &serials[0], None).await;
+    assert_eq!(enrolled.status, 201, "{enrolled:?}");
+    let id = enrolled.body["enrollment_id"].as_str().unwrap().to_owned();
+    let first = challenge_of(&enrolled);
+    let profile = format!("/v1/enrollments/{id}/profile");
+
+    let replies = futures::future::join_all(
+        (0..DOWNLOADS).map(|_| env.call(Method::GET, &profile, &token.jwt, None)),
+    )
+    .await;
+    // Each download is one atomic step in DynamoDB's order: counted once, with a
+    // challenge of its own, and the one counted last is the one stored.
+    let mut by_count = HashMap::new();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let count = reply.body["downloads"].as_u64().unwrap();
+        assert!(
+            by_count.insert(count, challenge_of(reply)).is_none(),
+            "two downloads counted as {count}"
+        );
+    }
+    let counts: BTreeSet<u64> = by_count.keys().copied().collect();
+    assert_eq!(counts, (1..=DOWNLOADS as u64).collect());
+    let distinct: BTreeSet<&String> = by_count.values().chain([&first]).collect();
+    assert_eq!(distinct.len(), DOWNLOADS + 1, "a challenge was shown twice");
+
+    let item = stored_enrollment(&env, &id).await;
+    let all: Vec<&str> = distinct.iter().map(|c| c.as_str()).collect();
+    assert_holds_no_challenge(&item, &all);
+    assert_eq!(item["downloads"], AttributeValue::N(DOWNLOADS.to_string()));
+    let holding: Vec<&&String> = distinct
+        .iter()
+        .filter(|c| digest_of(c) == stored_digest(&item))
+        .collect();
+    assert_eq!(holding, [&&by_count[&(DOWNLOADS as u64)]]);
 }
 
 #[tokio::test]

@@ -198,15 +198,13 @@ fn routes() -> Vec<Route> {
             body: Some(json!({"serial": "C02TEST00001"})),
             ..route(Method::POST, "/v1/enrollments", true, Scope::Account)
         },
-        Route {
-            owner_succeeds: false,
-            ..route(
-                Method::GET,
-                "/v1/enrollments/01ARZ3NDEKTSV4RRFFQ69G5FAV/profile",
-                false,
-                Scope::Account,
-            )
-        },
+        // A download issues a SCEP challenge, so it needs admin or dem.
+        route(
+            Method::GET,
+            "/v1/enrollments/01ARZ3NDEKTSV4RRFFQ69G5FAV/profile",
+            true,
+            Scope::Account,
+        ),
     ]
 }
 

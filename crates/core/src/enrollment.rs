@@ -16,6 +16,10 @@
 //!
 //! The SCEP challenge of an enrollment lives [`SCEP_CHALLENGE_LIFETIME`]; within it the
 //! management profile can be downloaded again, after it the device must be reset.
+//!
+//! A challenge is a credential, so it is shown once: in the answer that issues it. Only
+//! its [`ScepChallengeDigest`] is kept, which cannot give it back; a download of the
+//! profile therefore issues a new challenge that replaces the previous one (docs/product.md).
 
 use std::fmt;
 
@@ -171,6 +175,23 @@ impl ScepChallenge {
 impl fmt::Debug for ScepChallenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ScepChallenge([redacted])")
+    }
+}
+
+/// What is kept of a SCEP challenge: its SHA-256. A challenge is 32 random bytes, so
+/// nobody can search the digest back to it, and it still tells whether a challenge a
+/// device presents is the current one; an unsalted, fast hash is enough for a secret
+/// with that much entropy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScepChallengeDigest([u8; 32]);
+
+impl ScepChallengeDigest {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 

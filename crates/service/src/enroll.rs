@@ -1,6 +1,14 @@
 //! Enrollment: re-enroll actions, device users, licenses, and ADE enrollments with
 //! their 15-minute SCEP challenge.
 //!
+//! A SCEP challenge is a credential: whoever holds it can enroll a device into the
+//! organisation until it expires. So it is shown once, in the answer that issues it, and
+//! only its SHA-256 is stored. Downloading the management profile again (the product
+//! allows it within the 15 minutes) needs the challenge too, and the stored digest cannot
+//! give it back: each download issues a new challenge, which replaces the previous one
+//! for the rest of the enrollment's 15 minutes. Nothing needs the challenge back later,
+//! so a digest is all the store holds — no key, nothing to unseal.
+//!
 //! The rules are pure functions of `adesync_core` (`enrollment::apply`,
 //! `license::check`); this module gathers their facts and writes their outcome, each
 //! device write conditional on the revision it read (a sync importing the device at
@@ -9,6 +17,7 @@
 use adesync_core::device::{Device, DeviceState};
 use adesync_core::enrollment::{
     self, DeviceAction, EnrollmentState, InvalidAction, SCEP_CHALLENGE_LIFETIME, ScepChallenge,
+    ScepChallengeDigest,
 };
 use adesync_core::ids::{AccountId, EnrollmentId, Serial, TokenId, UserId};
 use adesync_core::license::{self, LicenseFacts, LicenseNeeded};
@@ -18,6 +27,7 @@ use adesync_store::policies::PolicyRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 /// Rounds of re-reading a device a sync changed under us.
 const CONFLICT_ROUNDS: usize = 5;
@@ -151,8 +161,21 @@ pub async fn set_license(
 #[derive(Debug, Clone)]
 pub struct Enrolled {
     pub enrollment: EnrollmentRecord,
+    /// Its first challenge, for this answer only.
+    pub challenge: ScepChallenge,
     pub policy: PolicyRecord,
     pub device: Device,
+}
+
+/// A management profile downloaded again.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub enrollment: EnrollmentRecord,
+    /// The challenge this download issued, for its answer only; the one before stopped
+    /// working.
+    pub challenge: ScepChallenge,
+    /// None if the policy was deleted since.
+    pub policy: Option<PolicyRecord>,
 }
 
 /// A device enrolling with ADE: finds it among the account's tokens, checks that it
@@ -204,7 +227,6 @@ pub async fn enroll(
             serial: serial.clone(),
             policy: policy_id,
             user: user.clone().or_else(|| device.management.user_id.clone()),
-            challenge: new_challenge(),
             created_at: now,
             expires_at: enrollment::challenge_expires_at(now),
             downloads: 0,
@@ -213,10 +235,15 @@ pub async fn enroll(
             device: next.clone(),
             expected: Some(stored.revision),
         };
-        if store.create_enrollment(&record, &write).await? {
+        let challenge = new_challenge();
+        if store
+            .create_enrollment(&record, &challenge_digest(&challenge), &write)
+            .await?
+        {
             tracing::info!(token = %token, serial = %serial, enrollment = %record.id, "device enrolled");
             return Ok(Enrolled {
                 enrollment: record,
+                challenge,
                 policy,
                 device: next,
             });
@@ -225,27 +252,39 @@ pub async fn enroll(
     Err(EnrollError::Busy)
 }
 
-/// The enrollment's management profile, downloaded again within its 15 minutes.
+/// The enrollment's management profile, downloaded again within its 15 minutes, with a
+/// new SCEP challenge that replaces the previous one. Two downloads at the same moment
+/// are two downloads: the one DynamoDB applies last holds.
 pub async fn profile(
     store: &Store,
     account: &AccountId,
     id: &EnrollmentId,
     now: DateTime<Utc>,
-) -> Result<(EnrollmentRecord, Option<PolicyRecord>), EnrollError> {
-    match store.use_enrollment(account, id, now).await? {
-        EnrollmentUse::Valid(record) => {
-            let policy = store.policy(&record.token, &record.policy).await?;
-            Ok((record, policy))
+) -> Result<Profile, EnrollError> {
+    let challenge = new_challenge();
+    match store
+        .use_enrollment(account, id, &challenge_digest(&challenge), now)
+        .await?
+    {
+        EnrollmentUse::Valid(enrollment) => {
+            let policy = store.policy(&enrollment.token, &enrollment.policy).await?;
+            Ok(Profile {
+                enrollment,
+                challenge,
+                policy,
+            })
         }
         EnrollmentUse::Expired(_) => Err(EnrollError::ChallengeExpired),
-        // DynamoDB's TTL deleted it (or it never existed): an id of ours older than a
-        // challenge's lifetime is an expired challenge, whichever it was.
-        EnrollmentUse::Missing => match id.issued_at() {
-            Some(issued) if issued + SCEP_CHALLENGE_LIFETIME <= now => {
-                Err(EnrollError::ChallengeExpired)
-            }
-            _ => Err(EnrollError::EnrollmentNotFound),
-        },
+        EnrollmentUse::Missing => Err(missing(id, now)),
+    }
+}
+
+/// No enrollment item: DynamoDB's TTL deleted it (or it never existed). An id of ours
+/// older than a challenge's lifetime is an expired challenge, whichever it was.
+fn missing(id: &EnrollmentId, now: DateTime<Utc>) -> EnrollError {
+    match id.issued_at() {
+        Some(issued) if issued + SCEP_CHALLENGE_LIFETIME <= now => EnrollError::ChallengeExpired,
+        _ => EnrollError::EnrollmentNotFound,
     }
 }
 
@@ -276,4 +315,29 @@ fn new_challenge() -> ScepChallenge {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     ScepChallenge::new(hex::encode(bytes))
+}
+
+/// What the store keeps of a challenge: the SHA-256 of its text, as a device would
+/// present it.
+pub fn challenge_digest(challenge: &ScepChallenge) -> ScepChallengeDigest {
+    ScepChallengeDigest::from_bytes(Sha256::digest(challenge.expose().as_bytes()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_challenge_is_kept_as_its_sha256_only() {
+        let challenge = ScepChallenge::new("abc".into());
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            hex::encode(challenge_digest(&challenge).as_bytes()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let (one, other) = (new_challenge(), new_challenge());
+        assert_eq!(one.expose().len(), 64);
+        assert_ne!(one, other);
+        assert_ne!(challenge_digest(&one), challenge_digest(&other));
+    }
 }

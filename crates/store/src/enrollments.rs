@@ -3,23 +3,29 @@
 //! - `license#user#<user_id>` / `license#device#<serial>`: present while the user or
 //!   the device holds a license.
 //! - `enrollment#<enrollment_id>`: one ADE enrollment — the device, its policy, its user
-//!   and its SCEP challenge. `challenge_expires_at` (epoch milliseconds) is when the
-//!   challenge ends, 15 minutes after it was issued; `expires_at`, the DynamoDB TTL
+//!   and the SHA-256 of its current SCEP challenge (`scep_challenge_sha256`), never the
+//!   challenge itself: whoever reads the table (a backup, a console, a leaked role) gets
+//!   nothing that enrolls a device. `challenge_expires_at` (epoch milliseconds) is when
+//!   the challenge ends, 15 minutes after the enrollment; `expires_at`, the DynamoDB TTL
 //!   attribute, is the same instant rounded up to the second. TTL deletion lags by up to
 //!   days, so every use checks `challenge_expires_at > now` in its condition and an
 //!   expired item is never served.
 //!
 //! An enrollment is created in ONE transaction with the device's new enrollment state,
 //! conditional on the device's revision: two devices racing to enroll the same serial,
-//! or an enrollment racing a wipe, cannot both win.
+//! or an enrollment racing a wipe, cannot both win. A download of the profile replaces
+//! the challenge's digest and counts itself in one conditional `UpdateItem`, so two
+//! downloads at the same moment are two downloads in DynamoDB's order: the later one's
+//! challenge holds, as if they came one after the other.
 
 use std::collections::HashMap;
 
-use adesync_core::enrollment::ScepChallenge;
+use adesync_core::enrollment::ScepChallengeDigest;
 use adesync_core::ids::{AccountId, EnrollmentId, PolicyId, Serial, TokenId, UserId};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
 
@@ -34,7 +40,11 @@ pub mod attr {
     pub const TOKEN_ID: &str = "token_id";
     pub const SERIAL: &str = "serial";
     pub const POLICY_ID: &str = "policy_id";
-    pub const SCEP_CHALLENGE: &str = "scep_challenge";
+    /// SHA-256 of the current SCEP challenge (B, 32 bytes).
+    pub const SCEP_CHALLENGE_SHA256: &str = "scep_challenge_sha256";
+    /// The challenge in plaintext, as items written before digests held it: the next
+    /// download removes it (and TTL deletes the rest, expired, within days).
+    pub const LEGACY_SCEP_CHALLENGE: &str = "scep_challenge";
     pub const CREATED_AT: &str = "created_at";
     pub const CHALLENGE_EXPIRES_AT: &str = "challenge_expires_at";
     pub const EXPIRES_AT: &str = "expires_at";
@@ -61,7 +71,8 @@ impl Licensee {
     }
 }
 
-/// A stored enrollment.
+/// A stored enrollment. It holds nothing of the SCEP challenge: the challenge is in the
+/// one answer that issues it, its digest only in the item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollmentRecord {
     pub id: EnrollmentId,
@@ -70,7 +81,6 @@ pub struct EnrollmentRecord {
     pub serial: Serial,
     pub policy: PolicyId,
     pub user: Option<UserId>,
-    pub challenge: ScepChallenge,
     pub created_at: DateTime<Utc>,
     /// When the SCEP challenge stops working.
     pub expires_at: DateTime<Utc>,
@@ -81,7 +91,8 @@ pub struct EnrollmentRecord {
 /// What using an enrollment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollmentUse {
-    /// Within its 15 minutes: the enrollment, with the download counted.
+    /// Within its 15 minutes: the enrollment, with the download counted and the new
+    /// challenge's digest stored.
     Valid(EnrollmentRecord),
     /// The item is there but its challenge expired.
     Expired(Box<EnrollmentRecord>),
@@ -93,7 +104,11 @@ fn enrollment_sk(id: &EnrollmentId) -> String {
     format!("enrollment#{id}")
 }
 
-fn enrollment_item(record: &EnrollmentRecord) -> Item {
+fn digest_attr(digest: &ScepChallengeDigest) -> AttributeValue {
+    AttributeValue::B(Blob::new(digest.as_bytes().to_vec()))
+}
+
+fn enrollment_item(record: &EnrollmentRecord, digest: &ScepChallengeDigest) -> Item {
     let mut item: Item = HashMap::from([
         ("account_id".to_owned(), attrs::s(record.account.as_str())),
         ("sk".to_owned(), attrs::s(enrollment_sk(&record.id))),
@@ -101,10 +116,7 @@ fn enrollment_item(record: &EnrollmentRecord) -> Item {
         (e::TOKEN_ID.to_owned(), attrs::s(record.token.as_str())),
         (e::SERIAL.to_owned(), attrs::s(record.serial.as_str())),
         (e::POLICY_ID.to_owned(), attrs::s(record.policy.as_str())),
-        (
-            e::SCEP_CHALLENGE.to_owned(),
-            attrs::s(record.challenge.expose()),
-        ),
+        (e::SCEP_CHALLENGE_SHA256.to_owned(), digest_attr(digest)),
         (e::CREATED_AT.to_owned(), attrs::millis(record.created_at)),
         (
             e::CHALLENGE_EXPIRES_AT.to_owned(),
@@ -151,7 +163,6 @@ fn enrollment_from(item: &Item) -> Result<EnrollmentRecord, StoreError> {
             .map(UserId::parse)
             .transpose()
             .map_err(malformed)?,
-        challenge: ScepChallenge::new(text(e::SCEP_CHALLENGE)?.to_owned()),
         created_at: attrs::get_time(item, e::CREATED_AT)?
             .ok_or_else(|| StoreError::Malformed("an enrollment without created_at".into()))?,
         expires_at: expires,
@@ -211,12 +222,14 @@ impl Store {
         Ok(output.item().is_some())
     }
 
-    /// Stores an enrollment together with the device's new state, in one transaction
-    /// conditional on the device's revision. Returns false when the device changed
-    /// since it was read (read it and decide again).
+    /// Stores an enrollment with the digest of its first challenge, together with the
+    /// device's new state, in one transaction conditional on the device's revision.
+    /// Returns false when the device changed since it was read (read it and decide
+    /// again).
     pub async fn create_enrollment(
         &self,
         record: &EnrollmentRecord,
+        challenge: &ScepChallengeDigest,
         device: &DeviceWrite,
     ) -> Result<bool, StoreError> {
         let revision = device.expected.map_or(1, |r| r + 1);
@@ -231,7 +244,7 @@ impl Store {
         };
         let put_enrollment = Put::builder()
             .table_name(&self.tables.accounts)
-            .set_item(Some(enrollment_item(record)))
+            .set_item(Some(enrollment_item(record, challenge)))
             .condition_expression("attribute_not_exists(sk)")
             .build()
             .map_err(build_error)?;
@@ -254,12 +267,14 @@ impl Store {
         }
     }
 
-    /// Uses an enrollment at `now`: counts a download while its challenge is valid —
-    /// the condition checks the expiry itself, since TTL deletion lags.
+    /// Uses an enrollment at `now`: while its challenge is valid — the condition checks
+    /// the expiry itself, since TTL deletion lags — counts a download and makes
+    /// `challenge` the one that holds (the expiry stays where the enrollment put it).
     pub async fn use_enrollment(
         &self,
         account: &AccountId,
         id: &EnrollmentId,
+        challenge: &ScepChallengeDigest,
         now: DateTime<Utc>,
     ) -> Result<EnrollmentUse, StoreError> {
         let result = self
@@ -273,11 +288,14 @@ impl Store {
                 e::CHALLENGE_EXPIRES_AT
             ))
             .update_expression(format!(
-                "ADD {} :one SET {} = :now",
+                "SET {} = :digest, {} = :now ADD {} :one REMOVE {}",
+                e::SCEP_CHALLENGE_SHA256,
+                e::LAST_DOWNLOAD_AT,
                 e::DOWNLOADS,
-                e::LAST_DOWNLOAD_AT
+                e::LEGACY_SCEP_CHALLENGE
             ))
             .expression_attribute_values(":now", attrs::millis(now))
+            .expression_attribute_values(":digest", digest_attr(challenge))
             .expression_attribute_values(":one", attrs::n(1))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

@@ -1,16 +1,19 @@
 //! Enrollment: re-enroll actions on a device, its user, licenses, and ADE enrollments
 //! with their management profile and 15-minute SCEP challenge.
 //!
-//! The SCEP challenge is in the enrollment's answers only: it is never logged.
+//! The SCEP challenge is a credential for the rest of the enrollment's 15 minutes. It is
+//! in the one answer that issues it (the enrollment, or a download of its profile) and
+//! nowhere else: never logged, never stored (the store keeps its SHA-256), and only for
+//! the roles that may enroll a device, `admin` and `dem`.
 
 use std::sync::Arc;
 
-use adesync_core::enrollment::{DeviceAction, SCEP_EXPIRED_MESSAGE};
+use adesync_core::enrollment::{DeviceAction, SCEP_EXPIRED_MESSAGE, ScepChallenge};
 use adesync_core::ids::{EnrollmentId, Serial, UserId};
 use adesync_runtime::http::DevicePath;
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
-use adesync_service::enroll::{self as service, EnrollError, Enrolled};
+use adesync_service::enroll::{self as service, EnrollError, Enrolled, Profile};
 use adesync_store::enrollments::{EnrollmentRecord, Licensee};
 use adesync_store::policies::PolicyRecord;
 use axum::Json;
@@ -212,8 +215,13 @@ struct EnrollBody {
     user: Option<String>,
 }
 
-/// The management profile of an enrollment: its policy and SCEP challenge.
-fn enrollment_json(record: &EnrollmentRecord, policy: Option<&PolicyRecord>) -> Value {
+/// The management profile of an enrollment: its policy and the SCEP challenge this
+/// answer issued.
+fn enrollment_json(
+    record: &EnrollmentRecord,
+    challenge: &ScepChallenge,
+    policy: Option<&PolicyRecord>,
+) -> Value {
     json!({
         "enrollment_id": record.id,
         "serial_number": record.serial,
@@ -221,7 +229,7 @@ fn enrollment_json(record: &EnrollmentRecord, policy: Option<&PolicyRecord>) -> 
         "user_id": record.user,
         "policy_id": record.policy,
         "policy": policy.map(|p| policy_json(p, None)),
-        "scep_challenge": record.challenge.expose(),
+        "scep_challenge": challenge.expose(),
         "challenge_expires_at": record.expires_at.to_rfc3339(),
         "created_at": record.created_at.to_rfc3339(),
         "downloads": record.downloads,
@@ -244,12 +252,13 @@ async fn enroll(
     let user = body.user.as_deref().map(user_id).transpose()?;
     let Enrolled {
         enrollment,
+        challenge,
         policy,
         device,
     } = service::enroll(&api.store, &caller.account, &serial, user, api.clock.now())
         .await
         .map_err(refused)?;
-    let mut body = enrollment_json(&enrollment, Some(&policy));
+    let mut body = enrollment_json(&enrollment, &challenge, Some(&policy));
     body["device"] = device_json(&device);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -259,13 +268,31 @@ async fn profile(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_read()?;
+    // A download issues a new SCEP challenge, a credential that enrolls a device: it
+    // takes a role that may enroll one, whatever its method says.
+    caller.require_write().map_err(|refusal| {
+        if refusal.status() == StatusCode::FORBIDDEN {
+            ApiError::forbidden(
+                "Downloading a management profile issues its SCEP challenge, which enrolls a device: it needs the Administrator (admin) or Device Enrollment Manager (dem) role; ask an administrator to grant it.",
+            )
+        } else {
+            refusal
+        }
+    })?;
     let id = path
         .ok()
         .and_then(|Path(id)| EnrollmentId::parse(&id).ok())
         .ok_or_else(|| ApiError::not_found("enrollment"))?;
-    let (record, policy) = service::profile(&api.store, &caller.account, &id, api.clock.now())
+    let Profile {
+        enrollment,
+        challenge,
+        policy,
+    } = service::profile(&api.store, &caller.account, &id, api.clock.now())
         .await
         .map_err(refused)?;
-    Ok(Json(enrollment_json(&record, policy.as_ref())))
+    Ok(Json(enrollment_json(
+        &enrollment,
+        &challenge,
+        policy.as_ref(),
+    )))
 }
