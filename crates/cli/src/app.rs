@@ -258,8 +258,9 @@ pub struct DevTokenArgs {
     /// Hours until it expires.
     #[arg(long, default_value_t = 12)]
     pub hours: u64,
-    /// The local runner's signing secret.
-    #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", hide_env_values = true, default_value = dev_token::DEFAULT_SECRET)]
+    /// The local runner's signing secret: the one `adesync-local serve`
+    /// printed, or the one it was started with.
+    #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", hide_env_values = true)]
     pub secret: String,
 }
 

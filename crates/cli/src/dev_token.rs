@@ -2,18 +2,28 @@
 //!
 //! On AWS, API Gateway's JWT authorizer verifies tokens of the
 //! organisation's identity provider. The local runner (`adesync-local
-//! serve`) stands in for it and accepts HS256 tokens signed with
-//! `ADESYNC_DEV_JWT_SECRET`; this module mints them, for `adesync
-//! dev-token`, for `adesync-local` and for the tests — one implementation,
-//! so the claims the runner reads and the claims minted never drift.
+//! serve`) stands in for it and accepts HS256 tokens signed with the run's
+//! secret (`ADESYNC_DEV_JWT_SECRET`, or a random one it prints), issued by
+//! [`LOCAL_ISSUER`] for [`LOCAL_AUDIENCE`]; this module mints them, for
+//! `adesync dev-token`, for `adesync-local` and for the tests — one
+//! implementation, so the claims the runner reads and the claims minted
+//! never drift. There is no default secret: a well-known one would let
+//! anyone who reaches a runner act as any account.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The secret of the local runner when `ADESYNC_DEV_JWT_SECRET` is unset.
-pub const DEFAULT_SECRET: &str = "adesync-dev-secret";
+/// The issuer (`iss`) of development tokens; the local runner accepts no
+/// other, as API Gateway's authorizer accepts only the template's
+/// `JwtIssuer`.
+pub const LOCAL_ISSUER: &str = "adesync-local";
+
+/// The audience (`aud`) of development tokens; the local runner accepts no
+/// other, as API Gateway's authorizer accepts only the template's
+/// `JwtAudience`.
+pub const LOCAL_AUDIENCE: &str = "adesync";
 
 /// The claims the API reads (`docs/openapi.yaml`, the `bearer` security scheme).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +40,10 @@ pub struct DevClaims {
     pub exp: i64,
     /// Issue time, seconds since the epoch.
     pub iat: i64,
+    /// Who issued it: [`LOCAL_ISSUER`].
+    pub iss: String,
+    /// Whom it is for: [`LOCAL_AUDIENCE`].
+    pub aud: String,
 }
 
 /// A token could not be signed (only an unusable key does that).
@@ -52,6 +66,8 @@ pub fn mint(
         account: account.to_owned(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         iat: issued,
+        iss: LOCAL_ISSUER.to_owned(),
+        aud: LOCAL_AUDIENCE.to_owned(),
         exp: issued.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
     };
     Ok(jsonwebtoken::encode(
@@ -77,10 +93,13 @@ mod tests {
             now,
         )
         .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_issuer(&[LOCAL_ISSUER]);
+        validation.set_audience(&[LOCAL_AUDIENCE]);
         let decoded = jsonwebtoken::decode::<DevClaims>(
             &jwt,
             &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
-            &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+            &validation,
         )
         .unwrap()
         .claims;
@@ -91,7 +110,7 @@ mod tests {
         let wrong = jsonwebtoken::decode::<DevClaims>(
             &jwt,
             &jsonwebtoken::DecodingKey::from_secret(b"other"),
-            &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+            &validation,
         );
         assert!(wrong.is_err());
     }

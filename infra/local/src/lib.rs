@@ -99,6 +99,8 @@ impl LocalService {
         options: ServiceOptions,
         writes: Option<faults::CountDynamoWrites>,
     ) -> Result<Self> {
+        // The simulator's control routes take no token either.
+        runner::only_loopback(options.sim_addr, options.runner.insecure_public)?;
         let clients = endpoints.clients().await;
         let template = Template::load(&workspace.template_path())?;
         let deployed = template

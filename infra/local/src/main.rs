@@ -77,7 +77,8 @@ enum Commands {
         roles: Vec<String>,
         #[arg(long, default_value = "dev-user")]
         user: String,
-        #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", default_value = DEFAULT_JWT_SECRET)]
+        /// The runner's secret: the one `serve` printed or was started with.
+        #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", hide_env_values = true)]
         secret: String,
     },
 }
@@ -93,9 +94,15 @@ struct ServeArgs {
     /// Devices of the demo's simulated MDM server.
     #[arg(long, default_value_t = 20_000)]
     devices: usize,
-    /// Secret of the development JWTs (HS256).
-    #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", default_value = DEFAULT_JWT_SECRET)]
-    jwt_secret: String,
+    /// Secret of the development JWTs (HS256); without it the run makes a
+    /// random one and prints it.
+    #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Let the API and the Apple simulator listen on an address other
+    /// machines can reach. Whoever reaches them with the development secret
+    /// acts as any account; the /_dev routes still answer only this machine.
+    #[arg(long)]
+    insecure_public: bool,
     /// Resource name stage.
     #[arg(long, default_value = "local")]
     stage: String,
@@ -126,8 +133,6 @@ fn clock_speed(text: &str) -> Result<f64, String> {
         ))
     }
 }
-
-const DEFAULT_JWT_SECRET: &str = adesync_cli::dev_token::DEFAULT_SECRET;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -188,12 +193,19 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     }
     let workspace = Workspace::locate()?;
     let started = Instant::now();
+    adesync_local::runner::only_loopback(args.api_addr, args.insecure_public)?;
+    adesync_local::runner::only_loopback(args.sim_addr, args.insecure_public)?;
+    let (jwt_secret, secret_made) = match &args.jwt_secret {
+        Some(secret) => (secret.clone(), false),
+        None => (adesync_local::runner::random_secret(), true),
+    };
     let aws = LocalAws::start(&workspace).await?;
     let options = ServiceOptions {
         stage: args.stage.clone(),
         runner: RunnerOptions {
             api_addr: args.api_addr,
-            jwt_secret: args.jwt_secret.clone(),
+            jwt_secret: jwt_secret.clone(),
+            insecure_public: args.insecure_public,
             clock_speed: args.clock_speed,
             ..RunnerOptions::default()
         },
@@ -205,7 +217,7 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     };
     let service = LocalService::start(&workspace, aws.endpoints.clone(), options).await?;
     let jwt = mint_jwt(
-        &args.jwt_secret,
+        &jwt_secret,
         "dev-user",
         "demo",
         &["admin"],
@@ -250,6 +262,12 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     println!();
     println!("An administrator of account \"demo\" (12 hours):");
     println!("  export ADESYNC_TOKEN={jwt}");
+    if secret_made {
+        println!(
+            "Tokens for other accounts and roles (`adesync dev-token --help`) need this run's secret:"
+        );
+        println!("  export ADESYNC_DEV_JWT_SECRET={jwt_secret}");
+    }
     println!(
         "  curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens",
         service.runner.api_url()

@@ -58,7 +58,11 @@ pub type Scheduled = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), String>>
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
     pub api_addr: SocketAddr,
+    /// The HS256 secret of the development JWTs (random unless given).
     pub jwt_secret: String,
+    /// Listen on an address other machines can reach. Off by default:
+    /// whoever knows the development secret acts as any account.
+    pub insecure_public: bool,
     /// Fire the template's schedules on the runner's clock.
     pub schedules: bool,
     /// How many times faster than real time the runner's clock starts
@@ -83,7 +87,8 @@ impl Default for RunnerOptions {
             api_addr: "127.0.0.1:0"
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
-            jwt_secret: adesync_cli::dev_token::DEFAULT_SECRET.into(),
+            jwt_secret: random_secret(),
+            insecure_public: false,
             schedules: true,
             clock_speed: 1.0,
             concurrency: 4,
@@ -351,6 +356,7 @@ impl Runner {
         actions: Option<&AwsActions>,
         options: RunnerOptions,
     ) -> Result<Self> {
+        only_loopback(options.api_addr, options.insecure_public)?;
         let clock = Arc::new(LocalClock::new());
         clock
             .set_speed(options.clock_speed)
@@ -473,10 +479,7 @@ impl Runner {
             schedule_inputs: Arc::new(schedule_inputs),
             linked_clocks: Arc::new(options.linked_clocks.clone()),
         };
-        let dev = Router::new()
-            .route("/_dev/clock", get(get_clock).post(set_clock))
-            .route("/_dev/schedule", post(fire_schedule))
-            .with_state(state.clone());
+        let dev = dev_routes(state.clone());
         let mut http = Router::new();
         for (binary, routes) in &functions.http_functions {
             let routes = match timeout_of(binary) {
@@ -497,6 +500,7 @@ impl Runner {
             .with_context(|| format!("cannot listen on {}", options.api_addr))?;
         let api_addr = listener.local_addr()?;
         tasks.push(tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "the local API server stopped");
             }
@@ -584,8 +588,56 @@ impl Drop for Runner {
     }
 }
 
+/// A fresh secret for the development JWTs of one run: 256 random bits, hex.
+pub fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Refuses an address other machines could reach unless `insecure_public`:
+/// the runner's tokens are development tokens and its control routes take
+/// no token at all.
+pub fn only_loopback(addr: SocketAddr, insecure_public: bool) -> Result<()> {
+    if addr.ip().is_loopback() || insecure_public {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {addr}: the local runner is for this machine (whoever reaches it with the development secret acts as any account). Listen on 127.0.0.1, or pass --insecure-public if others must reach it and you accept that."
+    )
+}
+
+/// The runner's control routes (`/_dev/*`): the clock and the schedules.
+/// They take no token, so they answer only requests from this machine,
+/// even when the API listens publicly.
+fn dev_routes(state: ServerState) -> Router {
+    Router::new()
+        .route("/_dev/clock", get(get_clock).post(set_clock))
+        .route("/_dev/schedule", post(fire_schedule))
+        .with_state(state)
+        .layer(middleware::from_fn(from_this_machine))
+}
+
+async fn from_this_machine(request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    match peer {
+        Some(peer) if peer.ip().is_loopback() => next.run(request).await,
+        _ => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "The runner's /_dev routes answer only requests from this machine (loopback).",
+        )
+        .into_response(),
+    }
+}
+
 /// Claims of a development JWT (one definition, shared with `adesync dev-token`).
-pub use adesync_cli::dev_token::DevClaims;
+pub use adesync_cli::dev_token::{DevClaims, LOCAL_AUDIENCE, LOCAL_ISSUER};
 
 /// Mints an HS256 JWT that the local runner accepts (the same minting as
 /// `adesync dev-token`).
@@ -627,8 +679,12 @@ async fn authorize(State(state): State<ServerState>, mut request: Request, next:
         )
         .into_response();
     };
+    // As API Gateway's JWT authorizer: signature, expiry, the issuer and
+    // the audience the deployment names.
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.validate_aud = false;
+    validation.set_issuer(&[adesync_cli::dev_token::LOCAL_ISSUER]);
+    validation.set_audience(&[adesync_cli::dev_token::LOCAL_AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     let claims = match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
         token,
         &jsonwebtoken::DecodingKey::from_secret(state.jwt_secret.as_bytes()),
@@ -636,9 +692,11 @@ async fn authorize(State(state): State<ServerState>, mut request: Request, next:
     ) {
         Ok(data) => data.claims,
         Err(_) => {
-            return ApiError::unauthorized(
-                "The access token is invalid or expired; get a new one and retry.",
-            )
+            return ApiError::unauthorized(format!(
+                "The access token is invalid, expired, or not for this API (the local runner accepts tokens signed with this run's secret, issued by `{}` for the audience `{}`); mint one with `adesync dev-token` and retry.",
+                adesync_cli::dev_token::LOCAL_ISSUER,
+                adesync_cli::dev_token::LOCAL_AUDIENCE,
+            ))
             .into_response();
         }
     };
@@ -1238,4 +1296,75 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> SqsEven
         })
         .collect();
     serde_json::from_value(json!({ "Records": records })).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn state() -> ServerState {
+        ServerState {
+            jwt_secret: Arc::new(random_secret()),
+            clock: Arc::new(LocalClock::new()),
+            scheduled: Arc::new(HashMap::new()),
+            schedule_inputs: Arc::new(Vec::new()),
+            linked_clocks: Arc::new(Vec::new()),
+        }
+    }
+
+    async fn clock_status(peer: Option<&str>) -> StatusCode {
+        let mut request = Request::builder()
+            .uri("/_dev/clock")
+            .body(axum::body::Body::empty())
+            .unwrap_or_default();
+        if let Some(peer) = peer {
+            let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{peer}: {e}"));
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        match dev_routes(state()).oneshot(request).await {
+            Ok(response) => response.status(),
+            Err(never) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn the_control_routes_answer_only_this_machine() {
+        assert_eq!(clock_status(Some("127.0.0.1:5000")).await, StatusCode::OK);
+        assert_eq!(clock_status(Some("[::1]:5000")).await, StatusCode::OK);
+        assert_eq!(
+            clock_status(Some("192.168.1.20:5000")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            clock_status(Some("[2001:db8::1]:5000")).await,
+            StatusCode::FORBIDDEN
+        );
+        // No peer known: refused, not assumed local.
+        assert_eq!(clock_status(None).await, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn only_loopback_addresses_unless_told_otherwise() {
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+        assert!(only_loopback(addr("127.0.0.1:3000"), false).is_ok());
+        assert!(only_loopback(addr("[::1]:3000"), false).is_ok());
+        for public in ["0.0.0.0:3000", "10.1.2.3:3000", "[::]:3000"] {
+            let error = only_loopback(addr(public), false)
+                .err()
+                .unwrap_or_else(|| panic!("{public} was accepted"));
+            assert!(error.to_string().contains("--insecure-public"), "{error}");
+            assert!(only_loopback(addr(public), true).is_ok());
+        }
+    }
+
+    #[test]
+    fn every_run_has_its_own_long_secret() {
+        let (a, b) = (random_secret(), random_secret());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(RunnerOptions::default().jwt_secret, "adesync-dev-secret");
+    }
 }
