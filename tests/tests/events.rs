@@ -299,6 +299,60 @@ async fn api_gateway_events_with_near_miss_roles_are_forbidden_on_every_function
     assert_eq!(answer.status, 202, "{answer:?}");
 }
 
+/// `event` with a body over the functions' 256 KiB cap, its
+/// `content-length` header declaring it or (as a client streaming it would)
+/// absent.
+fn with_oversized_body(event: &str, declared: bool) -> String {
+    let mut event: Value = serde_json::from_str(event).expect("a JSON event");
+    let body =
+        serde_json::json!({"kind": "full", "token_file": "A".repeat(300 * 1024)}).to_string();
+    let headers = event["headers"].as_object_mut().expect("headers");
+    headers.remove("content-length");
+    if declared {
+        headers.insert("content-length".into(), Value::from(body.len().to_string()));
+    }
+    event["body"] = Value::from(body);
+    event.to_string()
+}
+
+#[tokio::test]
+async fn oversized_bodies_in_api_gateway_events_are_the_contracts_413_on_every_function() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 0).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let functions = lambda_functions(&env);
+    for (name, event) in [
+        event!("sync-trigger", "sync-delta.json"),
+        event!("api", "tokens-create-invalid-file.json"),
+        event!("api", "tokens-renew-invalid-file.json"),
+    ] {
+        for declared in [true, false] {
+            let event = with_oversized_body(&with_ids(event, &token, SAMPLE_SERIAL), declared);
+            let answer = invoke_http(&functions, &event).await;
+            let what = format!("{name} (length declared: {declared})");
+            assert_eq!(answer.status, 413, "{what}: {answer:?}");
+            assert_eq!(answer.content_type, "application/json", "{what}");
+            assert_eq!(answer.body["error"], "body_too_large", "{what}: {answer:?}");
+            assert!(answer.body["message"].is_string(), "{what}: {answer:?}");
+        }
+    }
+    let still = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(
+        still.body["last_manual_sync_at"],
+        Value::Null,
+        "no sync started"
+    );
+    assert_eq!(still.body["renewed_at"], Value::Null, "nor a renewal");
+}
+
 #[tokio::test]
 async fn every_schedule_of_the_template_has_its_event_and_the_scheduler_runs_it() {
     let env = TestService::start().await;

@@ -946,3 +946,77 @@ async fn near_miss_roles_grant_nothing_on_every_route() {
     );
     assert_ne!(sync.error(), "forbidden");
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_the_contracts_413_on_every_route_and_changes_nothing() {
+    let env = TestService::start().await;
+    let token = acme_token(&env).await;
+    let admin = format!("Bearer {}", token.jwt);
+    let oversized = json!({
+        "name": "x",
+        "apple_id": "admin@acme.test",
+        "kind": "full",
+        "token_file": "A".repeat(300 * 1024),
+    })
+    .to_string();
+    // Every route of both functions, one that exists for no method, and a
+    // method no route takes.
+    let mut requests: Vec<(Method, String)> = routes()
+        .iter()
+        .map(|route| (route.method.clone(), route.path_for(&token.token_id)))
+        .collect();
+    requests.push((Method::POST, "/v1/nowhere".to_owned()));
+    requests.push((Method::PATCH, format!("/v1/tokens/{}/sync", token.token_id)));
+    for (method, path) in requests {
+        let response = env
+            .http
+            .request(method.clone(), env.api(&path))
+            .header("authorization", &admin)
+            .header("content-type", "application/json")
+            .body(oversized.clone())
+            .send()
+            .await
+            .expect("the API answers");
+        let reply = Reply::from(response).await;
+        let label = format!("{method} {path}");
+        assert_eq!(reply.status, 413, "{label}: {reply:?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{label}: {reply:?}"
+        );
+        assert_eq!(reply.error(), "body_too_large", "{label}: {reply:?}");
+        assert_error_body(&reply, &label);
+        assert!(
+            !reply.body.to_string().contains("AAAAAAAA"),
+            "{label} quoted the body"
+        );
+    }
+
+    let still = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(still.status, 200, "the token was not deleted: {still:?}");
+    assert_eq!(still.body["renewed_at"], Value::Null, "nor renewed");
+    assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
+    let policies = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}/policies", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(policies.status, 200, "{policies:?}");
+    assert_eq!(
+        policies.body["policies"].as_array().map(Vec::len),
+        Some(0),
+        "no policy was created: {policies:?}"
+    );
+    assert_eq!(token_count(&env, "acme").await, 1, "nor a token");
+}

@@ -81,6 +81,18 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 413: the body is over [`MAX_BODY_BYTES`].
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "The request body is larger than {} KiB; a token file is a few KiB, so send only its base64 in token_file.",
+                MAX_BODY_BYTES / 1024
+            ),
+        )
+    }
+
     /// An unexpected failure. The cause is logged here, never returned.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed unexpectedly");
@@ -268,10 +280,11 @@ pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, St
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Wraps a function's routes with what every HTTP function needs: a body
-/// size cap, a JSON 404 for unknown routes, and panics answered as a 500
-/// without details.
+/// size cap, a JSON 404 for unknown routes, every error in the contract's
+/// JSON shape, and panics answered as a 500 without details.
 pub fn service(routes: axum::Router) -> axum::Router {
     use axum::extract::DefaultBodyLimit;
+    use axum::middleware;
     use tower_http::catch_panic::CatchPanicLayer;
 
     routes
@@ -282,17 +295,81 @@ pub fn service(routes: axum::Router) -> axum::Router {
                 "No such route; see the API reference (docs/openapi.yaml).",
             )
         })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "This route does not accept that method; see the API reference (docs/openapi.yaml).",
-            )
-        })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            ApiError::internal(&"a request handler panicked").into_response()
-        }))
+        .layer(middleware::map_response(in_the_contracts_shape))
+        .layer(middleware::from_fn(refuse_declared_oversized_bodies))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::internal(&"a request handler panicked").into_response()
+            },
+        ))
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This route does not accept that method; see the API reference (docs/openapi.yaml).",
+    )
+}
+
+/// A body that says it is over the cap is refused before routing, so every
+/// route answers it alike, whether or not its handler reads a body. A body
+/// that does not say its length meets the cap when a handler reads it.
+async fn refuse_declared_oversized_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return ApiError::body_too_large().into_response();
+    }
+    next.run(request).await
+}
+
+/// Rejections axum answers itself — a body over the cap as a handler reads
+/// it, a path or query its extractors cannot read — come as plain text, and
+/// their text can quote the request. Each is answered in the contract's
+/// shape instead, with a code by its status and none of its text.
+async fn in_the_contracts_shape(response: Response) -> Response {
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !is_error || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
+        StatusCode::NOT_FOUND => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such route or object; see the API reference (docs/openapi.yaml).",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => method_not_allowed(),
+        status if status.is_server_error() => {
+            ApiError::internal(&format_args!("a plain-text {status} answer"))
+        }
+        status => ApiError::new(
+            status,
+            "invalid_request",
+            "The request could not be read (its path, query, headers or body); see the API reference (docs/openapi.yaml) for what this route expects.",
+        ),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut answer = error.into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 #[cfg(test)]
@@ -354,38 +431,160 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn oversized_bodies_and_unknown_routes_answer_in_the_contracts_shape() {
+    /// The answer to `request` of a service with a few routes whose
+    /// extractors reject: status, headers, body.
+    async fn answer(
+        request: http::Request<axum::body::Body>,
+    ) -> (StatusCode, http::HeaderMap, axum::body::Bytes) {
         use tower::ServiceExt;
-        let app = service(axum::Router::new().route(
-            "/echo",
-            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
-        ));
+        let app =
+            service(
+                axum::Router::new()
+                    .route(
+                        "/echo",
+                        axum::routing::post(|body: axum::body::Bytes| async move {
+                            body.len().to_string()
+                        }),
+                    )
+                    .route(
+                        "/json",
+                        axum::routing::post(|axum::Json(value): axum::Json<Value>| async move {
+                            value.to_string()
+                        }),
+                    )
+                    .route(
+                        "/number/{n}",
+                        axum::routing::get(
+                            |axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                                n.to_string()
+                            },
+                        ),
+                    )
+                    .route("/ping", axum::routing::get(|| async { "pong" })),
+            );
+        let response = app.oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        (parts.status, parts.headers, bytes)
+    }
+
+    fn request(method: &str, uri: &str) -> http::request::Builder {
+        http::Request::builder().method(method).uri(uri)
+    }
+
+    #[tokio::test]
+    async fn every_rejection_answers_in_the_contracts_shape() {
+        use axum::body::Body;
         let big = vec![b'x'; MAX_BODY_BYTES + 1];
-        let response = app
-            .clone()
-            .oneshot(
-                http::Request::post("/echo")
-                    .body(axum::body::Body::from(big))
+        let declared_big = (MAX_BODY_BYTES + 1).to_string();
+        let cases: Vec<(&str, http::Request<Body>, StatusCode, &str)> = vec![
+            (
+                "a body over the cap, read by the handler",
+                request("POST", "/echo")
+                    .body(Body::from(big.clone()))
                     .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let response = app
-            .oneshot(
-                http::Request::get("/nowhere")
-                    .body(axum::body::Body::empty())
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                "a body over the cap, declared",
+                request("POST", "/echo")
+                    .header(header::CONTENT_LENGTH, &declared_big)
+                    .body(Body::from(big.clone()))
                     .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let json: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["error"], "not_found");
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                "a body over the cap on a route that reads none",
+                request("GET", "/ping")
+                    .header(header::CONTENT_LENGTH, &declared_big)
+                    .body(Body::from(big.clone()))
+                    .unwrap(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                "a body over the cap on no route",
+                request("PUT", "/nowhere")
+                    .header(header::CONTENT_LENGTH, &declared_big)
+                    .body(Body::from(big))
+                    .unwrap(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                "an unknown route",
+                request("GET", "/nowhere").body(Body::empty()).unwrap(),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                "a method the route does not take",
+                request("DELETE", "/echo").body(Body::empty()).unwrap(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                "a path parameter that does not parse",
+                request("GET", "/number/secret%3Dhunter2")
+                    .body(Body::empty())
+                    .unwrap(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                "JSON without its content type",
+                request("POST", "/json")
+                    .body(Body::from("{\"a\": 1}"))
+                    .unwrap(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+            ),
+            (
+                "a body that is not JSON",
+                request("POST", "/json")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from("{\"secret\": hunter2"))
+                    .unwrap(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+        ];
+        for (what, request, status, code) in cases {
+            let (answered, headers, bytes) = answer(request).await;
+            let text = String::from_utf8_lossy(&bytes);
+            assert_eq!(answered, status, "{what}: {text}");
+            assert_eq!(
+                headers[header::CONTENT_TYPE],
+                "application/json",
+                "{what}: {text}"
+            );
+            let body: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+            assert_eq!(body["error"], code, "{what}: {body}");
+            assert!(
+                body["message"].as_str().is_some_and(|m| m.ends_with('.')),
+                "{what}: {body}"
+            );
+            assert!(
+                !text.contains("hunter2"),
+                "{what} quoted the request: {text}"
+            );
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                assert!(headers.contains_key(header::ALLOW), "{what}");
+            }
+        }
+        // Answers that are not errors pass unchanged.
+        let (status, headers, bytes) =
+            answer(request("GET", "/ping").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        assert_eq!(&bytes[..], b"pong");
     }
 
     #[test]

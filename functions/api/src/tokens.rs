@@ -92,14 +92,7 @@ fn token_id(path: Result<Path<String>, PathRejection>) -> Result<TokenId, ApiErr
 pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "The request body is larger than {} KiB; a token file is a few KiB, so send only its base64 in token_file.",
-                    adesync_runtime::http::MAX_BODY_BYTES / 1024
-                ),
-            )
+            ApiError::body_too_large()
         } else {
             ApiError::bad_request(
                 "invalid_request",
