@@ -6,7 +6,7 @@
 //! every check below covers it.
 
 use adesync_core::ids::AccountId;
-use adesync_local::runner::mint_jwt;
+use adesync_local::runner::{LOCAL_AUDIENCE, LOCAL_ISSUER, mint_jwt};
 use adesync_tests::flows::CreatedToken;
 use adesync_tests::{Reply, TestService};
 use reqwest::Method;
@@ -384,18 +384,47 @@ async fn no_token_bad_token_or_expired_token_is_401_everywhere() {
             "adesync:roles": ["admin"],
             "iat": now - 7200,
             "exp": now - 3600,
+            "iss": LOCAL_ISSUER,
+            "aud": LOCAL_AUDIENCE,
         }),
         &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
     )
     .unwrap();
     let unsigned_account = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": "u1", "adesync:roles": ["admin"], "iat": now, "exp": now + 600}),
+        &json!({"sub": "u1", "adesync:roles": ["admin"], "iat": now, "exp": now + 600, "iss": LOCAL_ISSUER, "aud": LOCAL_AUDIENCE}),
         &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
     )
     .unwrap();
+    // Signed with the right secret, but not what the authorizer accepts.
+    let claims_signed = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let acme = |iss: Option<&str>, aud: Option<&str>| {
+        let mut claims = json!({"sub": "u1", "adesync:account": "acme", "adesync:roles": ["admin"], "iat": now, "exp": now + 600});
+        if let Some(iss) = iss {
+            claims["iss"] = json!(iss);
+        }
+        if let Some(aud) = aud {
+            claims["aud"] = json!(aud);
+        }
+        claims_signed(claims)
+    };
+    let other_issuer = acme(Some("https://idp.example.com"), Some(LOCAL_AUDIENCE));
+    let other_audience = acme(Some(LOCAL_ISSUER), Some("another-api"));
+    let no_issuer = acme(None, Some(LOCAL_AUDIENCE));
+    let no_audience = acme(Some(LOCAL_ISSUER), None);
     let refused_credentials = [
         ("no Authorization header", None),
+        ("another issuer", Some(format!("Bearer {other_issuer}"))),
+        ("another audience", Some(format!("Bearer {other_audience}"))),
+        ("no issuer", Some(format!("Bearer {no_issuer}"))),
+        ("no audience", Some(format!("Bearer {no_audience}"))),
         ("a forged signature", Some(format!("Bearer {forged}"))),
         ("an expired token", Some(format!("Bearer {expired}"))),
         (
@@ -858,6 +887,8 @@ fn jwt_with_roles(roles: &Value) -> String {
             "adesync:roles": roles,
             "iat": now,
             "exp": now + 600,
+            "iss": LOCAL_ISSUER,
+            "aud": LOCAL_AUDIENCE,
         }),
         &jsonwebtoken::EncodingKey::from_secret(HARNESS_JWT_SECRET.as_bytes()),
     )
