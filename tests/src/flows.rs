@@ -21,17 +21,7 @@ impl TestService {
     /// → `POST /v1/tokens`. The first full sync is queued by the service.
     pub async fn create_token(&self, account: &str, devices: usize) -> CreatedToken {
         let jwt = self.jwt(account, &["admin"]);
-        let pem = self
-            .http
-            .get(self.api("/v1/public-key"))
-            .bearer_auth(&jwt)
-            .send()
-            .await
-            .expect("GET /v1/public-key")
-            .text()
-            .await
-            .expect("a PEM");
-        assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+        let pem = self.public_key(&jwt).await;
         let server: Value = self
             .http
             .post(self.sim("/_sim/servers"))
@@ -76,6 +66,33 @@ impl TestService {
     }
 
     /// `GET /v1/tokens/{id}/sync`.
+    /// `GET /v1/tokens/{id}` as the token's administrator.
+    pub async fn token(&self, token: &CreatedToken) -> Reply {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await
+    }
+
+    /// The account's public key (PEM), as its administrator `jwt` fetches it.
+    pub async fn public_key(&self, jwt: &str) -> String {
+        let pem = self
+            .http
+            .get(self.api("/v1/public-key"))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .expect("GET /v1/public-key")
+            .text()
+            .await
+            .expect("a PEM");
+        assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+        pem
+    }
+
     pub async fn sync_status(&self, token: &CreatedToken) -> Value {
         let reply = self
             .call(

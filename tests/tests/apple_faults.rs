@@ -114,14 +114,7 @@ async fn terms_not_signed_marks_the_token_keeps_the_devices_and_clears_on_the_ne
     .await;
     let run = sync(&env, &token, "delta").await;
     assert_eq!(run["status"], "failed", "{run}");
-    let shown = env
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let shown = env.token(&token).await;
     assert_eq!(shown.body["status"], "terms_not_signed", "{shown:?}");
     assert!(
         shown.body["status_message"]
@@ -143,14 +136,7 @@ async fn terms_not_signed_marks_the_token_keeps_the_devices_and_clears_on_the_ne
         run["kind"], "full",
         "a failed delta makes the next sync full: {run}"
     );
-    let shown = env
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let shown = env.token(&token).await;
     assert_eq!(shown.body["status"], "ok", "{shown:?}");
 }
 
@@ -164,14 +150,7 @@ async fn forbidden_after_a_redownload_marks_the_token_invalid_and_keeps_the_devi
     .await;
     let run = sync(&env, &token, "delta").await;
     assert_eq!(run["status"], "failed", "{run}");
-    let shown = env
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let shown = env.token(&token).await;
     assert_eq!(shown.body["status"], "token_invalid", "{shown:?}");
     assert_eq!(env.all_devices(&token, "").await.len(), 300);
 }
@@ -444,15 +423,7 @@ async fn an_unreadable_optional_field_is_left_out_and_the_page_still_imports() {
 }
 
 async fn token_status(env: &TestService, token: &CreatedToken) -> Value {
-    env.call(
-        reqwest::Method::GET,
-        &format!("/v1/tokens/{}", token.token_id),
-        &token.jwt,
-        None,
-    )
-    .await
-    .body["status"]
-        .clone()
+    env.token(token).await.body["status"].clone()
 }
 
 /// A 403 with an empty or HTML body (an edge in front of Apple) or a bare

@@ -272,14 +272,7 @@ async fn api_gateway_events_with_near_miss_roles_are_forbidden_on_every_function
             assert_eq!(answer.body["error"], "forbidden", "{name} with {roles:?}");
         }
     }
-    let still = env
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(still.status, 200, "not deleted: {still:?}");
     assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
 
@@ -337,14 +330,7 @@ async fn oversized_bodies_in_api_gateway_events_are_the_contracts_413_on_every_f
             assert!(answer.body["message"].is_string(), "{what}: {answer:?}");
         }
     }
-    let still = env
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(
         still.body["last_manual_sync_at"],
         Value::Null,

@@ -290,14 +290,7 @@ async fn another_accounts_objects_are_not_found_on_every_route() {
     assert_eq!(listed.body["tokens"], json!([]));
 
     // Nothing the other account tried changed acme's token.
-    let still = env
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(still.status, 200);
     assert_eq!(still.body["renewed_at"], Value::Null);
     assert_eq!(still.body["last_manual_sync_at"], Value::Null);
@@ -336,14 +329,7 @@ async fn readers_may_read_but_every_write_is_forbidden() {
         );
     }
 
-    let still = env
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(still.status, 200, "the reader deleted nothing");
     assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
     assert_eq!(token_count(&env, "acme").await, 1, "nor created a token");
@@ -476,14 +462,7 @@ async fn hostile_token_ids_name_no_token() {
             assert_error_body(&reply, &route.label());
         }
     }
-    let still = env
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(still.status, 200);
     assert_eq!(token_count(&env, "acme").await, 1);
 }
@@ -737,16 +716,7 @@ async fn token_files_that_do_not_open_get_one_answer_and_store_nothing() {
 
     let env = TestService::start().await;
     let admin = env.jwt("acme", &["admin"]);
-    let pem = env
-        .http
-        .get(env.api("/v1/public-key"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("GET /v1/public-key")
-        .text()
-        .await
-        .expect("a PEM");
+    let pem = env.public_key(&admin).await;
     let sim_file = |pem: String, name: &'static str| {
         let env = &env;
         async move {
@@ -939,14 +909,7 @@ async fn near_miss_roles_grant_nothing_on_every_route() {
             assert_eq!(reply.error(), "forbidden", "{} with {roles}", route.label());
         }
     }
-    let still = env
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(still.status, 200, "nothing deleted the token");
     assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
     assert_eq!(token_count(&env, "acme").await, 1, "nor created a token");
@@ -1024,14 +987,7 @@ async fn an_oversized_body_is_the_contracts_413_on_every_route_and_changes_nothi
         );
     }
 
-    let still = env
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{}", token.token_id),
-            &token.jwt,
-            None,
-        )
-        .await;
+    let still = env.token(&token).await;
     assert_eq!(still.status, 200, "the token was not deleted: {still:?}");
     assert_eq!(still.body["renewed_at"], Value::Null, "nor renewed");
     assert_eq!(still.body["last_manual_sync_at"], Value::Null, "nor synced");
