@@ -310,7 +310,9 @@ async fn the_scep_challenge_lasts_15_minutes() {
     let (token, _policy, serials) = ready(&env, 1).await;
     let enrolled = enroll(&env, &token.jwt, &serials[0], None).await;
     assert_eq!(enrolled.status, 201, "{enrolled:?}");
-    let id = enrolled.body["enrollment_id"].as_str().unwrap().to_owned();
+    let id = enrolled.body["id"].as_str().unwrap().to_owned();
+    // `enrollment_id` (deprecated) names it too, for earlier clients.
+    assert_eq!(enrolled.body["enrollment_id"], id.as_str());
     let challenge = enrolled.body["scep_challenge"].as_str().unwrap().to_owned();
     assert!(challenge.len() >= 32, "{challenge}");
     let created =
@@ -334,6 +336,8 @@ async fn the_scep_challenge_lasts_15_minutes() {
     );
     assert_eq!(download.body["serial_number"], serials[0].as_str());
     assert_eq!(download.body["downloads"], 1);
+    assert_eq!(download.body["id"], id.as_str());
+    assert_eq!(download.body["enrollment_id"], id.as_str());
     // Another account may not see it.
     let globex = env.jwt("globex", &["admin"]);
     let hidden = env.call(Method::GET, &profile, &globex, None).await;

@@ -72,7 +72,14 @@ async fn policies_are_created_shown_changed_and_deleted() {
         )
         .await;
     assert_eq!(created.status, 201, "{created:?}");
-    let policy = created.body["policy_id"].as_str().unwrap().to_owned();
+    let policy = created.body["id"].as_str().unwrap().to_owned();
+    // Named by `id` as every resource, and by `policy_id` (deprecated) for
+    // the clients written before: the same id in every policy answer.
+    let named_by_both = |answer: &Value| {
+        assert_eq!(answer["id"], policy.as_str(), "{answer}");
+        assert_eq!(answer["policy_id"], policy.as_str(), "{answer}");
+    };
+    named_by_both(&created.body);
     assert_eq!(created.body["name"], "Sales iPhones");
     assert_eq!(created.body["user_affinity"], true);
     assert_eq!(created.body["skip_setup_items"], json!(["AppleID", "Siri"]));
@@ -80,6 +87,7 @@ async fn policies_are_created_shown_changed_and_deleted() {
     assert_eq!(created.body["is_default"], false);
 
     let shown = env.policy(&token, &policy).await;
+    named_by_both(&shown);
     assert_eq!(shown["department"], "Sales");
     assert_eq!(token_json(&env, &token).await["policy_count"], 1);
 
@@ -92,6 +100,7 @@ async fn policies_are_created_shown_changed_and_deleted() {
         )
         .await;
     assert_eq!(patched.status, 200, "{patched:?}");
+    named_by_both(&patched.body);
     assert_eq!(patched.body["name"], "Sales");
     assert_eq!(patched.body["department"], Value::Null);
     assert_eq!(patched.body["version"], 2);
@@ -99,6 +108,7 @@ async fn policies_are_created_shown_changed_and_deleted() {
 
     let listed = policies(&env, &token).await;
     assert_eq!(listed.len(), 1);
+    named_by_both(&listed[0]);
     assert_eq!(listed[0]["name"], "Sales");
 
     let path = format!("/v1/tokens/{}/policies/{policy}", token.token_id);

@@ -255,7 +255,8 @@ pub struct DeviceDeleted {
 /// An enrollment policy (its settings stay in `extra`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
-    #[serde(alias = "id")]
+    /// Read from `policy_id`, which every server sends (deprecated but kept),
+    /// not `id`, which servers older than `id` lack; `id` stays in `extra`.
     pub policy_id: String,
     #[serde(default)]
     pub name: Option<String>,

@@ -48,6 +48,9 @@ pub fn device_json(device: &Device) -> Value {
         })
     });
     json!({
+        // A device is known by its serial number: it is its `id`, as every
+        // resource answers one.
+        "id": device.serial,
         "serial_number": device.serial,
         "model": a.model,
         "description": a.description,
@@ -159,6 +162,7 @@ async fn delete(
     let clock = api.clock.clone();
     match devices::delete(&api.store, &caller.account, &token, &serial, || clock.now()).await {
         Ok(device) => Ok(Json(json!({
+            "id": device.serial,
             "serial_number": device.serial,
             "state": "deleted",
             "warning": DELETE_WARNING,

@@ -223,6 +223,8 @@ fn enrollment_json(
     policy: Option<&PolicyRecord>,
 ) -> Value {
     json!({
+        // `id` as every resource; `enrollment_id` kept for earlier clients (deprecated).
+        "id": record.id,
         "enrollment_id": record.id,
         "serial_number": record.serial,
         "token_id": record.token,

@@ -82,6 +82,9 @@ pub fn policy_json(record: &PolicyRecord, default: Option<&PolicyId>) -> Value {
         _ => Map::new(),
     };
     for (key, value) in [
+        // Every resource answers its id as `id`; `policy_id` stays for the
+        // clients written before (deprecated in docs/openapi.yaml).
+        ("id", json!(record.policy)),
         ("policy_id", json!(record.policy)),
         ("token_id", json!(record.token)),
         ("is_default", json!(default == Some(&record.policy))),

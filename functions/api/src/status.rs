@@ -46,6 +46,8 @@ fn at(time: Option<DateTime<Utc>>) -> Value {
 fn run_json(run: &RunRecord, lease_expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Value {
     let estimate = run::estimate(&run.progress(), now);
     json!({
+        // `id` as every resource; `run_id` kept for earlier clients (deprecated).
+        "id": run.run_id,
         "run_id": run.run_id,
         "kind": run.kind,
         "trigger": run.trigger,

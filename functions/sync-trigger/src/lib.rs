@@ -110,6 +110,8 @@ async fn trigger(
 
 fn accepted(started: &Started) -> Value {
     json!({
+        // `id` as every resource; `run_id` kept for earlier clients (deprecated).
+        "id": started.claim.run_id,
         "run_id": started.claim.run_id,
         "kind": started.claim.kind,
         "estimated_seconds": started.estimated_seconds,
