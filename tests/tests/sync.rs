@@ -287,13 +287,25 @@ async fn an_admin_deleted_device_stays_away_on_deltas_and_returns_on_the_next_fu
 
     let deleted = env.call(Method::DELETE, &path, &token.jwt, None).await;
     assert_eq!(deleted.status, 200, "{deleted:?}");
-    assert!(
-        deleted.body["warning"]
-            .as_str()
-            .unwrap()
-            .contains("reappears on the next full sync"),
+    assert_eq!(deleted.body["id"], serial.as_str(), "{deleted:?}");
+    assert_eq!(
+        deleted.body["serial_number"],
+        serial.as_str(),
         "{deleted:?}"
     );
+    // The answer warns of everything the deletion does (docs/product.md
+    // "Device lifecycle"): out of management, its user cut off, a wipe and
+    // re-enrollment to come back, and back anyway on the next full sync.
+    let warning = deleted.body["warning"].as_str().unwrap();
+    for words in [
+        "removed from management",
+        "loses access to corporate resources",
+        "wiped and re-enrolled",
+        "reappears on the next full sync",
+        "unassign it in Apple Business first",
+    ] {
+        assert!(warning.contains(words), "no {words:?} in: {warning}");
+    }
     assert_eq!(
         env.call(Method::GET, &path, &token.jwt, None).await.status,
         404

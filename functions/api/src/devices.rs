@@ -25,8 +25,10 @@ pub fn routes() -> Routes<Arc<Api>> {
         .delete("/v1/tokens/{token_id}/devices/{serial}", delete)
 }
 
-/// The warning every device deletion carries (docs/product.md "Device lifecycle").
-pub const DELETE_WARNING: &str = "The device was removed from management. It is still assigned to this MDM server in Apple Business, so it reappears on the next full sync; to keep it away, unassign it in Apple Business first.";
+/// The warning every device deletion carries (docs/product.md "Device
+/// lifecycle"): what the deletion does to the device's user, how to bring
+/// the device back under management, and why it comes back by itself.
+pub const DELETE_WARNING: &str = "The device was removed from management: its user loses access to corporate resources, and the device must be wiped and re-enrolled to be managed again. It is still assigned to this MDM server in Apple Business, so it reappears on the next full sync; to keep it away, unassign it in Apple Business first.";
 
 fn at(time: Option<DateTime<Utc>>) -> Value {
     time.map_or(Value::Null, |t| json!(t.to_rfc3339()))
