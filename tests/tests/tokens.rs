@@ -834,3 +834,189 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
             .is_err()
     );
 }
+
+/// What hangs on a token, as the API shows it: its counts and default
+/// policy, each policy with its devices, each device with its policy.
+async fn estate(env: &TestService, token: &adesync_tests::flows::CreatedToken) -> Value {
+    let path = format!("/v1/tokens/{}", token.token_id);
+    let shown = env.call(Method::GET, &path, &token.jwt, None).await;
+    assert_eq!(shown.status, 200, "{shown:?}");
+    let listed = env
+        .call(Method::GET, &format!("{path}/policies"), &token.jwt, None)
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let mut policies: Vec<Value> = listed.body["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p["id"], "name": p["name"], "device_count": p["device_count"],
+                "is_default": p["is_default"], "version": p["version"],
+                "profile_uuid": p["profile_uuid"],
+            })
+        })
+        .collect();
+    policies.sort_by_key(|p| p["id"].to_string());
+    let devices: Vec<Value> = env
+        .all_devices(token, "")
+        .await
+        .iter()
+        .map(|d| {
+            json!({
+                "serial_number": d["serial_number"], "state": d["state"],
+                "policy_id": d["policy_id"], "assignment": d["assignment"]["status"],
+            })
+        })
+        .collect();
+    json!({
+        "id": shown.body["id"],
+        "device_count": shown.body["device_count"],
+        "policy_count": shown.body["policy_count"],
+        "default_policy_id": shown.body["default_policy_id"],
+        "policies": policies,
+        "devices": devices,
+    })
+}
+
+/// Renewing keeps the token's id, its devices and its policies with their
+/// devices and the default (docs/product.md "Token lifecycle" 3), and the
+/// next sync, made with the renewed credentials, keeps them too.
+#[tokio::test]
+async fn a_renewed_token_keeps_its_devices_and_policies() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 6).await;
+    let first = env
+        .wait_until_idle(&token, std::time::Duration::from_secs(120))
+        .await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let serials = env.serials(&token).await;
+    let staff = env.new_policy(&token, "Staff").await;
+    let lab = env.new_policy(&token, "Lab").await;
+    let to_staff = env
+        .assign(&token, &staff, &[&serials[0], &serials[1], &serials[2]])
+        .await;
+    assert_eq!(to_staff.body["summary"]["assigned"], 3, "{to_staff:?}");
+    let to_lab = env.assign(&token, &lab, &[&serials[3]]).await;
+    assert_eq!(to_lab.body["summary"]["assigned"], 1, "{to_lab:?}");
+    assert_eq!(env.set_default_policy(&token, &lab).await.status, 200);
+    let before = estate(&env, &token).await;
+    assert_eq!(before["device_count"], 6, "{before}");
+    assert_eq!(before["policy_count"], 2, "{before}");
+    assert_eq!(before["default_policy_id"], lab.as_str(), "{before}");
+    let count_of = |estate: &Value, policy: &str| {
+        estate["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == policy)
+            .map(|p| p["device_count"].clone())
+    };
+    assert_eq!(count_of(&before, &staff), Some(json!(3)), "{before}");
+    assert_eq!(count_of(&before, &lab), Some(json!(1)), "{before}");
+
+    // The file is downloaded again in Apple Business and uploaded.
+    let renewed_file = redownload(&env, &token.server_uuid).await;
+    let renewed = env
+        .call(
+            Method::PUT,
+            &format!("/v1/tokens/{}/renewal", token.token_id),
+            &token.jwt,
+            Some(json!({"apple_id": APPLE_ID, "token_file": renewed_file})),
+        )
+        .await;
+    assert_eq!(renewed.status, 200, "{renewed:?}");
+    assert!(renewed.body["renewed_at"].is_string(), "{renewed:?}");
+    assert_eq!(estate(&env, &token).await, before, "kept by the renewal");
+
+    // The renewed credentials sync, and nothing is lost on the way.
+    let sync = env.request_sync(&token, "delta").await;
+    assert_eq!(sync.status, 202, "{sync:?}");
+    let run = env
+        .wait_for_run(
+            &token,
+            sync.body["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(estate(&env, &token).await, before, "kept by the next sync");
+}
+
+/// The token as its own answer and the listing show it, which must agree.
+async fn token_views(env: &TestService, token: &adesync_tests::flows::CreatedToken) -> Value {
+    let shown = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(shown.status, 200, "{shown:?}");
+    let listed = env.call(Method::GET, "/v1/tokens", &token.jwt, None).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let in_list = listed.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == token.token_id.as_str())
+        .cloned()
+        .expect("the token in the listing");
+    for field in [
+        "expires_at",
+        "days_left",
+        "expiring_soon",
+        "status",
+        "status_message",
+    ] {
+        assert_eq!(
+            shown.body[field], in_list[field],
+            "{field}: {shown:?} {in_list}"
+        );
+    }
+    shown.body
+}
+
+/// A stored token is flagged `expiring_soon` when 30 days or less are left,
+/// and shown `expired` from its expiry on (docs/product.md "Token lifecycle"
+/// 4), in its answer and in the listing, as the service's clock moves.
+#[tokio::test]
+async fn a_stored_token_is_flagged_expiring_soon_then_shown_expired() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 0).await;
+    env.wait_until_idle(&token, std::time::Duration::from_secs(60))
+        .await;
+    let fresh = token_views(&env, &token).await;
+    assert_eq!(fresh["expiring_soon"], false, "{fresh}");
+    let expires_at: DateTime<Utc> = fresh["expires_at"].as_str().unwrap().parse().unwrap();
+    let to_expiry = (expires_at - service_now(&env)).num_seconds();
+
+    // 30 days and an hour left: 31 days by the rounding up, not flagged.
+    env.advance(to_expiry - 30 * 86_400 - 3_600).await;
+    let before = token_views(&env, &token).await;
+    assert_eq!(before["days_left"], 31, "{before}");
+    assert_eq!(before["expiring_soon"], false, "{before}");
+    assert_eq!(before["status"], "ok", "{before}");
+
+    // Two hours on, 30 days less an hour: flagged, and still working.
+    env.advance(2 * 3_600).await;
+    let soon = token_views(&env, &token).await;
+    assert_eq!(soon["days_left"], 30, "{soon}");
+    assert_eq!(soon["expiring_soon"], true, "{soon}");
+    assert_eq!(soon["status"], "ok", "{soon}");
+    assert_eq!(soon["status_message"], Value::Null, "{soon}");
+
+    // Past the expiry (an hour ago): expired, whatever the last sync said.
+    env.advance(30 * 86_400).await;
+    let expired = token_views(&env, &token).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert_eq!(expired["expiring_soon"], false, "{expired}");
+    assert_eq!(expired["days_left"], 0, "{expired}");
+    let message = expired["status_message"].as_str().unwrap();
+    assert!(
+        message.contains("expired on") && message.contains("renew"),
+        "{message}"
+    );
+    assert_eq!(expired["expires_at"], fresh["expires_at"], "{expired}");
+}
