@@ -575,3 +575,85 @@ async fn a_filtered_listing_reads_a_bounded_number_of_devices_per_request() {
         "{requests} request(s): the reads were not bounded"
     );
 }
+
+/// Sets the token's device count as a sync of `devices` devices would have
+/// left it. The count is the one every imported batch moves and every run's
+/// close recounts from the stored devices; whatever reads it (the status,
+/// the claim of the next sync) is the service's own code.
+async fn set_device_count(
+    env: &TestService,
+    token: &adesync_tests::flows::CreatedToken,
+    devices: u64,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    env.service
+        .clients
+        .dynamodb
+        .update_item()
+        .table_name(&env.service.config.tables.tokens)
+        .key("account_id", AttributeValue::S("acme".into()))
+        .key("token_id", AttributeValue::S(token.token_id.clone()))
+        .update_expression("SET device_count = :n")
+        .condition_expression("attribute_exists(token_id)")
+        .expression_attribute_values(":n", AttributeValue::N(devices.to_string()))
+        .send()
+        .await
+        .expect("the token's device count set");
+}
+
+/// Above 200,000 devices, the token's sync status and every sync started
+/// warn that syncs will struggle and advise splitting its devices across
+/// tokens (docs/product.md "Large tokens"). Importing 200,001 devices takes
+/// minutes, so the token's count is set as such an import leaves it; the
+/// warning is the service's own reading of it, through the API and the
+/// sync-trigger, and it goes when the next run's close recounts the
+/// token's real devices.
+#[tokio::test]
+async fn a_token_above_200000_devices_is_warned_about_in_its_status_and_its_syncs() {
+    let env = TestService::start().await;
+    let token = env.create_token("acme", 5).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let warns_large = |warnings: &Value| {
+        warnings.as_array().unwrap().iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains("more than 200,000 devices") && w.contains("Split the devices")
+        })
+    };
+    assert!(!warns_large(&env.sync_status(&token).await["warnings"]));
+
+    // 200,000 is the limit itself: no warning.
+    set_device_count(&env, &token, 200_000).await;
+    let at_limit = env.sync_status(&token).await;
+    assert_eq!(at_limit["device_count"], 200_000);
+    assert!(!warns_large(&at_limit["warnings"]), "{at_limit}");
+
+    // One more: the status warns…
+    set_device_count(&env, &token, 200_001).await;
+    let above = env.sync_status(&token).await;
+    assert_eq!(above["device_count"], 200_001);
+    assert!(warns_large(&above["warnings"]), "{above}");
+    let shown = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["device_count"], 200_001, "{shown:?}");
+
+    // …and so does the answer to a sync started.
+    let started = env.request_sync(&token, "delta").await;
+    assert_eq!(started.status, 202, "{started:?}");
+    assert!(warns_large(&started.body["warnings"]), "{started:?}");
+    let run_id = started.body["id"].as_str().unwrap();
+    assert_eq!(started.body["run_id"], run_id, "{started:?}");
+
+    // The run's close recounts the token's 5 devices: no warning any more.
+    let run = env.wait_for_run(&token, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["id"], run_id, "{run}");
+    let after = env.sync_status(&token).await;
+    assert_eq!(after["device_count"], 5, "{after}");
+    assert!(!warns_large(&after["warnings"]), "{after}");
+}
