@@ -346,18 +346,27 @@ async fn dev_tokens_carry_the_claims_the_runner_reads() {
         )
         .await;
     let jwt = ran.stdout.trim();
+    // As the runner verifies it: its issuer and audience, or nothing.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["adesync-local"]);
+    validation.set_audience(&["adesync"]);
     let claims = jsonwebtoken::decode::<Value>(
         jwt,
         &jsonwebtoken::DecodingKey::from_secret(b"walk-secret"),
-        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+        &validation,
     )
-    .expect("signed with the given secret")
+    .expect("signed with the given secret, for the runner's issuer and audience")
     .claims;
     assert_eq!(claims["adesync:account"], "acme");
     assert_eq!(claims["adesync:roles"], json!(["admin", "dem"]));
     assert_eq!(claims["sub"], "dev-user");
     let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
     assert_eq!(ttl, 3600);
+
+    // No well-known default secret to fall back on: without one, no token.
+    let refused = cli.expect(2, &["dev-token", "--account", "acme"]).await;
+    assert!(refused.stdout.is_empty(), "{refused}");
+    assert!(refused.stderr.contains("--secret"), "{refused}");
 }
 
 #[tokio::test]
