@@ -873,3 +873,133 @@ async fn real_answers_of_every_documented_operation_match_the_document() {
         "documented operations the walk never got a success from (add a step): {not_walked:?}"
     );
 }
+
+/// The accounts table's sort keys of `account`, as DynamoDB holds them.
+async fn account_items(env: &TestService, account: &str) -> BTreeSet<String> {
+    let store = env.store();
+    let page = store
+        .client()
+        .query()
+        .table_name(&store.tables().accounts)
+        .key_condition_expression("account_id = :a")
+        .expression_attribute_values(
+            ":a",
+            aws_sdk_dynamodb::types::AttributeValue::S(account.into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("Query(accounts)");
+    page.items()
+        .iter()
+        .filter_map(|item| item.get("sk")?.as_s().ok().cloned())
+        .collect()
+}
+
+/// The schemathesis run of only invalid requests once changed the accounts
+/// table: the request was `PUT /v1/licenses/users/<the JWT's sub>
+/// {"licensed": true}`, a value schemathesis took from the JWT, so a valid
+/// request and a real grant. The path ids had no pattern in the document,
+/// so they could not be negated either. Here: the document and the code
+/// agree on which ids are well-formed, a path id both refuse changes
+/// nothing, and the request the fuzzing sent is valid by the document and
+/// granted.
+#[tokio::test]
+async fn path_ids_are_refused_alike_by_the_document_and_the_api() {
+    let env = TestService::start().await;
+    let admin = env.jwt("acme", &["admin"]);
+    let doc = document();
+    let checker = Checker {
+        doc: doc.clone(),
+        succeeded: BTreeSet::new(),
+    };
+    let parameter =
+        |name: &str| resolve(&doc, &doc["components"]["parameters"][name])["schema"].clone();
+    let enrollment_id =
+        doc["paths"]["/v1/enrollments/{enrollment_id}/profile"]["parameters"][0]["schema"].clone();
+    let user_id = doc["paths"]["/v1/licenses/users/{user_id}"]["parameters"][0]["schema"].clone();
+    // What ids.rs refuses (a '.', a '-' in a serial, too long) and accepts.
+    for (what, schema, refused, accepted) in [
+        (
+            "token_id",
+            parameter("TokenId"),
+            vec!["a.b", "a b", &"x".repeat(65)],
+            "01JD8X3Q5V7N2M4K6P8R0T2W4Y",
+        ),
+        (
+            "serial",
+            parameter("Serial"),
+            vec!["C02-X1", "0.0", &"X".repeat(65)],
+            "C02X1234ABCD",
+        ),
+        (
+            "policy_id",
+            parameter("PolicyId"),
+            vec!["a.b", "é"],
+            "01JD8X3Q5V7N2M4K6P8R0T2W4Y",
+        ),
+        (
+            "enrollment_id",
+            enrollment_id,
+            vec!["a.b", "a/b"],
+            "01JD8X3Q5V7N2M4K6P8R0T2W4Y",
+        ),
+    ] {
+        for value in refused {
+            assert!(
+                !checker.errors(&schema, &json!(value), what).is_empty(),
+                "the document accepts {what} {value:?}, which the code refuses"
+            );
+        }
+        assert_eq!(
+            checker.errors(&schema, &json!(accepted), what),
+            Vec::<String>::new()
+        );
+    }
+
+    let before = account_items(&env, "acme").await;
+    let reply = env
+        .call(
+            Method::PUT,
+            "/v1/licenses/devices/C02-X1",
+            &admin,
+            Some(json!({"licensed": true})),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.body["error"], "invalid_request", "{reply:?}");
+    let reply = env.call(Method::GET, "/v1/tokens/a.b", &admin, None).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(
+        account_items(&env, "acme").await,
+        before,
+        "a refused id wrote"
+    );
+
+    // The fuzzing's request: valid by the document, so a real grant.
+    let body = json!({"licensed": true});
+    assert_eq!(
+        checker.errors(&user_id, &json!("test-user"), "user_id"),
+        Vec::<String>::new()
+    );
+    let license = &doc["paths"]["/v1/licenses/users/{user_id}"]["put"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        checker.errors(license, &body, "License"),
+        Vec::<String>::new()
+    );
+    let reply = env
+        .call(
+            Method::PUT,
+            "/v1/licenses/users/test-user",
+            &admin,
+            Some(body),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let after = account_items(&env, "acme").await;
+    assert_eq!(
+        after.difference(&before).collect::<Vec<_>>(),
+        ["license#user#test-user"]
+    );
+}

@@ -61,7 +61,13 @@ enum Commands {
     /// Run the fault matrix of docs/reliability.md (every test it names,
     /// the property tests with their cases counted, schemathesis against
     /// the API) on one local AWS, and write docs/reliability.md from it.
-    Reliability,
+    Reliability {
+        /// Only fuzz the HTTP API with schemathesis (a few minutes instead
+        /// of the whole matrix): print each run and the table comparison,
+        /// leave docs/reliability.md as it is, exit non-zero on a failure.
+        #[arg(long)]
+        api_only: bool,
+    },
     /// Check the AWS calls a test run recorded (`ADESYNC_IAM_RECORD_DIR=DIR
     /// cargo test …`) against the grants of template.yaml: print the calls
     /// IAM would deny and the grants no function used.
@@ -153,7 +159,13 @@ fn main() -> ExitCode {
             Commands::Test { cargo_test_args } => test(cargo_test_args).await,
             Commands::Aws => aws().await,
             Commands::Build { sam_args } => build(sam_args),
-            Commands::Reliability => reliability::command().await,
+            Commands::Reliability { api_only } => {
+                if api_only {
+                    reliability::api_only().await
+                } else {
+                    reliability::command().await
+                }
+            }
             Commands::Iam { dir } => iam_report(&dir),
             Commands::DevToken {
                 account,

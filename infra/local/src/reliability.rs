@@ -1120,7 +1120,9 @@ pub fn render(info: &RunInfo, results: &Results, api: &ApiFuzz, iam: &IamCheck) 
     let _ = writeln!(
         doc,
         "\nReproduce: `cargo run -p adesync-local -- reliability` (installs the local AWS and schemathesis into .local/ on first use). \
-         It exits non-zero when any row fails or a named test did not run."
+         It exits non-zero when any row fails or a named test did not run. \
+         `reliability --api-only` runs only the HTTP API fuzzing, in a few minutes, and prints its figures and the table comparison \
+         without writing this document; every request and answer of each run is kept in `.local/reliability/schemathesis-<mode>.vcr.yaml`."
     );
     doc
 }
@@ -1247,6 +1249,67 @@ pub async fn command() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `adesync-local reliability --api-only`: only the schemathesis runs,
+/// on a local AWS of their own, so a fuzzing finding can be chased in
+/// minutes rather than after the whole matrix. docs/reliability.md stays as
+/// it is: it only ever says what one complete run found.
+pub async fn api_only() -> Result<ExitCode> {
+    let workspace = Workspace::locate()?;
+    let total = Instant::now();
+    eprintln!("==> installing the local AWS tools and schemathesis (skipped when up to date)");
+    let tools = tools::ensure(&workspace)?;
+    eprintln!("==> starting the local AWS for this run");
+    let aws = LocalAws::start(&workspace).await?;
+    let api = api_fuzz::run(&workspace, aws.endpoints.clone(), &tools).await;
+    drop(aws);
+    print!("{}", api_summary(&api));
+    let passed = api.passed();
+    eprintln!(
+        "==> API fuzzing in {:.0?}: {}",
+        total.elapsed(),
+        if passed { "passed" } else { "FAILED" }
+    );
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The API fuzzing's figures as plain lines, for `--api-only`.
+fn api_summary(api: &ApiFuzz) -> String {
+    let mut out = String::new();
+    if let Some(error) = &api.error {
+        let _ = writeln!(out, "could not run: {error}");
+    }
+    for run in &api.runs {
+        let _ = writeln!(
+            out,
+            "{} [--mode {}; {}]: {} operations, {} cases, {}: {}",
+            run.name,
+            run.mode,
+            run.checks,
+            run.operations,
+            thousands(run.cases),
+            secs(run.seconds),
+            if run.passed { "ok" } else { "FAILED" }
+        );
+        for failure in &run.failures {
+            let _ = writeln!(out, "  - {failure}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "tables before and after the invalid-only run: {}",
+        match api.unchanged_after_negative {
+            Some(true) => "identical",
+            Some(false) => "CHANGED",
+            None => "not compared",
+        }
+    );
+    out
 }
 
 fn iam_check(workspace: &Workspace, dir: &Path) -> Result<IamCheck> {

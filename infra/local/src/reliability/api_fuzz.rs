@@ -97,11 +97,7 @@ async fn run_into(
     // cooldown, so even a request that turned out valid could not start a
     // run. Every other id is generated, hence unknown.
     let before = quiet_snapshot(&service).await?;
-    let config = format!(
-        "[[operations]]\ninclude-operation-id = \"renewToken\"\nparameters = {{ \"path.token_id\" = \"{t}\" }}\n\n\
-         [[operations]]\ninclude-operation-id = \"startSync\"\nparameters = {{ \"path.token_id\" = \"{t}\" }}\n",
-        t = fixture.token
-    );
+    let config = negative_config(&fixture.token);
     let negative = schemathesis_run(
         &schemathesis,
         &dir,
@@ -118,18 +114,37 @@ async fn run_into(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = snapshot(&service).await?;
     let changed = diff(&before, &after);
-    if !changed.is_empty() {
-        fuzz.runs
-            .last_mut()
-            .expect("the run just pushed")
-            .failures
-            .push(format!(
-                "tables changed by invalid requests: {}",
-                changed.join("; ")
-            ));
-        if let Some(run) = fuzz.runs.last_mut() {
-            run.passed = false;
+    let accepted = std::fs::read_to_string(dir.join(cassette_name("negative")))
+        .context("reading the invalid-only run's cassette")
+        .and_then(|text| accepted_writes(&text));
+    let run = fuzz.runs.last_mut().expect("the run just pushed");
+    match &accepted {
+        Ok(accepted) => {
+            let valid: Vec<_> = accepted.iter().filter(|w| w.valid).cloned().collect();
+            if !valid.is_empty() {
+                run.failures.push(format!(
+                    "the invalid-only run sent requests schemathesis itself generated valid, and the API accepted them, \
+                     so their writes cannot be told from a bug's: {}",
+                    listed(&valid)
+                ));
+            }
         }
+        Err(error) => run.failures.push(format!("{error:#}")),
+    }
+    if !changed.is_empty() {
+        let culprits = match &accepted {
+            Ok(accepted) if !accepted.is_empty() => {
+                format!("; the writes the API accepted: {}", listed(accepted))
+            }
+            _ => String::new(),
+        };
+        run.failures.push(format!(
+            "tables changed by invalid requests: {}{culprits}",
+            changed.join("; ")
+        ));
+    }
+    if !run.failures.is_empty() {
+        run.passed = false;
     }
     fuzz.unchanged_after_negative = Some(changed.is_empty());
 
@@ -155,6 +170,135 @@ async fn run_into(
     )?;
     fuzz.runs.push(positive);
     Ok(())
+}
+
+/// The invalid-only run's schemathesis configuration. renewToken and
+/// startSync get the real token (see `run_into`).
+///
+/// Extra data sources are off: schemathesis otherwise fills parameters
+/// with values it collected (the JWT's `sub` for any `user_id`, ids from
+/// answers), and a value drawn that way by a "negative" strategy is valid,
+/// so the case is sent as a valid request. `PUT /v1/licenses/users/fuzz-user
+/// {"licensed": true}` was one: a real grant of the caller's own license
+/// that changed the accounts table in a run meant to change nothing. The
+/// stateful phase is off: it reads those values with no setting to stop it
+/// (4.32.5) and sent `POST /v1/tokens/<the real token>/policies` valid (201).
+/// `accepted_writes` names any valid request that still gets through.
+fn negative_config(token: &str) -> String {
+    let mut config = String::from("[phases.stateful]\nenabled = false\n\n");
+    for phase in ["examples", "coverage", "fuzzing"] {
+        config.push_str(&format!(
+            "[phases.{phase}.extra-data-sources]\nresponses = false\n\n"
+        ));
+    }
+    for operation in ["renewToken", "startSync"] {
+        config.push_str(&format!(
+            "[[operations]]\ninclude-operation-id = \"{operation}\"\nparameters = {{ \"path.token_id\" = \"{token}\" }}\n\n"
+        ));
+    }
+    config
+}
+
+fn cassette_name(mode: &str) -> String {
+    format!("schemathesis-{mode}.vcr.yaml")
+}
+
+/// A request other than a read that the API answered with a 2xx.
+#[derive(Debug, Clone, PartialEq)]
+struct AcceptedWrite {
+    method: String,
+    path: String,
+    status: String,
+    /// schemathesis generated it valid by the document.
+    valid: bool,
+}
+
+/// The writes of a schemathesis cassette (`--report vcr`) the API accepted.
+fn accepted_writes(cassette: &str) -> Result<Vec<AcceptedWrite>> {
+    #[derive(serde::Deserialize)]
+    struct Cassette {
+        #[serde(default)]
+        http_interactions: Vec<Interaction>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Interaction {
+        generation: Generation,
+        request: Request,
+        response: Option<Response>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Generation {
+        mode: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        uri: String,
+        method: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Response {
+        status: Status,
+    }
+    #[derive(serde::Deserialize)]
+    struct Status {
+        code: String,
+    }
+    let cassette: Cassette =
+        serde_yaml_ng::from_str(cassette).context("the schemathesis cassette is not readable")?;
+    Ok(cassette
+        .http_interactions
+        .into_iter()
+        .filter_map(|i| {
+            let status = i.response?.status.code;
+            let read = matches!(i.request.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+            (status.starts_with('2') && !read).then(|| AcceptedWrite {
+                path: i
+                    .request
+                    .uri
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_owned()))
+                    .unwrap_or(i.request.uri),
+                method: i.request.method,
+                status,
+                valid: i.generation.mode == "positive",
+            })
+        })
+        .collect())
+}
+
+/// The first few, each once, with how many times it was sent.
+fn listed(writes: &[AcceptedWrite]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for w in writes {
+        let line = format!(
+            "{} {} → {} ({})",
+            w.method,
+            w.path,
+            w.status,
+            if w.valid { "valid" } else { "invalid" }
+        );
+        match counts.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((line, 1)),
+        }
+    }
+    let shown: Vec<_> = counts
+        .iter()
+        .take(5)
+        .map(|(l, n)| {
+            if *n > 1 {
+                format!("{l} ×{n}")
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    let more = counts.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{}, and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// A token synced with devices, in its manual-sync cooldown, with a
@@ -281,9 +425,18 @@ fn schemathesis_run(
         .args(["--checks", checks])
         .args(["--max-examples", &MAX_EXAMPLES.to_string()])
         .args(["--seed", &seed.to_string()])
-        .args(["--workers", "2"])
+        // One worker for the invalid-only run: its path-parameter negations
+        // make hypothesis parse sources from two threads at once, which
+        // CPython 3.11's ast module can fail ("AST constructor recursion
+        // depth mismatch", a runtime error that fails the run).
+        .args(["--workers", if mode == "negative" { "1" } else { "2" }])
         .args(["--request-timeout", "30"])
         .args(["--generation-database", "none"])
+        // Every request and answer, so a change to the tables can be traced
+        // to the request that made it (the summary shows only failed checks).
+        .args(["--report", "vcr"])
+        .arg("--report-vcr-path")
+        .arg(dir.join(cassette_name(mode)))
         .arg("--continue-on-failure")
         .arg("--no-color")
         .current_dir(dir)
@@ -537,6 +690,132 @@ mod tests {
         assert_eq!(canonical_item(&a), canonical_item(&b));
         b.insert("pk".to_owned(), AttributeValue::S("T#2".into()));
         assert_ne!(canonical_item(&a), canonical_item(&b));
+    }
+
+    #[test]
+    fn the_invalid_only_run_fills_no_parameter_from_collected_values() {
+        let config = negative_config("T1");
+        for phase in ["examples", "coverage", "fuzzing"] {
+            assert!(
+                config.contains(&format!(
+                    "[phases.{phase}.extra-data-sources]\nresponses = false\n"
+                )),
+                "{phase}: {config}"
+            );
+        }
+        assert!(config.contains("[phases.stateful]\nenabled = false\n"));
+        assert!(config.contains(
+            "include-operation-id = \"startSync\"\nparameters = { \"path.token_id\" = \"T1\" }"
+        ));
+    }
+
+    /// Shortened from the cassette of the run that changed the accounts
+    /// table: the JWT's `sub` drawn for `user_id`, sent as a valid request.
+    const CASSETTE: &str = r#"
+command: 'st run ...'
+recorded_with: 'Schemathesis 4.32.5'
+seed: 18222
+http_interactions:
+- id: 'aL8MpJ'
+  status: 'SUCCESS'
+  generation:
+    time: 2.6e-05
+    mode: negative
+  phase:
+    name: 'coverage'
+    data:
+      description: "Missing request body"
+  request:
+    uri: 'http://127.0.0.1:45057/v1/licenses/devices/0'
+    method: 'PUT'
+  response:
+    status:
+      code: '400'
+      message: "Bad Request"
+- id: 'D2xy4K'
+  generation:
+    mode: negative
+  request:
+    uri: 'http://127.0.0.1:45057/v1/public-key'
+    method: 'GET'
+  response:
+    status:
+      code: '200'
+- id: 'NyozjC'
+  generation:
+    mode: negative
+  request:
+    uri: 'http://127.0.0.1:45057/v1/licenses/devices/0'
+    method: 'PUT'
+  response:
+    status:
+      code: '200'
+- id: 'kb7lPr'
+  status: 'SUCCESS'
+  generation:
+    time: 0.0057
+    mode: positive
+  components:
+    path:
+      mode: 'positive'
+    body:
+      mode: 'positive'
+  phase:
+    name: 'fuzzing'
+    data: {}
+  checks:
+    - name: 'negative_data_rejection'
+      status: 'SUCCESS'
+      message: ~
+  request:
+    uri: 'http://127.0.0.1:45057/v1/licenses/users/fuzz-user'
+    method: 'PUT'
+    headers:
+      "Authorization":
+      - "[Filtered]"
+    body:
+      encoding: 'utf-8'
+      string: "{\"licensed\": true}"
+  response:
+    status:
+      code: '200'
+      message: "OK"
+    body:
+      encoding: 'utf-8'
+      string: "{\"licensed\":true,\"user_id\":\"fuzz-user\"}"
+    http_version: '1.1'
+- id: 'nOansw'
+  generation:
+    mode: negative
+  request:
+    uri: 'http://127.0.0.1:45057/v1/tokens'
+    method: 'POST'
+  response: ~
+"#;
+
+    #[test]
+    fn a_valid_request_the_api_accepted_in_the_invalid_only_run_is_named() {
+        let writes = accepted_writes(CASSETTE).unwrap();
+        let valid: Vec<_> = writes.iter().filter(|w| w.valid).cloned().collect();
+        assert_eq!(
+            valid,
+            [AcceptedWrite {
+                method: "PUT".into(),
+                path: "/v1/licenses/users/fuzz-user".into(),
+                status: "200".into(),
+                valid: true,
+            }]
+        );
+        assert_eq!(
+            writes.len(),
+            2,
+            "reads, refusals and no answer are not writes"
+        );
+        assert_eq!(
+            listed(&writes),
+            "PUT /v1/licenses/devices/0 → 200 (invalid), PUT /v1/licenses/users/fuzz-user → 200 (valid)"
+        );
+        assert!(accepted_writes("http_interactions: [").is_err());
     }
 
     #[test]
