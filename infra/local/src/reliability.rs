@@ -129,6 +129,11 @@ const SECRETS: Target = Target {
     test: None,
     sources: "crates/secrets/src",
 };
+const LOCAL_LIB: Target = Target {
+    package: "adesync-local",
+    test: None,
+    sources: "infra/local/src",
+};
 const RUNTIME: Target = Target {
     package: "adesync-runtime",
     test: None,
@@ -619,8 +624,12 @@ pub const MATRIX: &[Row] = &[
         &[
             t(SECURITY, "bad_bodies_are_refused_with_nothing_stored"),
             t(
+                SECURITY,
+                "an_oversized_body_is_the_contracts_413_on_every_route_and_changes_nothing",
+            ),
+            t(
                 RUNTIME,
-                "http::tests::oversized_bodies_and_unknown_routes_answer_in_the_contracts_shape",
+                "http::tests::every_rejection_answers_in_the_contracts_shape",
             ),
         ],
     ),
@@ -635,6 +644,82 @@ pub const MATRIX: &[Row] = &[
             t(
                 RUNTIME,
                 "sqs::tests::only_failed_and_panicking_records_are_reported",
+            ),
+        ],
+    ),
+    row(
+        SECURITY_GROUP,
+        "IAM: every AWS call a function makes is granted by template.yaml (role and KMS key policy, by purpose); see the IAM section",
+        &[
+            t(
+                LOCAL_LIB,
+                "iam::tests::a_call_outside_the_role_or_the_key_policy_is_denied",
+            ),
+            t(
+                LOCAL_LIB,
+                "iam::tests::requests_read_as_the_iam_actions_they_need",
+            ),
+            t(LOCAL_LIB, "iam::tests::the_projects_template_expands"),
+        ],
+    ),
+    row(
+        SECURITY_GROUP,
+        "Token files that do not open get one answer (no padding oracle) and store nothing",
+        &[
+            t(
+                SECURITY,
+                "token_files_that_do_not_open_get_one_answer_and_store_nothing",
+            ),
+            t(
+                TOKENFILE_REFUSALS,
+                "a_file_for_another_key_is_undecryptable",
+            ),
+        ],
+    ),
+    row(
+        SECURITY_GROUP,
+        "Near-miss roles (Admin, administrator, admin␠) grant nothing, through the runner and API Gateway events",
+        &[
+            t(SECURITY, "near_miss_roles_grant_nothing_on_every_route"),
+            t(
+                EVENTS,
+                "api_gateway_events_with_near_miss_roles_are_forbidden_on_every_function",
+            ),
+        ],
+    ),
+    row(
+        SECURITY_GROUP,
+        "The SCEP challenge: only to an admin or a DEM, shown once, stored as its SHA-256",
+        &[
+            t(
+                ENROLLMENT,
+                "only_an_admin_or_a_dem_receives_a_scep_challenge",
+            ),
+            t(
+                ENROLLMENT,
+                "a_scep_challenge_is_shown_once_and_only_its_sha256_is_stored",
+            ),
+            t(
+                ENROLLMENT,
+                "downloads_at_the_same_moment_each_get_a_challenge_and_the_last_holds",
+            ),
+        ],
+    ),
+    row(
+        SECURITY_GROUP,
+        "Local runner: issuer and audience checked, loopback only, /_dev only from this machine",
+        &[
+            t(
+                SECURITY,
+                "no_token_bad_token_or_expired_token_is_401_everywhere",
+            ),
+            t(
+                LOCAL_LIB,
+                "runner::tests::the_control_routes_answer_only_this_machine",
+            ),
+            t(
+                LOCAL_LIB,
+                "runner::tests::only_loopback_addresses_unless_told_otherwise",
             ),
         ],
     ),
@@ -1416,8 +1501,8 @@ mod tests {
     fn every_row_of_the_issue_has_a_test_or_the_api_fuzzing() {
         assert_eq!(
             MATRIX.len(),
-            43,
-            "the 29 rows of issue 9, a token deleted while its batch is applied, the 3 rows of runs longer than a lease (issue 14), 2 of many tokens (issue 15), and 8 of Apple's harder edges (issue 16)"
+            48,
+            "the 29 rows of issue 9, a token deleted while its batch is applied, the 3 rows of runs longer than a lease (issue 14), 2 of many tokens (issue 15), 8 of Apple's harder edges (issue 16), and 5 of least privilege and the security gaps (issue 19)"
         );
         let empty: Vec<_> = MATRIX.iter().filter(|r| r.tests.is_empty()).collect();
         assert_eq!(empty.len(), 1);
