@@ -28,8 +28,11 @@
 //!
 //! A failure of [`open`] found in the file's structure, before anything is decrypted, has its
 //! own [`TokenFileError`]; every failure after that (a wrong key, a damaged encrypted key or
-//! content, a plaintext that is not a token) is the one [`TokenFileError::Undecryptable`], after
-//! the same work, so that the answers cannot serve as a padding oracle on the account's key.
+//! content, a plaintext that is not a token) is the one [`TokenFileError::Undecryptable`], and a
+//! failed key transport still decrypts the content (with a random key), so that neither the
+//! answers nor the RSA step's timing serve as a padding oracle on the account's key. What is
+//! left: content whose CBC padding holds is then read as a token, microseconds more work than a
+//! padding failure (far inside Lambda's jitter; it tells about the content, not the RSA key).
 //! Every message tells the administrator what to do; none of them, nor any `Debug` output,
 //! contains secret material.
 

@@ -124,9 +124,12 @@ impl Intercept for Recorder {
         let request = context.request();
         // All three services speak AWS JSON: the operation is in the target
         // header and the body (in memory) names the resources.
-        let Some(target) = request.headers().get("x-amz-target") else {
-            return Ok(());
-        };
+        // A request in another protocol is recorded as unknown, so it
+        // counts as denied until this check learns to read it.
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("Unknown.RequestWithoutTarget");
         let body: Value = request
             .body()
             .bytes()
@@ -189,7 +192,14 @@ pub fn iam_calls(target: &str, body: &Value) -> Vec<AwsCall> {
                 .flatten()
                 .map(|(table, _)| call(format!("dynamodb:{operation}"), table))
                 .collect(),
-            _ => vec![call(format!("dynamodb:{operation}"), &text("TableName"))],
+            // IAM authorises a read of an index on the index's own ARN.
+            _ => {
+                let resource = match body["IndexName"].as_str() {
+                    Some(index) => format!("{}/index/{index}", text("TableName")),
+                    None => text("TableName"),
+                };
+                vec![call(format!("dynamodb:{operation}"), &resource)]
+            }
         }
     } else if prefix.starts_with("AmazonSQS") {
         let action = operation.strip_suffix("Batch").unwrap_or(operation);
@@ -371,11 +381,11 @@ impl Grants {
 
 impl Grant {
     fn allows(&self, call: &AwsCall, resource: Option<&str>) -> bool {
+        let on_resource = self.resources.iter().any(|granted| {
+            granted == "*" || resource.is_some_and(|resource| glob(granted, resource))
+        });
         self.actions.iter().any(|a| action_matches(a, &call.action))
-            && self
-                .resources
-                .iter()
-                .any(|r| r == "*" || Some(r.as_str()) == resource)
+            && on_resource
             && self.conditions.iter().all(|c| c.holds(call))
     }
 }
@@ -405,17 +415,20 @@ fn describe_context(call: &AwsCall) -> String {
 
 /// IAM action names are case-insensitive and take `*` wildcards.
 fn action_matches(pattern: &str, action: &str) -> bool {
-    fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    glob(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of
+/// characters (IAM's wildcard in actions and resource ARNs).
+fn glob(pattern: &str, text: &str) -> bool {
+    fn bytes(pattern: &[u8], text: &[u8]) -> bool {
         match pattern.split_first() {
             None => text.is_empty(),
-            Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-            Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+            Some((b'*', rest)) => (0..=text.len()).any(|skip| bytes(rest, &text[skip..])),
+            Some((c, rest)) => text.first() == Some(c) && bytes(rest, &text[1..]),
         }
     }
-    glob(
-        pattern.to_ascii_lowercase().as_bytes(),
-        action.to_ascii_lowercase().as_bytes(),
-    )
+    bytes(pattern.as_bytes(), text.as_bytes())
 }
 
 /// `calls` with each resource named by its logical id in the template (as
@@ -440,7 +453,17 @@ fn logical_id(deployed: &Deployed, call: &AwsCall) -> Option<String> {
     };
     let resource = call.resource.as_str();
     match call.action.split(':').next() {
-        Some("dynamodb") => named(&deployed.tables, &|name| name == resource),
+        Some("dynamodb") => {
+            let (table, index) = match resource.split_once("/index/") {
+                Some((table, index)) => (table, Some(index)),
+                None => (resource, None),
+            };
+            let logical = named(&deployed.tables, &|name| name == table)?;
+            Some(match index {
+                Some(index) => format!("{logical}/index/{index}"),
+                None => logical,
+            })
+        }
         Some("sqs") => named(&deployed.queues, &|url| url == resource),
         // A key is named by id, ARN or alias; the deployed id ends them all.
         Some("kms") => named(&deployed.keys, &|id| {
@@ -459,10 +482,15 @@ fn function_policy(policy: &Value) -> Result<Vec<Grant>> {
     let sam = |actions: &[&str], parameter: &str| -> Result<Vec<Grant>> {
         let resource = reference(&parameters[parameter])
             .with_context(|| format!("{name}: {parameter} must be a Ref or Fn::GetAtt"))?;
+        // SAM's DynamoDB templates grant the table and all its indexes.
+        let mut resources = vec![resource.clone()];
+        if name.starts_with("DynamoDB") {
+            resources.push(format!("{resource}/index/*"));
+        }
         Ok(vec![Grant {
             source: format!("{name} {resource}"),
             actions: actions.iter().map(|a| (*a).to_owned()).collect(),
-            resources: vec![resource],
+            resources,
             conditions: Vec::new(),
         }])
     };
@@ -590,9 +618,10 @@ fn reference(value: &Value) -> Option<String> {
     if let Some(id) = value["Fn::GetAtt"][0].as_str() {
         return Some(id.to_owned());
     }
+    // `${Table.Arn}/index/*`: the table's indexes, named as the calls name them.
     let sub = value["Fn::Sub"].as_str()?;
-    let inner = sub.strip_prefix("${")?.split_once('}')?.0;
-    Some(inner.split('.').next()?.to_owned())
+    let (inner, rest) = sub.strip_prefix("${")?.split_once('}')?;
+    Some(format!("{}{rest}", inner.split('.').next()?))
 }
 
 /// The calls every test service of a run wrote to `dir` (see
@@ -734,6 +763,55 @@ mod tests {
     }
 
     #[test]
+    fn a_read_of_an_index_needs_the_index_granted() {
+        let query = iam_calls(
+            "DynamoDB_20120810.Query",
+            &json!({"TableName": "adesync-x-table", "IndexName": "by-policy"}),
+        );
+        assert_eq!(query[0].resource, "adesync-x-table/index/by-policy");
+        let calls = by_logical_id(
+            vec![AwsCall {
+                function: "worker".into(),
+                ..query[0].clone()
+            }],
+            &deployed(),
+        );
+        assert_eq!(calls[0].resource, "Table/index/by-policy");
+        // SAM's CRUD template grants the indexes …
+        assert_eq!(
+            Grants::parse(TEMPLATE).unwrap().denied(&calls),
+            Vec::<String>::new()
+        );
+        // … an inline statement on the table's ARN alone does not.
+        let table_only = TEMPLATE.replace(
+            "        - DynamoDBCrudPolicy: {TableName: {Ref: Table}}\n",
+            "        - Statement:\n            - Effect: Allow\n              Action: dynamodb:Query\n              Resource: {\"Fn::GetAtt\": [Table, Arn]}\n",
+        );
+        assert_eq!(Grants::parse(&table_only).unwrap().denied(&calls).len(), 1);
+        let with_indexes = table_only.replace(
+            "              Resource: {\"Fn::GetAtt\": [Table, Arn]}\n",
+            "              Resource:\n                - {\"Fn::GetAtt\": [Table, Arn]}\n                - {\"Fn::Sub\": \"${Table.Arn}/index/*\"}\n",
+        );
+        assert_eq!(
+            Grants::parse(&with_indexes).unwrap().denied(&calls),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_request_the_check_cannot_read_is_denied() {
+        let unknown = iam_calls("Unknown.RequestWithoutTarget", &Value::Null);
+        let calls = by_logical_id(
+            vec![AwsCall {
+                function: "worker".into(),
+                ..unknown[0].clone()
+            }],
+            &deployed(),
+        );
+        assert_eq!(Grants::parse(TEMPLATE).unwrap().denied(&calls).len(), 1);
+    }
+
+    #[test]
     fn wildcards_match_as_iam_does() {
         assert!(action_matches("sqs:SendMessage*", "sqs:SendMessage"));
         assert!(action_matches("sqs:SendMessage*", "sqs:sendmessagebatch"));
@@ -827,6 +905,12 @@ Resources:
         assert_eq!(denied.len(), 4, "{denied:#?}");
         assert!(denied[0].contains("an unknown resource"), "{}", denied[0]);
         assert!(denied[1].contains("kms:GenerateDataKey on Key (purpose apple-session)"));
+        assert!(
+            denied[2].contains("kms:Decrypt on Key (purpose account-key)")
+                && denied[2].contains("its role"),
+            "{}",
+            denied[2]
+        );
         assert!(denied[3].contains("key policy"), "{}", denied[3]);
     }
 

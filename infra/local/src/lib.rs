@@ -99,8 +99,10 @@ impl LocalService {
         options: ServiceOptions,
         writes: Option<faults::CountDynamoWrites>,
     ) -> Result<Self> {
-        // The simulator's control routes take no token either.
-        runner::only_loopback(options.sim_addr, options.runner.insecure_public)?;
+        // The simulator's control routes (servers, token files, faults,
+        // clock) take no token, so it stays on this machine whatever the API
+        // does.
+        runner::simulator_on_loopback(options.sim_addr)?;
         let clients = endpoints.clients().await;
         let template = Template::load(&workspace.template_path())?;
         let deployed = template

@@ -104,9 +104,10 @@ struct ServeArgs {
     /// random one and prints it.
     #[arg(long, env = "ADESYNC_DEV_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Let the API and the Apple simulator listen on an address other
-    /// machines can reach. Whoever reaches them with the development secret
-    /// acts as any account; the /_dev routes still answer only this machine.
+    /// Let the API listen on an address other machines can reach. Whoever
+    /// reaches it with the development secret acts as any account; the /_dev
+    /// routes still answer only this machine, and the Apple simulator (whose
+    /// control routes take no token) always listens on loopback.
     #[arg(long)]
     insecure_public: bool,
     /// Resource name stage.
@@ -206,7 +207,7 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
     let started = Instant::now();
     adesync_local::runner::only_loopback(args.api_addr, args.insecure_public)?;
-    adesync_local::runner::only_loopback(args.sim_addr, args.insecure_public)?;
+    adesync_local::runner::simulator_on_loopback(args.sim_addr)?;
     let (jwt_secret, secret_made) = match &args.jwt_secret {
         Some(secret) => (secret.clone(), false),
         None => (adesync_local::runner::random_secret(), true),

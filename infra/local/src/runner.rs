@@ -588,7 +588,8 @@ impl Drop for Runner {
     }
 }
 
-/// A fresh secret for the development JWTs of one run: 256 random bits, hex.
+/// A fresh secret for the development JWTs of one run: two random v4 UUIDs,
+/// 244 random bits, as 64 hex digits.
 pub fn random_secret() -> String {
     format!(
         "{}{}",
@@ -601,11 +602,23 @@ pub fn random_secret() -> String {
 /// the runner's tokens are development tokens and its control routes take
 /// no token at all.
 pub fn only_loopback(addr: SocketAddr, insecure_public: bool) -> Result<()> {
-    if addr.ip().is_loopback() || insecure_public {
+    if addr.ip().to_canonical().is_loopback() || insecure_public {
         return Ok(());
     }
     anyhow::bail!(
         "refusing to listen on {addr}: the local runner is for this machine (whoever reaches it with the development secret acts as any account). Listen on 127.0.0.1, or pass --insecure-public if others must reach it and you accept that."
+    )
+}
+
+/// Refuses a simulator address other machines could reach, whatever the
+/// API does: the simulator's control routes create servers, mint token
+/// files and inject faults without any token.
+pub fn simulator_on_loopback(addr: SocketAddr) -> Result<()> {
+    if addr.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to run the Apple simulator on {addr}: its /_sim routes take no token, so it listens only on this machine. Give it a loopback address (127.0.0.1)."
     )
 }
 
@@ -626,7 +639,8 @@ async fn from_this_machine(request: Request, next: Next) -> Response {
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     match peer {
-        Some(peer) if peer.ip().is_loopback() => next.run(request).await,
+        // A dual-stack listener sees local IPv4 callers as ::ffff:127.0.0.1.
+        Some(peer) if peer.ip().to_canonical().is_loopback() => next.run(request).await,
         _ => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -685,6 +699,8 @@ async fn authorize(State(state): State<ServerState>, mut request: Request, next:
     validation.set_issuer(&[adesync_cli::dev_token::LOCAL_ISSUER]);
     validation.set_audience(&[adesync_cli::dev_token::LOCAL_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    // API Gateway refuses a token before its `nbf` too.
+    validation.validate_nbf = true;
     let claims = match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
         token,
         &jsonwebtoken::DecodingKey::from_secret(state.jwt_secret.as_bytes()),
@@ -1342,6 +1358,15 @@ mod tests {
             clock_status(Some("[2001:db8::1]:5000")).await,
             StatusCode::FORBIDDEN
         );
+        // A local IPv4 caller on a dual-stack listener.
+        assert_eq!(
+            clock_status(Some("[::ffff:127.0.0.1]:5000")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            clock_status(Some("[::ffff:10.0.0.7]:5000")).await,
+            StatusCode::FORBIDDEN
+        );
         // No peer known: refused, not assumed local.
         assert_eq!(clock_status(None).await, StatusCode::FORBIDDEN);
     }
@@ -1361,10 +1386,24 @@ mod tests {
     }
 
     #[test]
+    fn the_simulator_stays_on_this_machine() {
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+        assert!(simulator_on_loopback(addr("127.0.0.1:3001")).is_ok());
+        let error = simulator_on_loopback(addr("0.0.0.0:3001"))
+            .err()
+            .unwrap_or_else(|| panic!("a public simulator was accepted"));
+        assert!(error.to_string().contains("/_sim"), "{error}");
+    }
+
+    #[test]
     fn every_run_has_its_own_long_secret() {
         let (a, b) = (random_secret(), random_secret());
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
-        assert_ne!(RunnerOptions::default().jwt_secret, "adesync-dev-secret");
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(
+            RunnerOptions::default().jwt_secret,
+            RunnerOptions::default().jwt_secret
+        );
     }
 }
