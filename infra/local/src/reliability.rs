@@ -989,6 +989,9 @@ pub struct ApiFuzz {
     pub unchanged_after_negative: Option<bool>,
     /// Why the step could not run, if it could not.
     pub error: Option<String>,
+    /// The AWS calls the functions made while fuzzed: error paths the
+    /// tests may not reach, held against the template's IAM too.
+    pub aws_calls: Vec<adesync_local::iam::AwsCall>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -1192,7 +1195,7 @@ pub fn render(info: &RunInfo, results: &Results, api: &ApiFuzz, iam: &IamCheck) 
          (a transaction as its item actions, a batch as its single action), on which resource, and for KMS under which \
          `adesync:purpose`. Every end-to-end test fails on a call its function's role (SAM policy templates expanded, \
          inline statements, the key policy's conditions) would deny. The table merges the calls of the matrix's tests above \
-         and lists, per grant, the actions no call used. Check any test run yourself: \
+         and of the API fuzzing, and lists, per grant, the actions no call used. Check any test run yourself: \
          `ADESYNC_IAM_RECORD_DIR=DIR cargo test -p adesync-tests`, then `cargo run -p adesync-local -- iam DIR`.\n"
     );
     doc.push_str(&iam.section);
@@ -1304,9 +1307,11 @@ pub async fn command() -> Result<ExitCode> {
         iam_dir.to_string_lossy().into_owned(),
     ));
     let results = tokio::task::block_in_place(|| run_matrix(&root, &env))?;
-    let iam = iam_check(&workspace, &iam_dir)?;
     let api = api_fuzz::run(&workspace, aws.endpoints.clone(), &tools).await;
     drop(aws);
+    let mut calls = adesync_local::iam::read_recorded(&iam_dir)?;
+    calls.extend(api.aws_calls.iter().cloned());
+    let iam = iam_check(&workspace, calls)?;
 
     let info = RunInfo {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M").to_string(),
@@ -1350,7 +1355,9 @@ pub async fn api_only() -> Result<ExitCode> {
     let api = api_fuzz::run(&workspace, aws.endpoints.clone(), &tools).await;
     drop(aws);
     print!("{}", api_summary(&api));
-    let passed = api.passed();
+    let iam = iam_check(&workspace, api.aws_calls.clone())?;
+    print!("{}", iam.section);
+    let passed = api.passed() && iam.denied == 0;
     eprintln!(
         "==> API fuzzing in {:.0?}: {}",
         total.elapsed(),
@@ -1397,10 +1404,14 @@ fn api_summary(api: &ApiFuzz) -> String {
     out
 }
 
-fn iam_check(workspace: &Workspace, dir: &Path) -> Result<IamCheck> {
+fn iam_check(workspace: &Workspace, calls: Vec<adesync_local::iam::AwsCall>) -> Result<IamCheck> {
     let template = std::fs::read_to_string(workspace.template_path())?;
     let grants = adesync_local::iam::Grants::parse(&template)?;
-    let calls = adesync_local::iam::read_recorded(dir)?;
+    let calls: Vec<_> = calls
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     Ok(IamCheck {
         section: adesync_local::iam::render(&grants, &calls),
         denied: grants.denied(&calls).len(),

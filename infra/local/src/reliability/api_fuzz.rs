@@ -169,6 +169,7 @@ async fn run_into(
         &fixture.jwt,
     )?;
     fuzz.runs.push(positive);
+    fuzz.aws_calls = service.aws_calls();
     Ok(())
 }
 
