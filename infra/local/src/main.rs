@@ -275,16 +275,16 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     println!();
     println!("An administrator of account \"demo\" (12 hours):");
     println!("  export ADESYNC_TOKEN={jwt}");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens",
+        service.runner.api_url()
+    );
     if secret_made {
         println!(
             "Tokens for other accounts and roles (`adesync dev-token --help`) need this run's secret:"
         );
         println!("  export ADESYNC_DEV_JWT_SECRET={jwt_secret}");
     }
-    println!(
-        "  curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens",
-        service.runner.api_url()
-    );
 
     if let Some(exit) = demo {
         let demo = DemoClient::new(service.runner.api_url(), service.sim.base_url(), jwt)?;
