@@ -19,6 +19,7 @@
 //! with conditional writes and call back into them to explain refusals.
 
 pub mod assignment;
+pub mod change;
 pub mod clock;
 pub mod cursor;
 pub mod device;

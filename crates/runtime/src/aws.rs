@@ -8,6 +8,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub kms: aws_sdk_kms::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
 impl Clients {
@@ -18,7 +19,13 @@ impl Clients {
     }
 
     /// Clients for explicit per-service endpoints (emulators).
-    pub fn with_endpoints(config: &SdkConfig, dynamodb: &str, sqs: &str, kms: &str) -> Self {
+    pub fn with_endpoints(
+        config: &SdkConfig,
+        dynamodb: &str,
+        sqs: &str,
+        kms: &str,
+        eventbridge: &str,
+    ) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(config)
@@ -36,6 +43,11 @@ impl Clients {
                     .endpoint_url(kms)
                     .build(),
             ),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(config)
+                    .endpoint_url(eventbridge)
+                    .build(),
+            ),
         }
     }
 
@@ -48,6 +60,7 @@ impl Clients {
             ),
             sqs: aws_sdk_sqs::Client::new(config),
             kms: aws_sdk_kms::Client::new(config),
+            eventbridge: aws_sdk_eventbridge::Client::new(config),
         }
     }
 }
@@ -73,6 +86,16 @@ impl Clients {
     /// The KMS envelope encryption of secrets.
     pub fn vault(&self, config: &crate::Config) -> adesync_secrets::Vault {
         adesync_secrets::Vault::new(self.kms.clone(), &config.kms_key_id)
+    }
+}
+
+impl Clients {
+    /// The domain events' bus (disabled when the environment names none).
+    pub fn publisher(&self, config: &crate::Config) -> adesync_events::Publisher {
+        adesync_events::Publisher::eventbridge(
+            self.eventbridge.clone(),
+            config.event_bus_name.as_deref(),
+        )
     }
 }
 

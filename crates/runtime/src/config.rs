@@ -34,6 +34,8 @@ pub mod var {
     pub const SWEEP_PAGE_TOKENS: &str = "ADESYNC_SWEEP_PAGE_TOKENS";
     /// Optional: syncs a scheduled pass starts per second (default 20).
     pub const SYNC_STARTS_PER_SECOND: &str = "ADESYNC_SYNC_STARTS_PER_SECOND";
+    /// Optional: the EventBridge bus the domain events go to (none: no events).
+    pub const EVENT_BUS_NAME: &str = "ADESYNC_EVENT_BUS_NAME";
 }
 
 /// Everything a function needs to know about its environment.
@@ -54,6 +56,8 @@ pub struct Config {
     pub close_part_devices: usize,
     /// How the scheduler cuts and paces its passes over every token.
     pub pass_plan: adesync_core::fanout::PassPlan,
+    /// Where the domain events go; `None`: they are not published.
+    pub event_bus_name: Option<String>,
 }
 
 /// A setting is missing.
@@ -126,6 +130,7 @@ impl Config {
                 }
                 .bounded()
             },
+            event_bus_name: lookup(var::EVENT_BUS_NAME).filter(|v| !v.is_empty()),
         })
     }
 }

@@ -23,6 +23,8 @@ pub struct Endpoints {
     pub dynamodb: String,
     pub sqs: String,
     pub kms: String,
+    /// EventBridge (moto, when the project starts the local AWS).
+    pub eventbridge: String,
 }
 
 impl Endpoints {
@@ -38,10 +40,23 @@ impl Endpoints {
         )
     }
 
-    /// All three endpoints from the environment, or `None` if any is missing.
+    /// EventBridge's endpoint from the environment, else moto's (the SQS one).
+    fn eventbridge_from_env(sqs: &str) -> String {
+        ["AWS_ENDPOINT_URL_EVENTBRIDGE", "AWS_ENDPOINT_URL"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| sqs.to_owned())
+    }
+
+    /// All endpoints from the environment, or `None` if any is missing.
     pub fn from_env() -> Option<Self> {
         match Self::partial_from_env() {
-            (Some(dynamodb), Some(sqs), Some(kms)) => Some(Self { dynamodb, sqs, kms }),
+            (Some(dynamodb), Some(sqs), Some(kms)) => Some(Self {
+                eventbridge: Self::eventbridge_from_env(&sqs),
+                dynamodb,
+                sqs,
+                kms,
+            }),
             _ => None,
         }
     }
@@ -52,7 +67,8 @@ impl Endpoints {
             ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb.clone()),
             ("AWS_ENDPOINT_URL_SQS", self.sqs.clone()),
             ("AWS_ENDPOINT_URL_KMS", self.kms.clone()),
-            // EventBridge and anything else: moto.
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.eventbridge.clone()),
+            // Anything else: moto.
             ("AWS_ENDPOINT_URL", self.sqs.clone()),
             ("AWS_REGION", region()),
             (
@@ -68,7 +84,13 @@ impl Endpoints {
 
     /// SDK clients pointed at these endpoints.
     pub async fn clients(&self) -> Clients {
-        Clients::with_endpoints(&sdk_config().await, &self.dynamodb, &self.sqs, &self.kms)
+        Clients::with_endpoints(
+            &sdk_config().await,
+            &self.dynamodb,
+            &self.sqs,
+            &self.kms,
+            &self.eventbridge,
+        )
     }
 }
 
@@ -136,7 +158,12 @@ impl LocalAws {
             }
         };
         let mut local = Self {
-            endpoints: Endpoints { dynamodb, sqs, kms },
+            endpoints: Endpoints {
+                eventbridge: Endpoints::eventbridge_from_env(&sqs),
+                dynamodb,
+                sqs,
+                kms,
+            },
             started,
         };
         local.wait_until_ready(Duration::from_secs(90)).await?;

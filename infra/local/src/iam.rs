@@ -91,6 +91,14 @@ impl AwsActions {
                     .kms
                     .config()
                     .to_builder()
+                    .interceptor(recorder.clone())
+                    .build(),
+            ),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                clients
+                    .eventbridge
+                    .config()
+                    .to_builder()
                     .interceptor(recorder)
                     .build(),
             ),
@@ -204,6 +212,18 @@ pub fn iam_calls(target: &str, body: &Value) -> Vec<AwsCall> {
     } else if prefix.starts_with("AmazonSQS") {
         let action = operation.strip_suffix("Batch").unwrap_or(operation);
         vec![call(format!("sqs:{action}"), &text("QueueUrl"))]
+    } else if prefix == "AWSEvents" && operation == "PutEvents" {
+        // Each entry is authorised on its own bus (no name: the default bus).
+        let buses: BTreeSet<&str> = body["Entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|entry| entry["EventBusName"].as_str().unwrap_or("default"))
+            .collect();
+        buses
+            .into_iter()
+            .map(|bus| call("events:PutEvents".into(), bus))
+            .collect()
     } else if prefix.starts_with("TrentService") {
         let context = body["EncryptionContext"].as_object();
         vec![AwsCall {
@@ -465,6 +485,10 @@ fn logical_id(deployed: &Deployed, call: &AwsCall) -> Option<String> {
             })
         }
         Some("sqs") => named(&deployed.queues, &|url| url == resource),
+        // A bus is named by name or ARN (`…:event-bus/<name>`).
+        Some("events") => named(&deployed.buses, &|name| {
+            resource == name || resource.ends_with(&format!(":event-bus/{name}"))
+        }),
         // A key is named by id, ARN or alias; the deployed id ends them all.
         Some("kms") => named(&deployed.keys, &|id| {
             !resource.is_empty()
@@ -535,6 +559,7 @@ fn function_policy(policy: &Value) -> Result<Vec<Grant>> {
             "QueueName",
         ),
         "KMSDecryptPolicy" => sam(&["kms:Decrypt"], "KeyId"),
+        "EventBridgePutEventsPolicy" => sam(&["events:PutEvents"], "EventBusName"),
         "Statement" => parameters
             .as_array()
             .context("Statement must be a list")?
@@ -858,6 +883,7 @@ Resources:
             tables: [("Table".to_owned(), "adesync-x-table".to_owned())].into(),
             queues: Default::default(),
             keys: [("Key".to_owned(), "key-1".to_owned())].into(),
+            buses: [("Bus".to_owned(), "adesync-x".to_owned())].into(),
             template: crate::template::Template::parse(TEMPLATE).unwrap(),
         }
     }
@@ -912,6 +938,61 @@ Resources:
             denied[2]
         );
         assert!(denied[3].contains("key policy"), "{}", denied[3]);
+    }
+
+    #[test]
+    fn events_are_put_on_the_buses_granted_and_no_other() {
+        let put = iam_calls(
+            "AWSEvents.PutEvents",
+            &json!({"Entries": [
+                {"EventBusName": "adesync-x", "Source": "adesync"},
+                {"EventBusName": "adesync-x", "Source": "adesync"},
+                {"EventBusName": "arn:aws:events:us-east-1:1:event-bus/other"},
+                {"Source": "adesync"},
+            ]}),
+        );
+        let buses: Vec<&str> = put.iter().map(|c| c.resource.as_str()).collect();
+        assert_eq!(
+            buses,
+            [
+                "adesync-x",
+                "arn:aws:events:us-east-1:1:event-bus/other",
+                "default"
+            ]
+        );
+        assert!(put.iter().all(|c| c.action == "events:PutEvents"));
+        let with_bus = TEMPLATE.replace(
+            "        - DynamoDBCrudPolicy: {TableName: {Ref: Table}}\n",
+            "        - DynamoDBCrudPolicy: {TableName: {Ref: Table}}\n        - EventBridgePutEventsPolicy: {EventBusName: {Ref: Bus}}\n",
+        );
+        let calls = |calls: Vec<AwsCall>| {
+            by_logical_id(
+                calls
+                    .into_iter()
+                    .map(|c| AwsCall {
+                        function: "worker".into(),
+                        ..c
+                    })
+                    .collect(),
+                &deployed(),
+            )
+        };
+        let ours = calls(put[..1].to_vec());
+        assert_eq!(ours[0].resource, "Bus");
+        let arn = calls(vec![AwsCall {
+            resource: "arn:aws:events:us-east-1:1:event-bus/adesync-x".into(),
+            ..put[0].clone()
+        }]);
+        assert_eq!(arn[0].resource, "Bus", "a bus named by its ARN");
+        let granted = Grants::parse(&with_bus).unwrap();
+        assert_eq!(granted.denied(&ours), Vec::<String>::new());
+        assert_eq!(
+            granted.denied(&calls(put[1..].to_vec())).len(),
+            2,
+            "other buses"
+        );
+        // Without the grant, even our own bus is denied.
+        assert_eq!(Grants::parse(TEMPLATE).unwrap().denied(&ours).len(), 1);
     }
 
     #[test]

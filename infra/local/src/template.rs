@@ -24,6 +24,8 @@ pub struct Template {
     pub queues: Vec<QueueDef>,
     /// Logical ids of KMS keys.
     pub keys: Vec<String>,
+    /// EventBridge buses: (logical id, name pattern).
+    pub buses: Vec<(String, String)>,
     /// `Globals.Function.Environment.Variables`, unresolved.
     pub environment: BTreeMap<String, Value>,
     pub functions: Vec<FunctionDef>,
@@ -90,6 +92,7 @@ impl Template {
             tables: Vec::new(),
             queues: Vec::new(),
             keys: Vec::new(),
+            buses: Vec::new(),
             environment: doc["Globals"]["Function"]["Environment"]["Variables"]
                 .as_object()
                 .map(|vars| vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -111,6 +114,9 @@ impl Template {
                 "AWS::DynamoDB::Table" => template.tables.push(table(id, props)?),
                 "AWS::SQS::Queue" => template.queues.push(queue(id, props)?),
                 "AWS::KMS::Key" => template.keys.push(id.clone()),
+                "AWS::Events::EventBus" => template
+                    .buses
+                    .push((id.clone(), name_pattern(&props["Name"], id)?)),
                 "AWS::Serverless::Function" => {
                     template
                         .functions
@@ -303,6 +309,8 @@ pub struct Deployed {
     pub queues: HashMap<String, String>,
     /// logical id → KMS key id
     pub keys: HashMap<String, String>,
+    /// logical id → EventBridge bus name
+    pub buses: HashMap<String, String>,
     pub template: Template,
 }
 
@@ -316,6 +324,7 @@ impl Template {
             tables: HashMap::new(),
             queues: HashMap::new(),
             keys: HashMap::new(),
+            buses: HashMap::new(),
             template: self.clone(),
         };
         let tables = self.tables.iter().map(|table| async move {
@@ -351,6 +360,32 @@ impl Template {
                 .context("CreateKey returned no key id")?;
             deployed.keys.insert(key.clone(), id);
         }
+        for (id, pattern) in &self.buses {
+            // `${Stage}` and the parameters' defaults (`${EventBusName}`).
+            let name = self
+                .parameters
+                .iter()
+                .fold(pattern.replace("${Stage}", stage), |name, (k, v)| {
+                    name.replace(&format!("${{{k}}}"), v)
+                });
+            match clients
+                .eventbridge
+                .create_event_bus()
+                .name(&name)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                // Creating over the same stage reuses it.
+                Err(error)
+                    if aws_sdk_eventbridge::error::ProvideErrorMetadata::code(&error)
+                        == Some("ResourceAlreadyExistsException") => {}
+                Err(error) => {
+                    return Err(anyhow::Error::new(error).context(format!("CreateEventBus {name}")));
+                }
+            }
+            deployed.buses.insert(id.clone(), name);
+        }
         Ok(deployed)
     }
 }
@@ -374,6 +409,7 @@ impl Deployed {
                             .get(target)
                             .or_else(|| self.queues.get(target))
                             .or_else(|| self.keys.get(target))
+                            .or_else(|| self.buses.get(target))
                             .or_else(|| parameters.get(target))
                             .or_else(|| self.template.parameters.get(target))
                             .cloned()
@@ -384,6 +420,14 @@ impl Deployed {
                 Ok((name.clone(), resolved))
             })
             .collect()
+    }
+
+    /// The name of the bus `logical_id`.
+    pub fn bus_name(&self, logical_id: &str) -> Result<&str> {
+        self.buses
+            .get(logical_id)
+            .map(String::as_str)
+            .with_context(|| format!("no event bus {logical_id} in template.yaml"))
     }
 
     pub fn queue_url(&self, logical_id: &str) -> Result<&str> {
@@ -406,6 +450,14 @@ impl Deployed {
         }
         for url in self.queues.values() {
             let _ = clients.sqs.delete_queue().queue_url(url).send().await;
+        }
+        for name in self.buses.values() {
+            let _ = clients
+                .eventbridge
+                .delete_event_bus()
+                .name(name)
+                .send()
+                .await;
         }
         Ok(())
     }
