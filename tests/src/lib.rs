@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod flows;
 pub mod logs;
 pub mod policies;
+pub mod routes;
 
 pub use adesync_local;
 
@@ -214,6 +215,21 @@ impl TestService {
         .expect("a JWT")
     }
 
+    /// A bearer token of `account` with `roles`, limited to the scope tags
+    /// `scopes` (the `adesync:scopes` claim, as a JSON array).
+    pub fn jwt_with_scopes(&self, account: &str, roles: &[&str], scopes: &[&str]) -> String {
+        adesync_cli::dev_token::mint_scoped(
+            JWT_SECRET,
+            "test-user",
+            account,
+            roles,
+            Some(scopes),
+            Duration::from_secs(3600),
+            chrono::Utc::now(),
+        )
+        .expect("a JWT")
+    }
+
     /// Inserts a token directly: counted and linked like a created one,
     /// but without credentials (for tests of rules that never call Apple).
     pub async fn seed_token(&self, account: &str) -> TokenId {
@@ -232,6 +248,7 @@ impl TestService {
                 admin_id: None,
                 token_expires_at: now + chrono::Duration::days(365),
                 created_at: now,
+                scope_tags: Vec::new(),
             })
             .await
             .expect("insert token");

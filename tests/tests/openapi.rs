@@ -592,6 +592,25 @@ async fn real_answers_of_every_documented_operation_match_the_document() {
     )
     .await;
 
+    // Scope tags: refused when invalid, replaced when valid.
+    let token_path = &format!("/v1/tokens/{id}");
+    walk.admin(
+        Method::PATCH,
+        "/v1/tokens/{token_id}",
+        token_path,
+        Some(json!({"scope_tags": ["paris", "paris"]})),
+        400,
+    )
+    .await;
+    walk.admin(
+        Method::PATCH,
+        "/v1/tokens/{token_id}",
+        token_path,
+        Some(json!({"scope_tags": ["paris"]})),
+        200,
+    )
+    .await;
+
     // Deletion: refused while the token has devices; done for an empty one.
     walk.step(
         Method::DELETE,

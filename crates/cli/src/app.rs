@@ -252,6 +252,10 @@ pub struct DevTokenArgs {
     /// Roles: admin, dem (Device Enrollment Manager), reader.
     #[arg(long, value_delimiter = ',', default_value = "admin")]
     pub roles: Vec<String>,
+    /// Scope tags (`adesync:scopes`): the token sees only tokens tagged
+    /// with one of them. Without it, every token of the account.
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
     /// The user (JWT subject).
     #[arg(long, default_value = "dev-user")]
     pub user: String,
@@ -456,11 +460,16 @@ pub async fn run(cli: Cli) -> Result<u8, CommandError> {
 
 fn dev_token_command(args: &DevTokenArgs) -> Result<u8, CommandError> {
     let roles: Vec<&str> = args.roles.iter().map(String::as_str).collect();
-    let jwt = dev_token::mint(
+    let scopes: Option<Vec<&str>> = args
+        .scopes
+        .as_ref()
+        .map(|tags| tags.iter().map(String::as_str).collect());
+    let jwt = dev_token::mint_scoped(
         &args.secret,
         &args.user,
         &args.account,
         &roles,
+        scopes.as_deref(),
         Duration::from_secs(args.hours.saturating_mul(3600)),
         chrono::Utc::now(),
     )?;

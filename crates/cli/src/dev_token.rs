@@ -36,6 +36,13 @@ pub struct DevClaims {
     /// `admin`, `dem` and/or `reader`.
     #[serde(rename = "adesync:roles")]
     pub roles: Vec<String>,
+    /// The scope tags the caller is limited to; absent: the whole account.
+    #[serde(
+        rename = "adesync:scopes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scopes: Option<Vec<String>>,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
     /// Issue time, seconds since the epoch.
@@ -60,11 +67,26 @@ pub fn mint(
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<String, DevTokenError> {
+    mint_scoped(secret, user, account, roles, None, ttl, now)
+}
+
+/// [`mint`] with an `adesync:scopes` claim when `scopes` is given: the
+/// caller then sees only tokens tagged with one of them.
+pub fn mint_scoped(
+    secret: &str,
+    user: &str,
+    account: &str,
+    roles: &[&str],
+    scopes: Option<&[&str]>,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<String, DevTokenError> {
     let issued = now.timestamp();
     let claims = DevClaims {
         sub: user.to_owned(),
         account: account.to_owned(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        scopes: scopes.map(|tags| tags.iter().map(|t| (*t).to_owned()).collect()),
         iat: issued,
         iss: LOCAL_ISSUER.to_owned(),
         aud: LOCAL_AUDIENCE.to_owned(),
@@ -106,6 +128,7 @@ mod tests {
         assert_eq!(decoded.sub, "ann");
         assert_eq!(decoded.account, "acme");
         assert_eq!(decoded.roles, ["admin", "dem"]);
+        assert_eq!(decoded.scopes, None, "no scopes claim unless asked");
         assert_eq!(decoded.exp - decoded.iat, 60);
         let wrong = jsonwebtoken::decode::<DevClaims>(
             &jwt,
@@ -113,5 +136,23 @@ mod tests {
             &validation,
         );
         assert!(wrong.is_err());
+        let scoped = mint_scoped(
+            "s3cret",
+            "ann",
+            "acme",
+            &["reader"],
+            Some(&["paris", "lyon"]),
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+        let decoded = jsonwebtoken::decode::<DevClaims>(
+            &scoped,
+            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+            &validation,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(decoded.scopes, Some(vec!["paris".into(), "lyon".into()]));
     }
 }

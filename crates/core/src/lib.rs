@@ -14,6 +14,7 @@
 //! - [`assignment`]: a device's profile assignment in Apple, retries, the default policy.
 //! - [`enrollment`]: re-enroll actions and enrollment state; the SCEP challenge's lifetime.
 //! - [`license`]: who may enroll, license-wise.
+//! - [`scope`]: scope tags: which of an account's tokens a caller sees.
 //!
 //! Nothing here performs I/O: adapters (DynamoDB, SQS, Apple) enforce these rules
 //! with conditional writes and call back into them to explain refusals.
@@ -30,5 +31,6 @@ pub mod license;
 pub mod pace;
 pub mod policy;
 pub mod run;
+pub mod scope;
 pub mod sync;
 pub mod token;

@@ -12,10 +12,16 @@
 //! and `["admin x"]` as `[admin x]`; read leniently (trimmed, split on any
 //! whitespace, unknown items skipped), such near misses would grant
 //! `admin`.
+//!
+//! Scopes (`adesync:scopes`) are read as strictly, but fail the other way:
+//! a missing claim sees every token of the account, so a claim that is
+//! present but unreadable must not fall back to that. It limits the caller
+//! to no tag at all (it sees no token) rather than to none of the limits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use adesync_core::ids::AccountId;
+use adesync_core::scope::{self, MAX_SCOPE_TAGS, Scope};
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use lambda_http::request::RequestContext;
@@ -26,6 +32,8 @@ use crate::ApiError;
 pub const ACCOUNT_CLAIM: &str = "adesync:account";
 /// Claim listing the caller's roles.
 pub const ROLES_CLAIM: &str = "adesync:roles";
+/// Claim listing the scope tags the caller is limited to (absent: none).
+pub const SCOPES_CLAIM: &str = "adesync:scopes";
 
 /// A caller's role (`docs/openapi.yaml`): writes need `admin` or `dem`, reads any role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +64,8 @@ pub struct Caller {
     pub user: String,
     pub account: AccountId,
     pub roles: Vec<Role>,
+    /// Which tokens of the account the caller sees (`docs/product.md` "Scope tags").
+    pub scope: Scope,
 }
 
 impl Caller {
@@ -82,11 +92,25 @@ impl Caller {
             .get(ROLES_CLAIM)
             .map(|r| parse_roles(r))
             .unwrap_or_default();
+        let scope = claims
+            .get(SCOPES_CLAIM)
+            .map_or(Scope::All, |claim| parse_scopes(claim));
         Ok(Self {
             user,
             account,
             roles,
+            scope,
         })
+    }
+
+    /// Changing a token's scope tags decides who sees it: administrators only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.roles.contains(&Role::Admin) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            "Changing a token's scope tags needs the Administrator (admin) role; ask an administrator to change them.",
+        ))
     }
 
     /// Any role may read.
@@ -138,6 +162,45 @@ pub fn parse_roles(claim: &str) -> Vec<Role> {
         .map(|item| Role::parse(item))
         .collect::<Option<Vec<_>>>()
         .unwrap_or_default()
+}
+
+/// The items of an array claim in the shapes it reaches us in: a JSON array,
+/// API Gateway's flattened array (`[a b]`, one space between items), or
+/// one string. None when a JSON array holds anything but strings.
+fn claim_items(claim: &str) -> Option<Vec<String>> {
+    if let Ok(list) = serde_json::from_str::<Vec<String>>(claim) {
+        return Some(list);
+    }
+    if claim.starts_with('[') && serde_json::from_str::<serde_json::Value>(claim).is_ok() {
+        // A JSON array (or `[]`-looking JSON) of something else: `[1]`.
+        return None;
+    }
+    if let Some(flattened) = claim.strip_prefix('[').and_then(|c| c.strip_suffix(']')) {
+        return Some(flattened.split(' ').map(str::to_owned).collect());
+    }
+    Some(vec![claim.to_owned()])
+}
+
+/// Reads a scopes claim: the same shapes as [`parse_roles`], every item a
+/// well-formed scope tag (`adesync_core::scope::check_tag`), at most
+/// [`MAX_SCOPE_TAGS`]. A claim that is present but not exactly that —
+/// `["paris "]`, `[paris  lyon]`, `[1]`, `[]` — limits the caller to no tag
+/// (it sees no token): falling back to "no claim" would show it all of the
+/// account's tokens. Tags cannot contain spaces, so the flattened form is
+/// never ambiguous.
+pub fn parse_scopes(claim: &str) -> Scope {
+    let nothing = Scope::Tags(BTreeSet::new());
+    let Some(items) = claim_items(claim) else {
+        return nothing;
+    };
+    if items.len() > MAX_SCOPE_TAGS
+        || items
+            .iter()
+            .any(|tag| tag.is_empty() || scope::check_tag(tag).is_err())
+    {
+        return nothing;
+    }
+    Scope::Tags(items.into_iter().collect())
 }
 
 /// The JWT claims of a request's API Gateway (HTTP API) context, if any.
@@ -252,6 +315,92 @@ mod tests {
             "{\"admin\": true}",
         ] {
             assert_eq!(parse_roles(claim), vec![], "{claim:?} grants nothing");
+        }
+    }
+
+    #[test]
+    fn scopes_are_read_in_every_shape_they_arrive_in() {
+        let both = Scope::tags(["lyon", "paris"]);
+        assert_eq!(parse_scopes(r#"["paris","lyon"]"#), both);
+        assert_eq!(parse_scopes(r#"[ "paris" , "lyon" ]"#), both);
+        assert_eq!(parse_scopes("[paris lyon]"), both);
+        assert_eq!(parse_scopes("[paris]"), Scope::tags(["paris"]));
+        assert_eq!(parse_scopes("paris"), Scope::tags(["paris"]));
+        assert_eq!(
+            parse_scopes("[eu:fr.paris site_2-b]"),
+            Scope::tags(["eu:fr.paris", "site_2-b"])
+        );
+    }
+
+    #[test]
+    fn a_scopes_claim_that_does_not_read_sees_nothing() {
+        let nothing = Scope::tags(Vec::<String>::new());
+        for claim in [
+            "",
+            "[]",
+            "[ ]",
+            "[paris ]",
+            "[ paris]",
+            "[paris  lyon]",
+            "paris lyon",
+            "paris ",
+            " paris",
+            "[paris,lyon]",
+            "paris,lyon",
+            r#"["paris "]"#,
+            r#"["paris lyon"]"#,
+            r#"["paris", 1]"#,
+            "[1]",
+            r#"["paris" lyon]"#,
+            r#""paris""#,
+            r#"{"paris": true}"#,
+            "[[paris]]",
+            "[paris",
+            "paris]",
+            "Paris/Lyon",
+            "é",
+        ] {
+            assert_eq!(parse_scopes(claim), nothing, "{claim:?} sees nothing");
+        }
+        let long = "a".repeat(65);
+        assert_eq!(parse_scopes(&long), nothing);
+        let many: Vec<String> = (0..=MAX_SCOPE_TAGS).map(|i| format!("t{i}")).collect();
+        assert_eq!(
+            parse_scopes(&serde_json::to_string(&many).unwrap()),
+            nothing
+        );
+        assert_eq!(parse_scopes(&format!("[{}]", many.join(" "))), nothing);
+    }
+
+    #[test]
+    fn without_a_scopes_claim_the_caller_sees_the_whole_account() {
+        let base = [
+            ("sub", "u1"),
+            (ACCOUNT_CLAIM, "acme"),
+            (ROLES_CLAIM, "[admin]"),
+        ];
+        let caller = Caller::from_claims(&claims(&base)).unwrap();
+        assert_eq!(caller.scope, Scope::All);
+        let mut scoped = base.to_vec();
+        scoped.push((SCOPES_CLAIM, "[paris]"));
+        let caller = Caller::from_claims(&claims(&scoped)).unwrap();
+        assert_eq!(caller.scope, Scope::tags(["paris"]));
+        let mut broken = base.to_vec();
+        broken.push((SCOPES_CLAIM, "[paris ]"));
+        let caller = Caller::from_claims(&claims(&broken)).unwrap();
+        assert_eq!(caller.scope, Scope::tags(Vec::<String>::new()));
+    }
+
+    #[test]
+    fn only_an_admin_may_change_scope_tags() {
+        for (roles, allowed) in [("[admin]", true), ("[dem]", false), ("[reader]", false)] {
+            let caller = Caller::from_claims(&claims(&[
+                ("sub", "u1"),
+                (ACCOUNT_CLAIM, "acme"),
+                (ROLES_CLAIM, roles),
+            ]))
+            .unwrap();
+            assert_eq!(caller.require_admin().is_ok(), allowed, "{roles}");
         }
     }
 

@@ -2,6 +2,7 @@
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::run::{self, ABANDONED_ERROR, Estimate, RunStatus};
+use adesync_core::scope::Scope;
 use adesync_core::sync::{self, Claim, Refusal, SyncKind, SyncRequest};
 use adesync_queue::jobs::SyncJob;
 use adesync_queue::{QueueError, Queues};
@@ -63,6 +64,30 @@ pub async fn start_sync(
     .await
 }
 
+/// [`start_sync`] for a caller limited to `scope`: a token it does not see
+/// is [`StartError::TokenNotFound`], as another account's.
+pub async fn start_sync_in_scope(
+    store: &Store,
+    queues: &Queues,
+    account: &AccountId,
+    scope: &Scope,
+    token: &TokenId,
+    request: SyncRequest,
+    now: DateTime<Utc>,
+) -> Result<Started, StartError> {
+    start(
+        store,
+        queues,
+        account,
+        scope,
+        token,
+        request,
+        now,
+        std::time::Duration::ZERO,
+    )
+    .await
+}
+
 /// [`start_sync`] with the first step queued to run after `delay` (real
 /// time): a scheduled pass spreads a page's starts over its pacing, so
 /// Apple does not get a page's worth of tokens in one second. The lease
@@ -76,8 +101,32 @@ pub async fn start_sync_after(
     now: DateTime<Utc>,
     delay: std::time::Duration,
 ) -> Result<Started, StartError> {
+    start(
+        store,
+        queues,
+        account,
+        &Scope::All,
+        token,
+        request,
+        now,
+        delay,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    store: &Store,
+    queues: &Queues,
+    account: &AccountId,
+    scope: &Scope,
+    token: &TokenId,
+    request: SyncRequest,
+    now: DateTime<Utc>,
+    delay: std::time::Duration,
+) -> Result<Started, StartError> {
     let claimed = match store
-        .claim_sync(account, token, request, now, RunId::new_at(now))
+        .claim_sync_in_scope(account, token, scope, request, now, RunId::new_at(now))
         .await
     {
         Ok(claimed) => claimed,

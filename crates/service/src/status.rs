@@ -6,6 +6,7 @@
 //! so nobody reads "running" about a run that is over.
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::scope::{self, Scope};
 use adesync_core::sync;
 pub use adesync_store::claims::SyncView;
 pub use adesync_store::runs::RunRecord;
@@ -21,14 +22,15 @@ pub struct SyncStatus {
 }
 
 /// The sync status of `token` at `now` (None: the account has no such
-/// token), settling a run whose lease lapsed first.
+/// token the caller's `scope` sees), settling a run whose lease lapsed first.
 pub async fn sync_status(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<Option<SyncStatus>, StoreError> {
-    let Some(view) = settled_view(store, account, token, now).await? else {
+    let Some(view) = settled_view(store, account, scope, token, now).await? else {
         return Ok(None);
     };
     let run = match view.current_run(now) {
@@ -39,15 +41,16 @@ pub async fn sync_status(
 }
 
 /// The newest `limit` runs of `token` (None: the account has no such
-/// token), a lapsed one recorded abandoned first.
+/// token the caller's `scope` sees), a lapsed one recorded abandoned first.
 pub async fn recent_runs(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     token: &TokenId,
     limit: u32,
     now: DateTime<Utc>,
 ) -> Result<Option<(SyncView, Vec<RunRecord>)>, StoreError> {
-    let Some(view) = settled_view(store, account, token, now).await? else {
+    let Some(view) = settled_view(store, account, scope, token, now).await? else {
         return Ok(None);
     };
     let runs = store.recent_runs(token, limit).await?;
@@ -55,30 +58,37 @@ pub async fn recent_runs(
 }
 
 /// The sync view of `token` as it is stored (None: the account has no such
-/// token) — what every token-scoped request checks first.
+/// token, or the caller's `scope` does not see it: answered alike, so a
+/// scoped caller learns nothing of tokens outside its scope) — what every
+/// token-scoped request checks first.
 pub async fn sync_view(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     token: &TokenId,
 ) -> Result<Option<SyncView>, StoreError> {
-    store.sync_view(account, token).await
+    Ok(store
+        .sync_view(account, token)
+        .await?
+        .filter(|view| scope::visible(&view.scope_tags, scope)))
 }
 
 /// The token's sync view after settling a run whose lease lapsed.
 async fn settled_view(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<Option<SyncView>, StoreError> {
-    let Some(view) = store.sync_view(account, token).await? else {
+    let Some(view) = sync_view(store, account, scope, token).await? else {
         return Ok(None);
     };
     let Some(lapsed) = sync::lapsed_lease(&view.state, now).map(|l| l.run_id.clone()) else {
         return Ok(Some(view));
     };
     settle_lapsed(store, account, token, &lapsed, now).await?;
-    store.sync_view(account, token).await
+    sync_view(store, account, scope, token).await
 }
 
 /// Records `run` abandoned if its lease lapsed and nobody did yet.

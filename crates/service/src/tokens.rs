@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use adesync_apple::{Account, AppleClient, AppleError, AppleSession, Credentials};
 use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::scope::{self, InvalidScopeTags, OutsideScope, Scope};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
 use adesync_core::token::{self, DeleteBlocker, InvalidInput};
 use adesync_queue::Queues;
@@ -49,12 +50,16 @@ pub struct TokenUpload {
     pub apple_id: String,
     /// The `.p7m` file's bytes (already base64-decoded).
     pub token_file: Vec<u8>,
+    /// Scope tags as sent (None: not sent).
+    pub scope_tags: Option<Vec<String>>,
 }
 
 /// A newly downloaded token file for an existing token.
 pub struct RenewalUpload {
     pub apple_id: String,
     pub token_file: Vec<u8>,
+    /// New scope tags (None: kept).
+    pub scope_tags: Option<Vec<String>>,
 }
 
 /// Whether a new token's first full sync was queued.
@@ -79,6 +84,12 @@ pub struct Created {
 pub enum TokenError {
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    /// The scope tags sent are not a valid list of tags.
+    #[error(transparent)]
+    InvalidScopeTags(#[from] InvalidScopeTags),
+    /// A scoped caller's tags would hide the token from itself.
+    #[error(transparent)]
+    OutsideScope(#[from] OutsideScope),
     #[error("no such token")]
     NotFound,
     /// The account has no key pair yet, so no file can have been encrypted to it.
@@ -224,14 +235,24 @@ async fn seal_secrets(
 }
 
 /// Creates a token from an uploaded file and queues its first full sync.
+///
+/// A caller limited to scopes tags the token so that it keeps seeing it:
+/// with its own tags when it sends none ([`scope::new_token_tags`]).
 pub async fn create_token(
     adapters: Adapters<'_>,
     account: &AccountId,
+    caller_scope: &Scope,
     upload: &TokenUpload,
     now: DateTime<Utc>,
 ) -> Result<Created, TokenError> {
     let name = token::token_name(&upload.name)?;
     let apple_id = token::apple_id(&upload.apple_id)?;
+    let given = upload
+        .scope_tags
+        .as_deref()
+        .map(scope::scope_tags)
+        .transpose()?;
+    let scope_tags = scope::new_token_tags(given, caller_scope)?;
     let token_id = TokenId::new_at(now);
     let verified = open_and_verify(adapters, account, &token_id, &upload.token_file, now).await?;
     let (credentials, session) =
@@ -247,6 +268,7 @@ pub async fn create_token(
         admin_id: verified.account.admin_id.clone(),
         token_expires_at: verified.server_token.access_token_expiry,
         created_at: now,
+        scope_tags,
     };
     adapters
         .store
@@ -301,16 +323,84 @@ pub async fn create_token(
     Ok(Created { token, first_sync })
 }
 
-/// One token of the account.
+/// One token of the account, if the caller's `scope` sees it (a token it
+/// does not see is not found, as another account's).
 pub async fn get_token(
     store: &Store,
     account: &AccountId,
+    caller_scope: &Scope,
     token: &TokenId,
 ) -> Result<TokenRecord, TokenError> {
     store
         .token(account, token)
         .await?
+        .filter(|record| scope::visible(&record.scope_tags, caller_scope))
         .ok_or(TokenError::NotFound)
+}
+
+/// The largest page read from the table for a scoped listing: its tokens
+/// are filtered after reading, so small reads could take many round trips
+/// to fill one page (an account holds at most 2,000 tokens).
+const SCOPED_LIST_READ: u32 = 1_000;
+
+/// One page of the account's tokens that the caller's `scope` sees, in id
+/// order after `after`, and the id to continue after when more may follow.
+///
+/// A scoped listing reads on past tokens it may not see until the page is
+/// full or the account has no more, so a page is short only at the end and
+/// the cursor never skips a visible token (it is the last token answered).
+pub async fn list_tokens(
+    store: &Store,
+    account: &AccountId,
+    caller_scope: &Scope,
+    after: Option<&TokenId>,
+    limit: u32,
+) -> Result<(Vec<TokenRecord>, Option<TokenId>), TokenError> {
+    if *caller_scope == Scope::All {
+        return Ok(store.list_tokens(account, after, limit).await?);
+    }
+    let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let mut page = Vec::new();
+    let mut from = after.cloned();
+    loop {
+        let (records, next) = store
+            .list_tokens(account, from.as_ref(), SCOPED_LIST_READ)
+            .await?;
+        for record in records {
+            if scope::visible(&record.scope_tags, caller_scope) {
+                if page.len() == limit {
+                    // A visible token beyond the page: continue after the
+                    // page's last one.
+                    let last = page.last().map(|r: &TokenRecord| r.token.clone());
+                    return Ok((page, last));
+                }
+                page.push(record);
+            }
+        }
+        match next {
+            Some(next) => from = Some(next),
+            None => return Ok((page, None)),
+        }
+    }
+}
+
+/// Replaces a token's scope tags (`PATCH /v1/tokens/{id}`). A scoped
+/// caller changes only tokens it sees, and only to tags it keeps seeing.
+pub async fn set_scope_tags(
+    store: &Store,
+    account: &AccountId,
+    caller_scope: &Scope,
+    token: &TokenId,
+    tags: &[String],
+) -> Result<TokenRecord, TokenError> {
+    let tags = scope::scope_tags(tags)?;
+    scope::may_set(&tags, caller_scope)?;
+    let record = store
+        .set_scope_tags(account, token, caller_scope, &tags)
+        .await?
+        .ok_or(TokenError::NotFound)?;
+    tracing::info!(account = %account, token = %token, tags = ?record.scope_tags, "token scope tags changed");
+    Ok(record)
 }
 
 /// Renews a token with a newly downloaded file for the same Apple MDM
@@ -319,12 +409,23 @@ pub async fn get_token(
 pub async fn renew_token(
     adapters: Adapters<'_>,
     account: &AccountId,
+    caller_scope: &Scope,
     token: &TokenId,
     upload: &RenewalUpload,
     now: DateTime<Utc>,
 ) -> Result<TokenRecord, TokenError> {
     let apple_id = token::apple_id(&upload.apple_id)?;
-    let current = get_token(adapters.store, account, token).await?;
+    let scope_tags = upload
+        .scope_tags
+        .as_deref()
+        .map(scope::scope_tags)
+        .transpose()?;
+    // Checked before the token is read: a refusal about the request must
+    // not depend on (and so reveal) whether a hidden token exists.
+    if let Some(tags) = &scope_tags {
+        scope::may_set(tags, caller_scope)?;
+    }
+    let current = get_token(adapters.store, account, caller_scope, token).await?;
     if !token::same_apple_id(&apple_id, &current.apple_id) {
         return Err(TokenError::AppleIdMismatch);
     }
@@ -343,6 +444,7 @@ pub async fn renew_token(
         credentials_sealed: credentials,
         session_sealed: session,
         renewed_at: now,
+        scope_tags,
     };
     match adapters.store.renew_token(account, token, &renewal).await? {
         Some(renewed) => {
@@ -360,9 +462,13 @@ pub async fn renew_token(
 pub async fn delete_token(
     store: &Store,
     account: &AccountId,
+    caller_scope: &Scope,
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<(), TokenError> {
+    if *caller_scope != Scope::All {
+        get_token(store, account, caller_scope, token).await?;
+    }
     match store.delete_token(account, token, now).await {
         Ok(()) => {
             tracing::info!(account = %account, token = %token, "token deleted");

@@ -78,3 +78,30 @@ pub fn get_bool(item: &Item, name: &str) -> bool {
 pub fn slot_free_or_mine(holder: &str, until: &str) -> String {
     format!("(attribute_not_exists({until}) OR {until} <= :now OR {holder} = :me)")
 }
+
+/// A string set, None for an empty list: DynamoDB stores no empty set, so
+/// "no tags" is the attribute's absence.
+pub fn string_set(values: &[String]) -> Option<AttributeValue> {
+    (!values.is_empty()).then(|| AttributeValue::Ss(values.to_vec()))
+}
+
+/// A string set's members, sorted (absent: none). A list of strings reads
+/// the same, so an item written either way reads alike.
+pub fn get_string_set(item: &Item, name: &str) -> Result<Vec<String>, StoreError> {
+    let mut values = match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Vec::new(),
+        Some(AttributeValue::Ss(values)) => values.clone(),
+        Some(AttributeValue::L(values)) => values
+            .iter()
+            .map(|v| {
+                v.as_s()
+                    .cloned()
+                    .map_err(|_| StoreError::Malformed(format!("{name} holds a non-string")))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(StoreError::Malformed(format!("{name} is not a string set"))),
+    };
+    values.sort();
+    values.dedup();
+    Ok(values)
+}

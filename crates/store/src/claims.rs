@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use adesync_core::fanout::ScanPosition;
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::run::{ABANDONED_ERROR, RunStatus};
+use adesync_core::scope::Scope;
 use adesync_core::sync::{
     self, Claim, ImportInProgress, LARGE_TOKEN_DEVICES, Lease, MANUAL_COOLDOWN, Refusal, SyncKind,
     SyncRequest, SyncState, Trigger,
@@ -119,13 +120,29 @@ impl Store {
         now: DateTime<Utc>,
         run_id: RunId,
     ) -> Result<Claimed, ClaimError> {
+        self.claim_sync_in_scope(account, token, &Scope::All, request, now, run_id)
+            .await
+    }
+
+    /// [`Store::claim_sync`] for a caller with `scope`: a token it does not
+    /// see is [`ClaimError::TokenNotFound`], decided in the claim's own
+    /// condition (the caller's role may not read the token first).
+    pub async fn claim_sync_in_scope(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        scope: &Scope,
+        request: SyncRequest,
+        now: DateTime<Utc>,
+        run_id: RunId,
+    ) -> Result<Claimed, ClaimError> {
         // Optimistic: assume nothing blocks. A failed condition tells us
         // the real state, which the pure rule then judges.
         let mut assumed = SyncState::default();
         for _ in 0..CLAIM_ATTEMPTS {
             let claim =
                 sync::claim(&assumed, request, now, run_id.clone()).map_err(ClaimError::Refused)?;
-            match self.write_claim(account, token, &claim, now).await {
+            match self.write_claim(account, token, scope, &claim, now).await {
                 Ok(previous) => {
                     let previous = sync_state_from_item(&previous)?;
                     // The condition held, so the claim stands; the item as it
@@ -145,6 +162,10 @@ impl Store {
                     return Err(ClaimError::TokenNotFound);
                 }
                 Err(WriteClaimError::ConditionFailed(Some(item))) => {
+                    let tags = attrs::get_string_set(&item, crate::tokens::attr::SCOPE_TAGS)?;
+                    if !adesync_core::scope::visible(&tags, scope) {
+                        return Err(ClaimError::TokenNotFound);
+                    }
                     assumed = sync_state_from_item(&item)?;
                 }
                 Err(WriteClaimError::Store(error)) => return Err(error.into()),
@@ -162,6 +183,7 @@ impl Store {
         &self,
         account: &AccountId,
         token: &TokenId,
+        scope: &Scope,
         claim: &Claim,
         now: DateTime<Utc>,
     ) -> Result<Item, WriteClaimError> {
@@ -237,8 +259,16 @@ impl Store {
             SyncKind::Delta => format!("{} = :now", attr::LAST_DELTA_AT),
         });
 
-        let result = self
-            .update_token(account, token)
+        let mut update = self.update_token(account, token);
+        if let Some((visible, scope_values)) = crate::tokens::scope_condition(scope) {
+            conditions.push(visible);
+            values.extend(scope_values);
+            if scope.limited_to().is_some_and(|mine| !mine.is_empty()) {
+                update = update
+                    .expression_attribute_names("#scope_tags", crate::tokens::attr::SCOPE_TAGS);
+            }
+        }
+        let result = update
             .condition_expression(conditions.join(" AND "))
             .update_expression(format!("SET {}", sets.join(", ")))
             .set_expression_attribute_values(Some(values))
@@ -481,6 +511,8 @@ pub struct SyncView {
     pub last_finished_at: Option<DateTime<Utc>>,
     pub last_outcome: Option<String>,
     pub last_error: Option<String>,
+    /// The token's scope tags, sorted.
+    pub scope_tags: Vec<String>,
 }
 
 impl SyncView {
@@ -528,6 +560,7 @@ impl Store {
             last_finished_at: attrs::get_time(item, attr::LAST_FINISHED_AT)?,
             last_outcome: attrs::get_s(item, attr::LAST_OUTCOME).map(str::to_owned),
             last_error: attrs::get_s(item, attr::LAST_ERROR).map(str::to_owned),
+            scope_tags: attrs::get_string_set(item, crate::tokens::attr::SCOPE_TAGS)?,
         }))
     }
 }

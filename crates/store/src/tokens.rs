@@ -19,11 +19,13 @@
 use std::collections::HashMap;
 
 use adesync_core::ids::{AccountId, PolicyId, RunId, TokenId};
+use adesync_core::scope::Scope;
 use adesync_core::sync::Lease;
 use adesync_core::token::{MAX_TOKENS_PER_ACCOUNT, TokenStatus};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -53,6 +55,8 @@ pub mod attr {
     pub const STATUS_AT: &str = "status_at";
     pub const POLICY_COUNT: &str = "policy_count";
     pub const DEFAULT_POLICY_ID: &str = "default_policy_id";
+    /// String set of the token's scope tags (absent: untagged).
+    pub const SCOPE_TAGS: &str = "scope_tags";
 }
 
 /// The plain (non-secret) fields of a new token.
@@ -72,6 +76,8 @@ pub struct NewToken {
     /// The token file's `access_token_expiry`.
     pub token_expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// Checked by `adesync_core::scope::scope_tags`.
+    pub scope_tags: Vec<String>,
 }
 
 /// A token's secrets as stored: sealed by the caller, opaque here.
@@ -120,6 +126,8 @@ pub struct TokenRecord {
     pub lease: Option<Lease>,
     /// When the current run's import is expected to end, if one is running.
     pub import_until: Option<DateTime<Utc>>,
+    /// Sorted; empty for an untagged token.
+    pub scope_tags: Vec<String>,
 }
 
 /// The attributes a [`TokenRecord`] is read from.
@@ -147,6 +155,7 @@ const RECORD_ATTRIBUTES: &[&str] = &[
     sync_attr::LEASE_RUN_ID,
     sync_attr::LEASE_UNTIL,
     sync_attr::IMPORT_UNTIL,
+    attr::SCOPE_TAGS,
 ];
 
 /// `ProjectionExpression` and its names for [`RECORD_ATTRIBUTES`]
@@ -227,6 +236,7 @@ impl TokenRecord {
             last_manual_sync_at: attrs::get_time(item, sync_attr::LAST_MANUAL_AT)?,
             lease,
             import_until: attrs::get_time(item, sync_attr::IMPORT_UNTIL)?,
+            scope_tags: attrs::get_string_set(item, attr::SCOPE_TAGS)?,
         }))
     }
 }
@@ -285,6 +295,8 @@ pub struct Renewal {
     /// session is dropped and the next call authenticates).
     pub session_sealed: Option<Vec<u8>>,
     pub renewed_at: DateTime<Utc>,
+    /// New scope tags (None: kept as they are).
+    pub scope_tags: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Renewal {
@@ -293,8 +305,32 @@ impl std::fmt::Debug for Renewal {
             .field("server_uuid", &self.server_uuid)
             .field("token_expires_at", &self.token_expires_at)
             .field("renewed_at", &self.renewed_at)
+            .field("scope_tags", &self.scope_tags)
             .finish_non_exhaustive()
     }
+}
+
+/// The condition that a caller with `scope` sees the token item (None: it
+/// sees every token), with its values `:scope0`, `:scope1`, … and the name
+/// `#scope_tags`: the same rule as `adesync_core::scope::visible`, put into
+/// a write so that the write and the rule cannot drift apart in time.
+pub(crate) fn scope_condition(scope: &Scope) -> Option<(String, Vec<(String, AttributeValue)>)> {
+    let mine = scope.limited_to()?;
+    if mine.is_empty() {
+        // Sees no token: a condition no item meets.
+        return Some(("attribute_not_exists(token_id)".to_owned(), Vec::new()));
+    }
+    let values: Vec<(String, AttributeValue)> = mine
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| (format!(":scope{i}"), attrs::s(tag.as_str())))
+        .collect();
+    let condition = values
+        .iter()
+        .map(|(name, _)| format!("contains(#scope_tags, {name})"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    Some((format!("({condition})"), values))
 }
 
 fn insert_some(item: &mut Item, name: &str, value: Option<&str>) {
@@ -408,6 +444,9 @@ impl Store {
         .collect();
         insert_some(&mut item, attr::ORG_NAME, token.org_name.as_deref());
         insert_some(&mut item, attr::ADMIN_ID, token.admin_id.as_deref());
+        if let Some(tags) = attrs::string_set(&token.scope_tags) {
+            item.insert(attr::SCOPE_TAGS.into(), tags);
+        }
         if let Some(sealed) = &secrets.credentials {
             item.insert(attr::CREDENTIALS_SEALED.into(), blob(sealed));
         }
@@ -614,6 +653,16 @@ impl Store {
             }
             None => removes.push("#admin"),
         }
+        if let Some(tags) = &renewal.scope_tags {
+            update = update.expression_attribute_names("#scope_tags", attr::SCOPE_TAGS);
+            match attrs::string_set(tags) {
+                Some(set) => {
+                    sets.push("#scope_tags = :scope_tags");
+                    update = update.expression_attribute_values(":scope_tags", set);
+                }
+                None => removes.push("#scope_tags"),
+            }
+        }
         let result = update
             .update_expression(format!(
                 "SET {} REMOVE {}",
@@ -637,6 +686,58 @@ impl Store {
                 Ok(None)
             }
             Err(error) => Err(StoreError::dynamo("UpdateItem(renew token)", error)),
+        }
+    }
+
+    /// Replaces a token's scope tags, provided it exists and a caller with
+    /// `scope` sees it (checked in the write itself). Returns the token as
+    /// it is now, or None when there is no such token for this caller.
+    pub async fn set_scope_tags(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        scope: &Scope,
+        tags: &[String],
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut condition =
+            "attribute_exists(token_id) AND attribute_exists(#server_uuid)".to_owned();
+        let mut update = self
+            .update_token(account, token)
+            .expression_attribute_names("#scope_tags", attr::SCOPE_TAGS)
+            .expression_attribute_names("#server_uuid", attr::SERVER_UUID);
+        if let Some((visible, values)) = scope_condition(scope) {
+            condition.push_str(&format!(" AND {visible}"));
+            for (name, value) in values {
+                update = update.expression_attribute_values(name, value);
+            }
+        }
+        update = match attrs::string_set(tags) {
+            Some(set) => update
+                .update_expression("SET #scope_tags = :tags")
+                .expression_attribute_values(":tags", set),
+            None => update.update_expression("REMOVE #scope_tags"),
+        };
+        let result = update
+            .condition_expression(condition)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(item) => TokenRecord::from_item(item),
+                None => Err(StoreError::Malformed(
+                    "a scope change returned no item".into(),
+                )),
+            },
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(StoreError::dynamo("UpdateItem(token scope tags)", error)),
         }
     }
 

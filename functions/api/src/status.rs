@@ -25,14 +25,15 @@ pub fn routes() -> Routes<Arc<Api>> {
 }
 
 /// Reads the token's sync view, answering 404 for anything the caller's
-/// account does not own.
+/// account does not own or its scope tags do not show it
+/// (`docs/product.md` "Scope tags").
 pub(crate) async fn owned_token(
     api: &Api,
     caller: &Caller,
     token: &TokenId,
 ) -> Result<SyncView, ApiError> {
     caller.require_read()?;
-    match status::sync_view(&api.store, &caller.account, token).await {
+    match status::sync_view(&api.store, &caller.account, &caller.scope, token).await {
         Ok(Some(view)) => Ok(view),
         Ok(None) => Err(ApiError::not_found("token")),
         Err(e) => Err(e.into()),
@@ -75,9 +76,10 @@ async fn sync_status(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read()?;
     let now = api.clock.now();
-    let SyncStatus { view, run } = status::sync_status(&api.store, &caller.account, &token, now)
-        .await?
-        .ok_or_else(|| ApiError::not_found("token"))?;
+    let SyncStatus { view, run } =
+        status::sync_status(&api.store, &caller.account, &caller.scope, &token, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("token"))?;
     let state = &view.state;
     let lease_expires_at = state.lease.as_ref().map(|lease| lease.expires_at);
     let mut warnings = Vec::new();
@@ -137,9 +139,16 @@ async fn runs(
         ));
     }
     let now = api.clock.now();
-    let (view, runs) = status::recent_runs(&api.store, &caller.account, &token, limit, now)
-        .await?
-        .ok_or_else(|| ApiError::not_found("token"))?;
+    let (view, runs) = status::recent_runs(
+        &api.store,
+        &caller.account,
+        &caller.scope,
+        &token,
+        limit,
+        now,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("token"))?;
     let lease = view.state.lease.as_ref();
     Ok(Json(json!({
         "runs": runs

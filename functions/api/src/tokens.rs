@@ -1,10 +1,11 @@
-//! Tokens: create, list, show, renew and delete.
+//! Tokens: create, list, show, renew, change scope tags and delete.
 //!
 //! Each handler checks the caller's role first (401 and 403 come before
 //! anything about the request), then parses the path and the body, calls
 //! one operation of [`adesync_service::tokens`] and maps its result. A token
 //! id that is malformed or belongs to another account is a 404, so nothing
-//! confirms that another account's token exists.
+//! confirms that another account's token exists; a token outside a scoped
+//! caller's scope tags is answered the same way.
 //!
 //! No answer carries a secret: token records are read without their sealed
 //! credentials, and error messages never quote the uploaded file.
@@ -40,6 +41,7 @@ pub fn routes() -> Routes<Arc<Api>> {
         .get("/v1/tokens", list)
         .post("/v1/tokens", create)
         .get("/v1/tokens/{token_id}", show)
+        .patch("/v1/tokens/{token_id}", update)
         .delete("/v1/tokens/{token_id}", delete)
         .put("/v1/tokens/{token_id}/renewal", renew)
 }
@@ -55,6 +57,8 @@ struct CreateBody {
     apple_id: String,
     /// Base64 of the `.p7m` file.
     token_file: String,
+    #[serde(default)]
+    scope_tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +66,14 @@ struct CreateBody {
 struct RenewBody {
     apple_id: String,
     token_file: String,
+    #[serde(default)]
+    scope_tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    scope_tags: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +176,7 @@ pub(crate) fn token_json(record: &TokenRecord, now: DateTime<Utc>) -> Value {
         "sync_running": running.is_some(),
         "created_at": record.created_at.to_rfc3339(),
         "renewed_at": at(record.renewed_at),
+        "scope_tags": record.scope_tags,
     })
 }
 
@@ -208,6 +221,12 @@ fn refused(error: TokenError) -> ApiError {
     match error {
         TokenError::Invalid(e) => {
             ApiError::bad_request("invalid_request", adesync_runtime::http::sentence(&e.to_string()))
+        }
+        TokenError::InvalidScopeTags(e) => {
+            ApiError::bad_request("invalid_request", adesync_runtime::http::sentence(&e.to_string()))
+        }
+        TokenError::OutsideScope(e) => {
+            ApiError::forbidden(adesync_runtime::http::sentence(&e.to_string()))
         }
         TokenError::NotFound => ApiError::not_found("token"),
         TokenError::NoAccountKey => ApiError::bad_request(
@@ -303,16 +322,17 @@ async fn create(
     caller.require_write()?;
     let body: CreateBody = parse_body(
         &body_bytes(body)?,
-        r#"{"name": "...", "apple_id": "...", "token_file": "<base64 of the .p7m file>"}"#,
+        r#"{"name": "...", "apple_id": "...", "token_file": "<base64 of the .p7m file>", "scope_tags": ["..."] (optional)}"#,
     )?;
     let upload = TokenUpload {
         name: body.name,
         apple_id: body.apple_id,
         token_file: token_file(&body.token_file)?,
+        scope_tags: body.scope_tags,
     };
     let now = api.clock.now();
     let Created { token, first_sync } =
-        service::create_token(adapters(&api), &caller.account, &upload, now)
+        service::create_token(adapters(&api), &caller.account, &caller.scope, &upload, now)
             .await
             .map_err(refused)?;
     let mut answer = token_json(&token, now);
@@ -358,11 +378,15 @@ async fn list(
         .map(TokenId::parse)
         .transpose()
         .map_err(|_| bad_query())?;
-    let (records, next) = api
-        .store
-        .list_tokens(&caller.account, after.as_ref(), limit)
-        .await
-        .map_err(|e| refused(e.into()))?;
+    let (records, next) = service::list_tokens(
+        &api.store,
+        &caller.account,
+        &caller.scope,
+        after.as_ref(),
+        limit,
+    )
+    .await
+    .map_err(refused)?;
     let now = api.clock.now();
     Ok(Json(json!({
         "tokens": records.iter().map(|r| token_json(r, now)).collect::<Vec<_>>(),
@@ -378,9 +402,32 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read()?;
     let token = token_id(token)?;
-    let record = service::get_token(&api.store, &caller.account, &token)
+    let record = service::get_token(&api.store, &caller.account, &caller.scope, &token)
         .await
         .map_err(refused)?;
+    Ok(Json(token_json(&record, api.clock.now())))
+}
+
+/// `PATCH /v1/tokens/{id}`: replaces the token's scope tags.
+#[tracing::instrument(skip_all, fields(account = %caller.account))]
+async fn update(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    token: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let token = token_id(token)?;
+    let body: UpdateBody = parse_body(&body_bytes(body)?, r#"{"scope_tags": ["..."]}"#)?;
+    let record = service::set_scope_tags(
+        &api.store,
+        &caller.account,
+        &caller.scope,
+        &token,
+        &body.scope_tags,
+    )
+    .await
+    .map_err(refused)?;
     Ok(Json(token_json(&record, api.clock.now())))
 }
 
@@ -395,16 +442,24 @@ async fn renew(
     let token = token_id(token)?;
     let body: RenewBody = parse_body(
         &body_bytes(body)?,
-        r#"{"apple_id": "...", "token_file": "<base64 of the .p7m file>"}"#,
+        r#"{"apple_id": "...", "token_file": "<base64 of the .p7m file>", "scope_tags": ["..."] (optional)}"#,
     )?;
     let upload = RenewalUpload {
         apple_id: body.apple_id,
         token_file: token_file(&body.token_file)?,
+        scope_tags: body.scope_tags,
     };
     let now = api.clock.now();
-    let record = service::renew_token(adapters(&api), &caller.account, &token, &upload, now)
-        .await
-        .map_err(refused)?;
+    let record = service::renew_token(
+        adapters(&api),
+        &caller.account,
+        &caller.scope,
+        &token,
+        &upload,
+        now,
+    )
+    .await
+    .map_err(refused)?;
     Ok(Json(token_json(&record, now)))
 }
 
@@ -416,8 +471,14 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require_write()?;
     let token = token_id(token)?;
-    service::delete_token(&api.store, &caller.account, &token, api.clock.now())
-        .await
-        .map_err(refused)?;
+    service::delete_token(
+        &api.store,
+        &caller.account,
+        &caller.scope,
+        &token,
+        api.clock.now(),
+    )
+    .await
+    .map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,7 @@ use adesync_runtime::aws::Clients;
 use adesync_runtime::http::TokenPath;
 use adesync_runtime::routes::{Route, Routes};
 use adesync_runtime::{ApiError, Caller, Config};
-use adesync_service::start::{StartError, Started, start_sync};
+use adesync_service::start::{StartError, Started, start_sync_in_scope};
 use adesync_store::Store;
 use axum::Json;
 use axum::Router;
@@ -90,10 +90,13 @@ async fn trigger(
         kind: body.kind.unwrap_or(SyncKind::Delta),
     };
     let now = state.clock.now();
-    match start_sync(
+    // The scope is checked in the claim itself: this function's role may
+    // only update the token item, not read it.
+    match start_sync_in_scope(
         &state.store,
         &state.queues,
         &caller.account,
+        &caller.scope,
         &token,
         request,
         now,

@@ -304,6 +304,7 @@ async fn seed(service: &LocalService, setup: Setup) -> Result<()> {
                             admin_id: None,
                             token_expires_at: credentials.access_token_expiry,
                             created_at: now,
+                            scope_tags: Vec::new(),
                         },
                         &SealedSecrets {
                             credentials: Some(sealed.to_bytes()),
