@@ -652,3 +652,48 @@ async fn the_licensing_matrix_through_the_api() {
         assert_eq!(reply.status, 400, "{path}: {reply:?}");
     }
 }
+
+/// Scope tags reach enrollment too: a caller limited to other tags neither
+/// enrolls a device of the token nor downloads its enrollments' profiles,
+/// and is answered as for another account's device or enrollment.
+#[tokio::test]
+async fn a_scoped_caller_enrolls_and_downloads_only_for_the_tokens_it_sees() {
+    let env = TestService::start().await;
+    let (token, _policy, serials) = ready(&env, 1).await;
+    let serial = serials[0].as_str();
+    let tagged = env
+        .call(
+            Method::PATCH,
+            &format!("/v1/tokens/{}", token.token_id),
+            &token.jwt,
+            Some(json!({ "scope_tags": ["paris"] })),
+        )
+        .await;
+    assert_eq!(tagged.status, 200, "{tagged:?}");
+    let lyon = env.jwt_with_scopes("acme", &["dem"], &["lyon"]);
+    let paris = env.jwt_with_scopes("acme", &["dem"], &["paris"]);
+    let globex = env.jwt("globex", &["dem"]);
+
+    let outside = enroll(&env, &lyon, serial, None).await;
+    let foreign = enroll(&env, &globex, serial, None).await;
+    assert_eq!(outside.status, 404, "{outside:?}");
+    assert_eq!(outside.body, foreign.body, "answered as another account");
+    assert_eq!(outside.error(), "device_not_assigned");
+
+    // Refused before anything was written: the device still enrolls.
+    let enrolled = enroll(&env, &paris, serial, None).await;
+    assert_eq!(enrolled.status, 201, "{enrolled:?}");
+    let id = enrolled.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/enrollments/{id}/profile");
+
+    let hidden = env.call(Method::GET, &path, &lyon, None).await;
+    let foreign = env.call(Method::GET, &path, &globex, None).await;
+    assert_eq!(hidden.status, 404, "{hidden:?}");
+    assert_eq!(hidden.body, foreign.body, "answered as another account");
+    let shown = env.call(Method::GET, &path, &paris, None).await;
+    assert_eq!(shown.status, 200, "{shown:?}");
+    assert_eq!(
+        shown.body["downloads"], 1,
+        "the refused download counted none: {shown:?}"
+    );
+}

@@ -21,6 +21,7 @@ use adesync_core::enrollment::{
 };
 use adesync_core::ids::{AccountId, EnrollmentId, Serial, TokenId, UserId};
 use adesync_core::license::{self, LicenseFacts, LicenseNeeded};
+use adesync_core::scope::Scope;
 use adesync_store::devices::{DeviceWrite, Stored};
 use adesync_store::enrollments::{EnrollmentRecord, EnrollmentUse, Licensee};
 use adesync_store::policies::PolicyRecord;
@@ -181,15 +182,18 @@ pub struct Profile {
 /// A device enrolling with ADE: finds it among the account's tokens, checks that it
 /// may enroll (not already activated, licensed) and issues its enrollment with a new
 /// SCEP challenge, marking the device enrolled in the same transaction.
+///
+/// A caller limited by scope tags finds only devices of the tokens it sees.
 pub async fn enroll(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     serial: &Serial,
     user: Option<UserId>,
     now: DateTime<Utc>,
 ) -> Result<Enrolled, EnrollError> {
     for _ in 0..CONFLICT_ROUNDS {
-        let (token, stored) = find_active(store, account, serial, now).await?;
+        let (token, stored) = find_active(store, account, scope, serial, now).await?;
         let device = &stored.device;
         let policy_id = device.policy_id.clone().ok_or(EnrollError::NoPolicy)?;
         let policy = store
@@ -255,12 +259,29 @@ pub async fn enroll(
 /// The enrollment's management profile, downloaded again within its 15 minutes, with a
 /// new SCEP challenge that replaces the previous one. Two downloads at the same moment
 /// are two downloads: the one DynamoDB applies last holds.
+///
+/// A caller limited by scope tags gets only the enrollments of the tokens it
+/// sees; any other is not found, as another account's (checked before the
+/// download issues a challenge).
 pub async fn profile(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     id: &EnrollmentId,
     now: DateTime<Utc>,
 ) -> Result<Profile, EnrollError> {
+    if scope.limited_to().is_some() {
+        let token = match store.enrollment(account, id).await? {
+            Some(enrollment) => enrollment.token,
+            None => return Err(missing(id, now)),
+        };
+        if crate::status::sync_view(store, account, scope, &token)
+            .await?
+            .is_none()
+        {
+            return Err(EnrollError::EnrollmentNotFound);
+        }
+    }
     let challenge = new_challenge();
     match store
         .use_enrollment(account, id, &challenge_digest(&challenge), now)
@@ -292,11 +313,16 @@ fn missing(id: &EnrollmentId, now: DateTime<Utc>) -> EnrollError {
 async fn find_active(
     store: &Store,
     account: &AccountId,
+    scope: &Scope,
     serial: &Serial,
     now: DateTime<Utc>,
 ) -> Result<(TokenId, Stored), EnrollError> {
     for token in store.tokens_with_serial(serial).await? {
-        if !store.token_exists(account, &token).await? {
+        // Another account's token, or one outside the caller's scope.
+        if crate::status::sync_view(store, account, scope, &token)
+            .await?
+            .is_none()
+        {
             continue;
         }
         if let Some(stored) = store.get_device(&token, serial).await?

@@ -267,6 +267,24 @@ impl Store {
         }
     }
 
+    /// The enrollment as stored (None: none, or DynamoDB's TTL deleted it).
+    pub async fn enrollment(
+        &self,
+        account: &AccountId,
+        id: &EnrollmentId,
+    ) -> Result<Option<EnrollmentRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.accounts)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("sk", attrs::s(enrollment_sk(id)))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(enrollment)", e))?;
+        output.item().map(enrollment_from).transpose()
+    }
+
     /// Uses an enrollment at `now`: while its challenge is valid — the condition checks
     /// the expiry itself, since TTL deletion lags — counts a download and makes
     /// `challenge` the one that holds (the expiry stays where the enrollment put it).

@@ -257,9 +257,16 @@ async fn enroll(
         challenge,
         policy,
         device,
-    } = service::enroll(&api.store, &caller.account, &serial, user, api.clock.now())
-        .await
-        .map_err(refused)?;
+    } = service::enroll(
+        &api.store,
+        &caller.account,
+        &caller.scope,
+        &serial,
+        user,
+        api.clock.now(),
+    )
+    .await
+    .map_err(refused)?;
     let mut body = enrollment_json(&enrollment, &challenge, Some(&policy));
     body["device"] = device_json(&device);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -289,9 +296,15 @@ async fn profile(
         enrollment,
         challenge,
         policy,
-    } = service::profile(&api.store, &caller.account, &id, api.clock.now())
-        .await
-        .map_err(refused)?;
+    } = service::profile(
+        &api.store,
+        &caller.account,
+        &caller.scope,
+        &id,
+        api.clock.now(),
+    )
+    .await
+    .map_err(refused)?;
     Ok(Json(enrollment_json(
         &enrollment,
         &challenge,
