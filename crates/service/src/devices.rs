@@ -148,6 +148,7 @@ const DELETE_ROUNDS: usize = 5;
 /// token's) going down. Returns the device as it was.
 pub async fn delete(
     store: &Store,
+    events: &crate::announce::Announcer,
     account: &AccountId,
     token: &TokenId,
     serial: &Serial,
@@ -178,6 +179,14 @@ pub async fn delete(
             // high if this fails, and the next close recounts.
             store.add_device_count(account, token, -1).await?;
             tracing::info!(token = %token, serial = %serial, "device deleted by an administrator");
+            // After the delete is durable; if the bus refuses, the event
+            // waits in the outbox for the token's next run's close.
+            let deleted =
+                adesync_events::Event::device_deleted(account, token, serial, "admin", now);
+            let key = format!("deleted#{serial}#{}", now.timestamp_millis());
+            events
+                .publish_or_keep(token, &key, vec![deleted], now)
+                .await;
             return Ok(stored.device);
         }
     }

@@ -28,6 +28,9 @@ pub enum CrashPoint {
     /// The importer swept a part of a closing run and queued the next
     /// part's marker, but its own message was not acknowledged.
     ImporterAfterNextPart,
+    /// Not a crash: every publish of domain events is refused, as by a bus
+    /// that is down. The step goes on; the events wait in the outbox.
+    BusRefuses,
     /// The worker saved a page and then hangs (a stall point: see
     /// [`Faults::stall`]).
     WorkerStallsAfterSave,

@@ -12,9 +12,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use adesync_core::change::device_change;
 use adesync_core::clock::SharedClock;
 use adesync_core::device::{self, Decision, Device, SerialRecords, Version};
-use adesync_core::ids::{PolicyId, Serial, TokenId};
+use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::run::RunStatus;
 use adesync_core::token::TokenStatus;
 use adesync_queue::Queues;
@@ -26,6 +27,7 @@ use adesync_store::runs::RunRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
+use crate::announce::{Announcer, Owed, Pending};
 use crate::faults::{CrashPoint, Crashed, Faults};
 
 /// Rounds of re-reading devices an API request changed under us before
@@ -42,6 +44,8 @@ pub struct Importer {
     pub queues: Queues,
     /// Devices one invocation sweeps and counts when it closes a run.
     pub close_part_devices: usize,
+    /// The domain events of the writes (crate::announce).
+    pub events: Announcer,
 }
 
 /// What a batch did (for logs and tests).
@@ -57,12 +61,22 @@ pub struct Applied {
 }
 
 /// What applying a batch's records wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 struct Converged {
     written: usize,
     /// Devices listed now that were not before, minus the reverse: the
     /// token's device count moves with the import, not only at the close.
     listed_delta: i64,
+    /// The events of the writes that landed, and their outbox items.
+    announced: Pending,
+}
+
+/// Where a batch's announcements are owed: its account and the outbox key
+/// of this delivery (unique, so a redelivery never overwrites what an
+/// earlier delivery owes).
+struct Owing<'a> {
+    account: &'a AccountId,
+    key: String,
 }
 
 /// How writing `write` changes the number of listed devices.
@@ -189,11 +203,28 @@ impl Importer {
         let groups = device::group_by_serial(batch.records.clone());
         let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
         // Newly synced devices join the token's default policy in the same write.
+        let owing = Owing {
+            account: &batch.account_id,
+            key: format!(
+                "{}#{:08}#{:08x}",
+                batch.run_id,
+                batch.seq,
+                rand::random::<u32>()
+            ),
+        };
         let Converged {
             written,
             listed_delta,
+            announced,
         } = self
-            .converge(&batch.token_id, groups, refreshes, default.as_ref(), now)
+            .converge(
+                &batch.token_id,
+                groups,
+                refreshes,
+                default.as_ref(),
+                &owing,
+                now,
+            )
             .await?;
 
         self.faults.check(CrashPoint::ImporterBeforeMark)?;
@@ -221,8 +252,14 @@ impl Importer {
             if written > 0 {
                 self.store.delete_devices(&batch.token_id, &serials).await?;
             }
+            // Undone: nothing to announce.
+            for key in &announced.keys {
+                self.store.delete_outbox(&batch.token_id, key).await?;
+            }
             return Ok(Applied::default());
         }
+        // The writes are durable and counted: announce them.
+        self.events.publish(&batch.token_id, announced).await;
         let first_time = marked == Marked::First;
         tracing::info!(
             records = serials.len(),
@@ -247,10 +284,11 @@ impl Importer {
         mut groups: Vec<SerialRecords>,
         refreshes: Refreshes,
         default: Option<&PolicyId>,
+        owing: &Owing<'_>,
         now: DateTime<Utc>,
     ) -> Result<Converged, ImportError> {
         let mut converged = Converged::default();
-        for _ in 0..CONFLICT_ROUNDS {
+        for round in 0..CONFLICT_ROUNDS {
             if groups.is_empty() {
                 return Ok(converged);
             }
@@ -275,6 +313,25 @@ impl Importer {
                 now,
             )
             .await?;
+            // What the writes will announce is owed before they are made.
+            let changes: Vec<(Owed, Device)> = writes
+                .iter()
+                .filter_map(|write| {
+                    let before = stored.get(&write.device.serial).map(|s| &s.device);
+                    let change = device_change(before, &write.device, now)?;
+                    Some((
+                        Owed {
+                            serial: write.device.serial.clone(),
+                            change,
+                            version: write.device.version,
+                        },
+                        write.device.clone(),
+                    ))
+                })
+                .collect();
+            let key = format!("{}#{round}", owing.key);
+            let owed: Vec<Owed> = changes.iter().map(|(owed, _)| owed.clone()).collect();
+            self.events.owe(token, &key, &owed, now).await?;
             // An armed crash point splits the writes: the first half lands.
             // Unarmed, the batch's writes go in one stream, with no wait
             // halfway for the slowest call of the first half.
@@ -292,6 +349,25 @@ impl Importer {
             crate::assign::settle_counts(&self.store, token, moves, &outcome.conflicts).await?;
             converged.written += outcome.written;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
+            if !changes.is_empty() {
+                // A conflicted write did not land; its record is decided
+                // again in the next round, with an announcement of its own.
+                converged.announced.keys.push(key);
+                converged.announced.events.extend(
+                    changes
+                        .iter()
+                        .filter(|(owed, _)| !conflicted.contains(&owed.serial))
+                        .map(|(owed, device)| {
+                            adesync_events::Event::device(
+                                owing.account,
+                                token,
+                                device,
+                                owed.change,
+                                now,
+                            )
+                        }),
+                );
+            }
             converged.listed_delta += deltas
                 .iter()
                 .filter(|(serial, _)| !conflicted.contains(*serial))
@@ -321,9 +397,12 @@ impl Importer {
         let run = self.store.get_run(&end.token_id, &end.run_id).await?;
         if run.as_ref().is_some_and(RunRecord::is_over) {
             tracing::info!("run already closed; ignoring a repeated end-of-run marker");
+            // A close that crashed before it published finds its events here.
+            self.events.flush(&end.account_id, &end.token_id, now).await;
             return Ok(());
         }
-        let run_started_at = run.map_or(now, |run| run.started_at);
+        let (run_started_at, run_imported) =
+            run.map_or((now, 0), |run| (run.started_at, run.imported));
         let so_far = match &end.closing {
             Some(closing) => closing.clone(),
             None => {
@@ -341,7 +420,10 @@ impl Importer {
             }
         };
         let verdict = verdict(end, so_far.missing);
-        let part = self.sweep_part(end, &so_far, verdict.sweep_at, now).await?;
+        let mut part = self.sweep_part(end, &so_far, verdict.sweep_at, now).await?;
+        self.events
+            .publish(&end.token_id, std::mem::take(&mut part.announced))
+            .await;
         let tally = Closing {
             part: so_far.part + 1,
             missing: so_far.missing,
@@ -369,7 +451,7 @@ impl Importer {
             );
             return Ok(());
         }
-        self.finish_close(end, verdict, &tally, run_started_at, now)
+        self.finish_close(end, verdict, &tally, (run_started_at, run_imported), now)
             .await
     }
 
@@ -380,7 +462,7 @@ impl Importer {
         end: &EndOfRun,
         verdict: Verdict,
         tally: &Closing,
-        run_started_at: DateTime<Utc>,
+        (run_started_at, imported): (DateTime<Utc>, u64),
         now: DateTime<Utc>,
     ) -> Result<(), ImportError> {
         let Verdict {
@@ -389,6 +471,28 @@ impl Importer {
             warning,
             ..
         } = verdict;
+        // Owed before the run is recorded over, published after: a close
+        // redelivered after a crash finds it (see crate::announce).
+        let finished_key = format!("{}#finished", end.run_id);
+        let finished = adesync_events::Event::sync_finished(
+            &end.account_id,
+            &end.token_id,
+            adesync_events::RunDetail {
+                run_id: end.run_id.to_string(),
+                kind: end.kind.as_str().to_owned(),
+                outcome: status.as_str().to_owned(),
+                fetched: end.fetched,
+                imported,
+                listed: tally.listed,
+                released: tally.released,
+                duration_ms: u64::try_from((now - run_started_at).num_milliseconds()).unwrap_or(0),
+                error: error.clone(),
+            },
+            now,
+        );
+        self.events
+            .owe_events(&end.token_id, &finished_key, &[finished], now)
+            .await?;
         // The token is brought up to date before the run record says the
         // run is over: a client that waits for the run (the CLI's --watch)
         // then reads the token's count and status as this run left them.
@@ -416,6 +520,9 @@ impl Importer {
             .await?;
         if !recorded {
             tracing::warn!("the run was recorded abandoned while it closed; its record stays so");
+            self.store
+                .delete_outbox(&end.token_id, &finished_key)
+                .await?;
         }
         let run_end = match &error {
             None => RunEnd::Succeeded,
@@ -450,6 +557,8 @@ impl Importer {
                 tracing::warn!(%error, "the assignment job waits for the hourly sweep")
             }
         }
+        // sync.finished, and whatever earlier publishes left in the outbox.
+        self.events.flush(&end.account_id, &end.token_id, now).await;
         if tally.released > 0 {
             tracing::info!(
                 released = tally.released,
@@ -520,9 +629,8 @@ impl Importer {
                     .await?
                     .into_values()
                     .collect();
-                let swept = self
-                    .sweep_page(token, devices, &seen, sweep_at, now)
-                    .await?;
+                let swept = self.sweep_page(end, devices, &seen, sweep_at, now).await?;
+                part.announced.extend(swept.announced);
                 part.listed += swept.listed;
                 part.released += swept.released;
             }
@@ -549,21 +657,66 @@ impl Importer {
     /// API request changed meanwhile.
     async fn sweep_page(
         &self,
-        token: &TokenId,
+        end: &EndOfRun,
         page: Vec<Stored>,
         seen: &HashSet<Serial>,
         sweep_at: Option<Version>,
         now: DateTime<Utc>,
     ) -> Result<Swept, ImportError> {
+        let token = &end.token_id;
         let mut swept = Swept::default();
         let mut devices = page;
         for _ in 0..CONFLICT_ROUNDS {
             // Expired devices the TTL must not delete (they count in a policy) go now.
             devices = crate::assign::drop_expired_counted(&self.store, token, devices, now).await?;
+            let before: HashMap<Serial, Device> = devices
+                .iter()
+                .map(|s| (s.device.serial.clone(), s.device.clone()))
+                .collect();
             let plan = plan_sweep(devices, seen, sweep_at, now);
             swept.listed += plan.listed;
+            // Releases are owed before they are written, like a batch's changes.
+            let changes: Vec<Owed> = plan
+                .writes
+                .iter()
+                .filter_map(|write| {
+                    Some(Owed {
+                        serial: write.device.serial.clone(),
+                        change: device_change(
+                            before.get(&write.device.serial),
+                            &write.device,
+                            now,
+                        )?,
+                        version: write.device.version,
+                    })
+                })
+                .collect();
+            let key = format!("{}#sweep#{:08x}", end.run_id, rand::random::<u32>());
+            self.events.owe(token, &key, &changes, now).await?;
             let outcome = self.store.write_devices(token, plan.writes.clone()).await?;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
+            if !changes.is_empty() {
+                swept.announced.keys.push(key);
+                let written: HashMap<&Serial, &Device> = plan
+                    .writes
+                    .iter()
+                    .map(|w| (&w.device.serial, &w.device))
+                    .collect();
+                swept.announced.events.extend(
+                    changes
+                        .iter()
+                        .filter(|owed| !conflicted.contains(&owed.serial))
+                        .filter_map(|owed| {
+                            Some(adesync_events::Event::device(
+                                &end.account_id,
+                                token,
+                                written.get(&owed.serial)?,
+                                owed.change,
+                                now,
+                            ))
+                        }),
+                );
+            }
             for write in plan
                 .writes
                 .iter()
@@ -641,6 +794,8 @@ struct Part {
     through: Option<Serial>,
     listed: u64,
     released: u64,
+    /// The releases it wrote, to announce.
+    announced: Pending,
 }
 
 /// What sweeping a page did.
@@ -648,6 +803,7 @@ struct Part {
 struct Swept {
     listed: u64,
     released: u64,
+    announced: Pending,
 }
 
 /// Which devices of a page a close must read in full, and how many of

@@ -19,12 +19,15 @@
 //! - [`policies`]: enrollment policies, the default policy, assigning devices to a policy.
 //! - [`assign`]: profile assignment with Apple: the importer's default-policy hook, the
 //!   assignment job and its retry sweep.
+//! - [`announce`]: domain events on the bus, through an outbox (never lost, never for a
+//!   change that did not land).
 //! - [`enroll`]: re-enroll actions, device users, licenses, enrollments and SCEP challenges.
 //!
 //! Handlers in `functions/*` parse their event, call one operation here and
 //! map its result; the operations never see an HTTP request or an SQS event.
 
 pub mod accounts;
+pub mod announce;
 pub mod assign;
 pub mod devices;
 pub mod enroll;

@@ -7,6 +7,7 @@
 //! - [`devices`]: device items, written conditionally on their revision.
 //! - [`progress`]: the worker's saved walk and the importer's batch markers.
 //! - [`runs`]: run history and progress counters.
+//! - [`outbox`]: domain events a change still owes the event bus.
 //! - [`accounts`]: account items: the key pair, the token counter, server links.
 //! - [`tokens`]: token items: create, read, renew, delete; status and secrets.
 //! - [`sessions`]: the token's one Apple session, renewed by one caller at a time.
@@ -28,6 +29,7 @@ pub mod claims;
 pub mod devices;
 pub mod enrollments;
 mod error;
+pub mod outbox;
 pub mod policies;
 pub mod progress;
 pub mod runs;

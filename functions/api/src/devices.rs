@@ -162,7 +162,16 @@ async fn delete(
     caller.require_write()?;
     owned_token(&api, &caller, &token).await?;
     let clock = api.clock.clone();
-    match devices::delete(&api.store, &caller.account, &token, &serial, || clock.now()).await {
+    match devices::delete(
+        &api.store,
+        &api.events,
+        &caller.account,
+        &token,
+        &serial,
+        || clock.now(),
+    )
+    .await
+    {
         Ok(device) => Ok(Json(json!({
             "id": device.serial,
             "serial_number": device.serial,

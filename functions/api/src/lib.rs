@@ -40,6 +40,8 @@ pub struct Api {
     pub vault: Vault,
     pub apple: AppleClient,
     pub clock: SharedClock,
+    /// Domain events of the changes the API makes (an admin's delete).
+    pub events: adesync_service::announce::Announcer,
 }
 
 impl Api {
@@ -54,6 +56,11 @@ impl Api {
             vault: clients.vault(config),
             apple: AppleClient::new(config.apple(clock.clone()))?,
             clock,
+            events: adesync_service::announce::Announcer {
+                publisher: clients.publisher(config),
+                store: clients.store(config),
+                faults: Default::default(),
+            },
         }))
     }
 }

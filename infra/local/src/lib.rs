@@ -17,6 +17,7 @@
 //! - [`LocalService`]: all of the above in one value, for `serve`, the demo
 //!   and the end-to-end tests.
 
+pub mod bus;
 pub mod demo;
 pub mod emulators;
 pub mod faults;

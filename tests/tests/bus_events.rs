@@ -1,0 +1,214 @@
+//! Domain events read off the stage's EventBridge bus, as a consumer
+//! reads them: a rule on the bus with an SQS queue as its target (moto).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use adesync_local::bus::EventTap;
+use adesync_service::faults::CrashPoint;
+use adesync_tests::{TestService, flows::CreatedToken};
+use reqwest::Method;
+use serde_json::Value;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The events of a finished step are on the queue well within this.
+const QUIET: Duration = Duration::from_secs(2);
+
+async fn tap(env: &TestService) -> EventTap {
+    let bus = env
+        .service
+        .deployed
+        .bus_name("EventBus")
+        .expect("the stage's bus");
+    EventTap::start(
+        &env.service.clients,
+        bus,
+        &format!("{}-tap", env.service.deployed.stage),
+    )
+    .await
+    .expect("a rule and a queue on the bus")
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["detail-type"] == kind).collect()
+}
+
+fn device_events(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["detail-type"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("device."))
+        })
+        .collect()
+}
+
+fn serial(event: &Value) -> String {
+    event["detail"]["device"]["serial"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn sim_serials(env: &TestService, token: &CreatedToken) -> HashSet<String> {
+    env.sim_devices(&token.server_uuid)
+        .await
+        .iter()
+        .map(|d| d["serial_number"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_first_sync_announces_each_device_once_and_an_unchanged_resync_nothing() {
+    let env = TestService::start().await;
+    let tap = tap(&env).await;
+    let token = env.create_token("acme", 30).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let first = tap.drain(QUIET).await.unwrap();
+
+    let added = of_kind(&first, "device.added");
+    let mut per_serial: HashMap<String, usize> = HashMap::new();
+    for event in &added {
+        *per_serial.entry(serial(event)).or_default() += 1;
+        assert_eq!(event["source"], "adesync");
+        assert_eq!(event["detail"]["token_id"], token.token_id.as_str());
+        assert_eq!(event["detail"]["device"]["state"], "active");
+    }
+    assert_eq!(
+        per_serial.keys().cloned().collect::<HashSet<_>>(),
+        sim_serials(&env, &token).await,
+        "one device.added per device"
+    );
+    assert!(per_serial.values().all(|n| *n == 1), "{per_serial:?}");
+    assert_eq!(device_events(&first).len(), 30, "nothing but the additions");
+    let finished = of_kind(&first, "sync.finished");
+    assert_eq!(finished.len(), 1, "{first:#?}");
+    let run = &finished[0]["detail"]["run"];
+    assert_eq!(
+        (run["kind"].as_str(), run["outcome"].as_str()),
+        (Some("full"), Some("succeeded"))
+    );
+    assert_eq!(
+        (run["imported"].as_u64(), run["listed"].as_u64()),
+        (Some(30), Some(30))
+    );
+
+    // A full re-sync a week later: Apple has nothing new.
+    env.advance(7 * 24 * 3600).await;
+    let reply = env.request_sync(&token, "full").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let rerun = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(rerun["kind"], "full", "{rerun}");
+    let again = tap.drain(QUIET).await.unwrap();
+    assert_eq!(
+        device_events(&again),
+        Vec::<&Value>::new(),
+        "an unchanged re-sync announces no device"
+    );
+    assert_eq!(of_kind(&again, "sync.finished").len(), 1, "{again:#?}");
+    tap.stop().await;
+}
+
+#[tokio::test]
+async fn a_release_and_an_admin_delete_are_announced() {
+    let env = TestService::start().await;
+    let tap = tap(&env).await;
+    let token = env.create_token("acme", 6).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    tap.drain(QUIET).await.unwrap();
+
+    // Moved to another server: the next delta says `deleted`.
+    let moved = env.sim_devices(&token.server_uuid).await[1]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.move_to_another_server(&token, &moved).await;
+    env.advance(15 * 60).await;
+    let reply = env.request_sync(&token, "delta").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    let devices = device_events(&events);
+    assert_eq!(devices.len(), 1, "{events:#?}");
+    assert_eq!(devices[0]["detail-type"], "device.released");
+    assert_eq!(serial(devices[0]), moved);
+    assert_eq!(
+        devices[0]["detail"]["device"]["state"],
+        "removed_from_apple"
+    );
+
+    // Released in Apple Business: the next full sync's sweep releases it.
+    let released = env.release_in_apple(&token, 0).await;
+    env.advance(7 * 24 * 3600).await;
+    let reply = env.request_sync(&token, "full").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    let devices = device_events(&events);
+    assert_eq!(devices.len(), 1, "{events:#?}");
+    assert_eq!(devices[0]["detail-type"], "device.released");
+    assert_eq!(serial(devices[0]), released);
+
+    let deleted = sim_serials(&env, &token)
+        .await
+        .into_iter()
+        .find(|s| *s != released)
+        .unwrap();
+    let reply = env
+        .call(
+            Method::DELETE,
+            &format!("/v1/tokens/{}/devices/{deleted}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let events = tap.drain(QUIET).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["detail-type"], "device.deleted");
+    assert_eq!(serial(&events[0]), deleted);
+    assert_eq!(events[0]["detail"]["reason"], "admin");
+    tap.stop().await;
+}
+
+#[tokio::test]
+async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the_next_close() {
+    let env = TestService::start().await;
+    let tap = tap(&env).await;
+    let faults = env.service.runner.faults();
+    faults.arm(CrashPoint::BusRefuses, 10_000);
+    let token = env.create_token("acme", 12).await;
+    let run = env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        env.all_devices(&token, "").await.len(),
+        12,
+        "the changes are kept"
+    );
+    assert_eq!(tap.drain(QUIET).await.unwrap(), Vec::<Value>::new());
+    let refused = 10_000 - faults.remaining(CrashPoint::BusRefuses);
+    assert!(
+        refused >= 2,
+        "the batch's and the close's publishes were refused: {refused}"
+    );
+
+    // The bus is back; the token's next run's close publishes what is owed.
+    faults.arm(CrashPoint::BusRefuses, 0);
+    env.advance(15 * 60).await;
+    let reply = env.request_sync(&token, "delta").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    let added: HashSet<String> = of_kind(&events, "device.added")
+        .into_iter()
+        .map(serial)
+        .collect();
+    assert_eq!(added, sim_serials(&env, &token).await, "{events:#?}");
+    assert_eq!(
+        of_kind(&events, "sync.finished").len(),
+        2,
+        "both runs: {events:#?}"
+    );
+    tap.stop().await;
+}
