@@ -125,6 +125,11 @@ struct ServeArgs {
     /// advertises. Without it the simulator answers as fast as it can.
     #[arg(long)]
     apple_pace: bool,
+    /// Print the domain events as they pass on the stage's EventBridge bus
+    /// (a rule with a queue target, as a consumer subscribes): the first
+    /// three of each kind, then a tally.
+    #[arg(long)]
+    events: bool,
 }
 
 fn clock_speed(text: &str) -> Result<f64, String> {
@@ -237,6 +242,20 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
         Duration::from_secs(12 * 3600),
     )?;
 
+    let tap = if args.events {
+        let bus = service.deployed.bus_name("EventBus")?;
+        let tap = adesync_local::bus::EventTap::start(
+            &service.clients,
+            bus,
+            &format!("adesync-{}-events-watch", args.stage),
+        )
+        .await?;
+        // Events of an earlier run of this stage are not this run's.
+        tap.drain(Duration::from_millis(200)).await?;
+        Some(adesync_local::bus::print_events(tap))
+    } else {
+        None
+    };
     if args.apple_pace {
         let paced = reqwest::Client::new()
             .post(format!("{}/_sim/rate", service.sim.base_url()))
@@ -266,6 +285,16 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
     println!("  Apple simulator  {}", service.sim.base_url());
     println!("  DynamoDB         {}", service.endpoints.dynamodb);
     println!("  SQS, KMS         {}", service.endpoints.sqs);
+    println!(
+        "  EventBridge      {}  (bus {}{})",
+        service.endpoints.eventbridge,
+        service.deployed.bus_name("EventBus").unwrap_or("?"),
+        if tap.is_some() {
+            "; events printed as they pass"
+        } else {
+            "; --events prints them"
+        }
+    );
     println!("  started here     {:?}", aws.started());
     println!();
     println!("Point other tools at the same local AWS:");
@@ -322,6 +351,10 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
             );
         }
         if exit {
+            if tap.is_some() {
+                // The close's events leave right after the run is recorded.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
             return Ok(ExitCode::SUCCESS);
         }
         println!();
