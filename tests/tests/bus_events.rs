@@ -212,3 +212,67 @@ async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the
     );
     tap.stop().await;
 }
+
+#[tokio::test]
+async fn thirty_days_before_its_expiry_a_token_is_announced_expiring_once() {
+    let env = TestService::start().await;
+    let tap = tap(&env).await;
+    let token = env.create_token("acme", 2).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    tap.drain(QUIET).await.unwrap();
+    let shown = env.token(&token).await;
+    let expires_at: chrono::DateTime<chrono::Utc> = shown.body["expires_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{shown:?}"));
+    let now: chrono::DateTime<chrono::Utc> = env
+        .http
+        .get(env.api("/_dev/clock"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["now"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let expiring = |events: &[Value]| -> Vec<Value> {
+        of_kind(events, "token.expiring")
+            .into_iter()
+            .cloned()
+            .collect()
+    };
+    // 31 days before: nothing yet.
+    env.advance((expires_at - now - chrono::Duration::days(31)).num_seconds())
+        .await;
+    env.sweep("delta").await;
+    assert_eq!(
+        expiring(&tap.drain(QUIET).await.unwrap()),
+        Vec::<Value>::new()
+    );
+    // 30 days before (and an hour): one notice, however many passes see it.
+    env.advance(chrono::Duration::hours(25).num_seconds()).await;
+    env.sweep("delta").await;
+    env.sweep("assignments").await;
+    let events = tap.drain(QUIET).await.unwrap();
+    let notices = expiring(&events);
+    assert_eq!(notices.len(), 1, "{events:#?}");
+    assert_eq!(notices[0]["detail"]["token_id"], token.token_id.as_str());
+    assert_eq!(notices[0]["detail"]["token"]["days_left"], 30);
+    env.sweep("delta").await;
+    assert_eq!(
+        expiring(&tap.drain(QUIET).await.unwrap()),
+        Vec::<Value>::new()
+    );
+    // 7 days before: the next notice, once.
+    env.advance(chrono::Duration::days(23).num_seconds()).await;
+    env.sweep("delta").await;
+    env.sweep("delta").await;
+    let notices = expiring(&tap.drain(QUIET).await.unwrap());
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0]["detail"]["token"]["days_left"], 7);
+    tap.stop().await;
+}

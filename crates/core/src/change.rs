@@ -119,3 +119,48 @@ mod tests {
         assert_eq!(change(Some(&released), &released), None);
     }
 }
+
+/// Days before a token's expiry at which `token.expiring` is announced,
+/// once each.
+pub const EXPIRY_NOTICES: [u32; 3] = [30, 7, 1];
+
+/// The notice due for a token expiring at `expires_at`: the nearest of
+/// [`EXPIRY_NOTICES`] that `now` has reached; `None` before 30 days are
+/// left, and once the token has expired (that is a status change).
+pub fn expiry_notice(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<u32> {
+    let left = expires_at - now;
+    if left <= chrono::Duration::zero() {
+        return None;
+    }
+    EXPIRY_NOTICES
+        .iter()
+        .rev()
+        .copied()
+        .find(|days| left <= chrono::Duration::days(i64::from(*days)))
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_at_30_7_and_1_days_and_none_outside() {
+        let expires = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let before = |days: i64, hours: i64| {
+            expiry_notice(
+                expires,
+                expires - chrono::Duration::days(days) - chrono::Duration::hours(hours),
+            )
+        };
+        assert_eq!(before(31, 0), None);
+        assert_eq!(before(30, 1), None);
+        assert_eq!(before(30, 0), Some(30));
+        assert_eq!(before(8, 0), Some(30));
+        assert_eq!(before(7, 0), Some(7));
+        assert_eq!(before(2, 0), Some(7));
+        assert_eq!(before(1, 0), Some(1));
+        assert_eq!(before(0, 1), Some(1));
+        assert_eq!(before(0, 0), None, "expired: a status change, not a notice");
+        assert_eq!(before(-3, 0), None);
+    }
+}

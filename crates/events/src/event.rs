@@ -27,6 +27,18 @@ pub struct Event {
     /// `device.deleted`: `admin` or `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenDetail>,
+}
+
+/// `token.expiring`: the token's expiry and the notice's days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenDetail {
+    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// The device as the change left it.
@@ -114,6 +126,7 @@ impl Event {
             }),
             run: None,
             reason: None,
+            token: None,
         }
     }
 
@@ -147,6 +160,34 @@ impl Event {
             }),
             run: None,
             reason: Some(reason.to_owned()),
+            token: None,
+        }
+    }
+
+    /// `token.expiring`: `days` (30, 7 or 1) before `expires_at`; the id
+    /// names both, so a renewed token's notices are new events.
+    pub fn token_expiring(
+        account: &AccountId,
+        token: &TokenId,
+        expires_at: DateTime<Utc>,
+        days: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let at = expires_at.timestamp_millis().to_string();
+        Self {
+            id: stable_id(&["token.expiring", token.as_str(), &at, &days.to_string()]),
+            kind: "token.expiring".into(),
+            time: now,
+            account_id: account.to_string(),
+            token_id: token.to_string(),
+            device: None,
+            run: None,
+            reason: None,
+            token: Some(TokenDetail {
+                expires_at,
+                days_left: Some(days),
+                status: None,
+            }),
         }
     }
 
@@ -166,6 +207,7 @@ impl Event {
             device: None,
             run: Some(run),
             reason: None,
+            token: None,
         }
     }
 

@@ -297,6 +297,7 @@ mod tests {
                 device: None,
                 run: None,
                 reason: None,
+                token: None,
             })
             .collect()
     }

@@ -86,6 +86,7 @@ pub async fn start_pass(
 pub async fn sweep_page(
     store: &Store,
     queues: &Queues,
+    events: &crate::announce::Announcer,
     clock: &dyn Clock,
     job: &SweepJob,
 ) -> Result<SweepReport, SweepError> {
@@ -106,7 +107,7 @@ pub async fn sweep_page(
     let outcomes: Vec<Outcome> = futures::stream::iter(scan.tokens.into_iter().enumerate())
         .map(|(position, token)| {
             let delay = real(clock, plan.start_offset(position));
-            sweep_token(store, queues, job.sweep, token, now, delay)
+            sweep_token(store, queues, events, job.sweep, token, now, delay)
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -144,6 +145,7 @@ enum Outcome {
 async fn sweep_token(
     store: &Store,
     queues: &Queues,
+    events: &crate::announce::Announcer,
     sweep: Sweep,
     token: ScheduledToken,
     now: DateTime<Utc>,
@@ -163,6 +165,10 @@ async fn sweep_token(
                 tracing::warn!(%error, token = %token.token, "a stuck run could not be recorded abandoned")
             }
         }
+    }
+    // Every pass reaches every token: the place for notices owed by time.
+    if let Some(expires_at) = token.expires_at {
+        announce_expiry(store, events, &token, expires_at, now).await;
     }
     // Apple refuses an expired or invalidated token until it is renewed:
     // calling would only fail again. Terms not signed clears on its own
@@ -214,6 +220,48 @@ async fn sweep_token(
         Err(error) => {
             tracing::warn!(%error, token = %token.token, "scheduled sync could not start");
             Outcome::Failed
+        }
+    }
+}
+
+/// `token.expiring` at 30, 7 and 1 days before the token expires, once
+/// each: the claim is one conditional write on the token, so the passes
+/// that see the token (every hour) announce it once; then the event is
+/// published, or kept in the outbox if the bus refuses.
+async fn announce_expiry(
+    store: &Store,
+    events: &crate::announce::Announcer,
+    token: &ScheduledToken,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let Some(days) = adesync_core::change::expiry_notice(expires_at, now) else {
+        return;
+    };
+    if !events.enabled() {
+        return;
+    }
+    match store
+        .claim_expiry_notice(&token.account, &token.token, expires_at, days)
+        .await
+    {
+        Ok(true) => {
+            let event = adesync_events::Event::token_expiring(
+                &token.account,
+                &token.token,
+                expires_at,
+                days,
+                now,
+            );
+            let key = format!("expiring#{}#{days}", expires_at.timestamp_millis());
+            events
+                .publish_or_keep(&token.token, &key, vec![event], now)
+                .await;
+            tracing::info!(token = %token.token, days, "token.expiring announced");
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, token = %token.token, "the expiry notice waits for the next pass")
         }
     }
 }

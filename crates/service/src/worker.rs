@@ -53,6 +53,8 @@ pub struct Worker {
     pub apple: AppleClient,
     pub clock: SharedClock,
     pub faults: Arc<Faults>,
+    /// Notices the passes announce (`token.expiring`).
+    pub events: crate::announce::Announcer,
 }
 
 /// How a step ended.

@@ -8,6 +8,7 @@
 //! - [`progress`]: the worker's saved walk and the importer's batch markers.
 //! - [`runs`]: run history and progress counters.
 //! - [`outbox`]: domain events a change still owes the event bus.
+//! - [`notices`]: notices owed once each (a token's expiry at 30, 7 and 1 days).
 //! - [`accounts`]: account items: the key pair, the token counter, server links.
 //! - [`tokens`]: token items: create, read, renew, delete; status and secrets.
 //! - [`sessions`]: the token's one Apple session, renewed by one caller at a time.
@@ -29,6 +30,7 @@ pub mod claims;
 pub mod devices;
 pub mod enrollments;
 mod error;
+pub mod notices;
 pub mod outbox;
 pub mod policies;
 pub mod progress;

@@ -32,6 +32,11 @@ pub fn worker(
         vault: clients.vault(config),
         apple: AppleClient::new(config.apple(clock.clone()))?,
         clock,
+        events: adesync_service::announce::Announcer {
+            publisher: clients.publisher(config),
+            store: clients.store(config),
+            faults: faults.clone(),
+        },
         faults,
     }))
 }
@@ -88,6 +93,7 @@ pub async fn handle(
             Job::Sweep(job) => adesync_service::schedule::sweep_page(
                 &worker.store,
                 &worker.queues,
+                &worker.events,
                 worker.clock.as_ref(),
                 &job,
             )
