@@ -324,6 +324,12 @@ async fn ceilings(
 }
 
 pub fn bench_options(secret: &str, schedules: bool) -> ServiceOptions {
+    let mut environment = std::collections::HashMap::new();
+    // The same figures without the domain events, to see what they cost
+    // (docs/performance.md, "Domain events").
+    if std::env::var_os("ADESYNC_BENCH_NO_EVENTS").is_some() {
+        environment.insert("ADESYNC_EVENT_BUS_NAME".to_owned(), String::new());
+    }
     ServiceOptions {
         stage: format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
         runner: RunnerOptions {
@@ -331,6 +337,7 @@ pub fn bench_options(secret: &str, schedules: bool) -> ServiceOptions {
             schedules,
             ..RunnerOptions::default()
         },
+        environment,
         ..ServiceOptions::default()
     }
 }
