@@ -276,3 +276,41 @@ async fn thirty_days_before_its_expiry_a_token_is_announced_expiring_once() {
     assert_eq!(notices[0]["detail"]["token"]["days_left"], 7);
     tap.stop().await;
 }
+
+#[tokio::test]
+async fn a_token_refused_for_unsigned_terms_and_back_is_announced_each_time() {
+    let env = TestService::start().await;
+    let tap = tap(&env).await;
+    let token = env.create_token("acme", 3).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let first = tap.drain(QUIET).await.unwrap();
+    assert_eq!(
+        of_kind(&first, "token.status_changed"),
+        Vec::<&Value>::new(),
+        "a new token is ok: no change"
+    );
+
+    let terms = format!("/_sim/servers/{}/terms", token.server_uuid);
+    env.sim_post(&terms, serde_json::json!({"signed": false}))
+        .await;
+    env.advance(15 * 60).await;
+    let reply = env.request_sync(&token, "delta").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let refused = tap.drain(QUIET).await.unwrap();
+    let changes = of_kind(&refused, "token.status_changed");
+    assert_eq!(changes.len(), 1, "{refused:#?}");
+    assert_eq!(changes[0]["detail"]["token"]["status"], "terms_not_signed");
+
+    env.sim_post(&terms, serde_json::json!({"signed": true}))
+        .await;
+    env.advance(15 * 60).await;
+    let reply = env.request_sync(&token, "delta").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let back = tap.drain(QUIET).await.unwrap();
+    let changes = of_kind(&back, "token.status_changed");
+    assert_eq!(changes.len(), 1, "{back:#?}");
+    assert_eq!(changes[0]["detail"]["token"]["status"], "ok");
+    tap.stop().await;
+}

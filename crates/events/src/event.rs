@@ -34,7 +34,8 @@ pub struct Event {
 /// `token.expiring`: the token's expiry and the notice's days.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenDetail {
-    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days_left: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,9 +185,35 @@ impl Event {
             run: None,
             reason: None,
             token: Some(TokenDetail {
-                expires_at,
+                expires_at: Some(expires_at),
                 days_left: Some(days),
                 status: None,
+            }),
+        }
+    }
+
+    /// `token.status_changed`: the token's status became `status`
+    /// (`terms_not_signed`, `token_invalid`, `expired`, `ok`) at `at`.
+    pub fn token_status_changed(
+        account: &AccountId,
+        token: &TokenId,
+        status: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let when = at.timestamp_millis().to_string();
+        Self {
+            id: stable_id(&["token.status_changed", token.as_str(), status, &when]),
+            kind: "token.status_changed".into(),
+            time: at,
+            account_id: account.to_string(),
+            token_id: token.to_string(),
+            device: None,
+            run: None,
+            reason: None,
+            token: Some(TokenDetail {
+                expires_at: None,
+                days_left: None,
+                status: Some(status.to_owned()),
             }),
         }
     }

@@ -189,6 +189,31 @@ impl Announcer {
         }
     }
 
+    /// Records that the token's stored status is now `status` and, if that
+    /// is a change, announces `token.status_changed` (once: the claim is a
+    /// conditional write). Failures are logged: a status is never held up
+    /// by its announcement.
+    pub async fn status_changed(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        status: &str,
+        now: DateTime<Utc>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        match self.store.claim_status_change(account, token, status).await {
+            Ok(true) => {
+                let event = Event::token_status_changed(account, token, status, now);
+                let key = format!("status#{status}#{}", now.timestamp_millis());
+                self.publish_or_keep(token, &key, vec![event], now).await;
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "the token's status change was not announced"),
+        }
+    }
+
     /// Step 3: publishes what the token's outbox still holds, checked
     /// against the stored devices (step 4). Failures are logged; the
     /// items stay for the next close.

@@ -499,6 +499,17 @@ impl Importer {
         self.store
             .set_device_count(&end.account_id, &end.token_id, tally.listed)
             .await?;
+        if error.is_none() {
+            // Back to `ok` after Apple refused the token (terms, invalid).
+            self.events
+                .status_changed(
+                    &end.account_id,
+                    &end.token_id,
+                    TokenStatus::Ok.as_str(),
+                    now,
+                )
+                .await;
+        }
         if error.is_none()
             && let Err(e) = self
                 .store

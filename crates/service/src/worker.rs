@@ -631,6 +631,9 @@ impl Worker {
             AppleError::Refused { .. } if persistent => TokenStatus::TokenInvalid,
             _ => return,
         };
+        self.events
+            .status_changed(&job.account_id, &job.token_id, status.as_str(), now)
+            .await;
         if let Err(e) = self
             .store
             .set_token_status(&job.account_id, &job.token_id, status, None, now)

@@ -44,3 +44,28 @@ impl Store {
         crate::error::update_applied(result, "UpdateItem(expiry notice)")
     }
 }
+
+impl Store {
+    /// Sets the token's stored status to `status` only if it is another:
+    /// true when it changed, so a change is announced once however many
+    /// steps record the same status. (The status's message and time are
+    /// written by `set_token_status`, as before.)
+    pub async fn claim_status_change(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .update_token(account, token)
+            .condition_expression(
+                "attribute_exists(token_id) AND (attribute_not_exists(#status) OR #status <> :status)",
+            )
+            .update_expression("SET #status = :status")
+            .expression_attribute_names("#status", crate::tokens::attr::STATUS)
+            .expression_attribute_values(":status", attrs::s(status))
+            .send()
+            .await;
+        crate::error::update_applied(result, "UpdateItem(token status change)")
+    }
+}
