@@ -29,6 +29,20 @@ async fn tap(env: &TestService) -> EventTap {
     .expect("a rule and a queue on the bus")
 }
 
+/// A token of "acme" with `devices` devices, its first full sync done, seen
+/// by a tap on the bus that started before it: the tap and the events the
+/// first sync published.
+async fn synced_with_tap(
+    env: &TestService,
+    devices: usize,
+) -> (EventTap, CreatedToken, Vec<Value>) {
+    let tap = tap(env).await;
+    let token = env.create_token("acme", devices).await;
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let first = tap.drain(QUIET).await.unwrap();
+    (tap, token, first)
+}
+
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["detail-type"] == kind).collect()
 }
@@ -62,10 +76,7 @@ async fn sim_serials(env: &TestService, token: &CreatedToken) -> HashSet<String>
 #[tokio::test]
 async fn the_first_sync_announces_each_device_once_and_an_unchanged_resync_nothing() {
     let env = TestService::start().await;
-    let tap = tap(&env).await;
-    let token = env.create_token("acme", 30).await;
-    env.wait_until_idle(&token, RUN_TIMEOUT).await;
-    let first = tap.drain(QUIET).await.unwrap();
+    let (tap, token, first) = synced_with_tap(&env, 30).await;
 
     let added = of_kind(&first, "device.added");
     let mut per_serial: HashMap<String, usize> = HashMap::new();
@@ -113,10 +124,7 @@ async fn the_first_sync_announces_each_device_once_and_an_unchanged_resync_nothi
 #[tokio::test]
 async fn a_release_and_an_admin_delete_are_announced() {
     let env = TestService::start().await;
-    let tap = tap(&env).await;
-    let token = env.create_token("acme", 6).await;
-    env.wait_until_idle(&token, RUN_TIMEOUT).await;
-    tap.drain(QUIET).await.unwrap();
+    let (tap, token, _) = synced_with_tap(&env, 6).await;
 
     // Moved to another server: the next delta says `deleted`.
     let moved = env.sim_devices(&token.server_uuid).await[1]["serial_number"]
@@ -216,10 +224,7 @@ async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the
 #[tokio::test]
 async fn thirty_days_before_its_expiry_a_token_is_announced_expiring_once() {
     let env = TestService::start().await;
-    let tap = tap(&env).await;
-    let token = env.create_token("acme", 2).await;
-    env.wait_until_idle(&token, RUN_TIMEOUT).await;
-    tap.drain(QUIET).await.unwrap();
+    let (tap, token, _) = synced_with_tap(&env, 2).await;
     let shown = env.token(&token).await;
     let expires_at: chrono::DateTime<chrono::Utc> = shown.body["expires_at"]
         .as_str()
@@ -280,10 +285,7 @@ async fn thirty_days_before_its_expiry_a_token_is_announced_expiring_once() {
 #[tokio::test]
 async fn a_token_refused_for_unsigned_terms_and_back_is_announced_each_time() {
     let env = TestService::start().await;
-    let tap = tap(&env).await;
-    let token = env.create_token("acme", 3).await;
-    env.wait_until_idle(&token, RUN_TIMEOUT).await;
-    let first = tap.drain(QUIET).await.unwrap();
+    let (tap, token, first) = synced_with_tap(&env, 3).await;
     assert_eq!(
         of_kind(&first, "token.status_changed"),
         Vec::<&Value>::new(),
