@@ -11,7 +11,7 @@
 use adesync_core::ids::TokenId;
 use chrono::{DateTime, Utc};
 
-use crate::attrs::{self, Item};
+use crate::attrs;
 use crate::runs::RUN_HISTORY;
 use crate::{Store, StoreError};
 
@@ -51,31 +51,17 @@ impl Store {
     /// Every item the token still owes the bus, oldest key first.
     pub async fn outbox(&self, token: &TokenId) -> Result<Vec<Pending>, StoreError> {
         let mut pending = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.tables.runs)
-                .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":token", attrs::s(token.as_str()))
-                .expression_attribute_values(":prefix", attrs::s(PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query(outbox)", e))?;
-            pending.extend(output.items().iter().filter_map(|item| {
+        self.each_run_item(token, PREFIX, None, "Query(outbox)", |item| {
+            let read = || {
                 Some(Pending {
                     key: attrs::get_s(item, "sk")?.strip_prefix(PREFIX)?.to_owned(),
                     body: attrs::get_s(item, BODY)?.to_owned(),
                 })
-            }));
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(pending),
-            }
-        }
+            };
+            pending.extend(read());
+        })
+        .await?;
+        Ok(pending)
     }
 
     /// The bus accepted what `key` owed it.

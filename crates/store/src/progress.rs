@@ -640,6 +640,27 @@ impl Store {
         token: &TokenId,
         run: &RunId,
         projection: &str,
+        each: impl FnMut(&Item),
+    ) -> Result<(), StoreError> {
+        let prefix = format!("batch#{run}#");
+        self.each_run_item(
+            token,
+            &prefix,
+            Some(projection),
+            "Query(batch markers)",
+            each,
+        )
+        .await
+    }
+
+    /// Calls `each` with every item of the token in the runs table whose sort
+    /// key starts with `prefix` (read consistently, page by page).
+    pub(crate) async fn each_run_item(
+        &self,
+        token: &TokenId,
+        prefix: &str,
+        projection: Option<&str>,
+        operation: &'static str,
         mut each: impl FnMut(&Item),
     ) -> Result<(), StoreError> {
         let mut start: Option<Item> = None;
@@ -650,13 +671,13 @@ impl Store {
                 .table_name(&self.tables.runs)
                 .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":token", attrs::s(token.as_str()))
-                .expression_attribute_values(":prefix", attrs::s(format!("batch#{run}#")))
-                .projection_expression(projection)
+                .expression_attribute_values(":prefix", attrs::s(prefix))
+                .set_projection_expression(projection.map(str::to_owned))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| StoreError::dynamo("Query(batch markers)", e))?;
+                .map_err(|e| StoreError::dynamo(operation, e))?;
             output.items().iter().for_each(&mut each);
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
