@@ -19,10 +19,11 @@
 //! status is `removed`), or, already holding a policy, must be assigned again.
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 pub use crate::device::{Assignment, AssignmentStatus};
 use crate::device::{Device, DeviceState};
-use crate::ids::PolicyId;
+use crate::ids::{AccountId, PolicyId, TokenId};
 
 /// How long a device Apple answered `FAILED` for waits before the next try.
 pub const FAILED_COOLDOWN: Duration = Duration::hours(24);
@@ -132,6 +133,40 @@ pub fn on_sync(
 fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
     at.checked_add_signed(by)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Assign a token's due profile assignments with Apple: define profiles of changed
+/// policies, move their devices to the new profiles, then send every pending or
+/// due-for-retry device in requests of at most 1,000 serials. Which devices is read
+/// from the devices' state, not from the message, so a repeated job does nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignJob {
+    /// Always `"assign"`: tells this job from a [`SyncJob`].
+    pub job: AssignTag,
+    pub account_id: AccountId,
+    pub token_id: TokenId,
+    /// 0 for the first step; a step nearing its deadline queues the next one.
+    #[serde(default)]
+    pub step: u32,
+}
+
+/// The tag of an [`AssignJob`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignTag {
+    #[default]
+    Assign,
+}
+
+impl AssignJob {
+    pub fn new(account_id: AccountId, token_id: TokenId) -> Self {
+        Self {
+            job: AssignTag::Assign,
+            account_id,
+            token_id,
+            step: 0,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -857,6 +857,33 @@ fn classify(current: &Device, next: Device) -> Decision {
     }
 }
 
+/// A stored device with the revision it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub device: Device,
+    pub revision: u64,
+}
+
+/// What closing a run needs to know of a stored device: whether it is
+/// listed, and whether the TTL must be done by hand (see
+/// the store's `delete_counted_devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub serial: Serial,
+    pub state: DeviceState,
+    pub deletes_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A policy counts it.
+    pub counted: bool,
+}
+
+/// A device to write, conditional on what was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceWrite {
+    pub device: Device,
+    /// The revision read (`None`: no item was there).
+    pub expected: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

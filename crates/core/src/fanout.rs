@@ -121,6 +121,55 @@ pub struct ScanPosition {
     pub token_id: String,
 }
 
+/// One page of a scheduled pass (see this module): read up to
+/// `plan.page` tokens of scan segment `segment` after `after`, start what
+/// the sweep asks of each, and queue the segment's next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepJob {
+    /// Always `"sweep"`: tells this job from the others.
+    pub job: SweepTag,
+    pub sweep: Sweep,
+    pub plan: PassPlan,
+    pub segment: u32,
+    /// 0 for a segment's first page, then 1, 2, …
+    #[serde(default)]
+    pub page: u32,
+    /// None for a segment's first page.
+    #[serde(default)]
+    pub after: Option<ScanPosition>,
+}
+
+/// The tag of a [`SweepJob`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepTag {
+    #[default]
+    Sweep,
+}
+
+impl SweepJob {
+    /// The first page of `segment`.
+    pub fn first(sweep: Sweep, plan: PassPlan, segment: u32) -> Self {
+        Self {
+            job: SweepTag::Sweep,
+            sweep,
+            plan,
+            segment,
+            page: 0,
+            after: None,
+        }
+    }
+
+    /// The page after this one, which ended at `after`.
+    pub fn next(&self, after: ScanPosition) -> Self {
+        Self {
+            page: self.page + 1,
+            after: Some(after),
+            ..self.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

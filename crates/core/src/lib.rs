@@ -4,7 +4,9 @@
 //! - [`ids`]: identifiers parsed once at the edge (accounts, tokens, runs, serial numbers).
 //! - [`clock`]: time as a dependency; every rule takes `now` from a [`clock::Clock`].
 //! - [`sync`]: who may start a sync and when (cooldowns, the one-at-a-time lease).
-//! - [`run`]: a run's lifecycle ([`run::RunStatus`]) and the honest estimate of its progress.
+//! - [`run`]: a run's lifecycle ([`run::RunStatus`]), the honest estimate of its progress,
+//!   the messages of its steps ([`run::messages`]) and the pure decisions of importing a
+//!   batch ([`run::import`]) and closing the run ([`run::close`]).
 //! - [`fanout`]: a scheduled pass over every token, cut into paced pages.
 //! - [`pace`]: page sizes and waits that fit Apple's pace.
 //! - [`cursor`]: the fetch → sync state machine over Apple's device cursors.

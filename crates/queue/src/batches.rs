@@ -8,12 +8,10 @@
 //! fit in that same limit (at most 10), and every entry SQS refuses is
 //! retried, never silently dropped.
 
-use adesync_core::device::{DeviceRecord, Version};
-use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
-use adesync_core::sync::SyncKind;
+use adesync_core::device::DeviceRecord;
+use adesync_core::run::messages::{BatchMessage, DeviceBatch};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use backon::Retryable;
-use serde::{Deserialize, Serialize};
 
 use crate::{QueueError, Queues};
 
@@ -23,104 +21,20 @@ pub const MAX_MESSAGE_BYTES: usize = 240 * 1024;
 /// Entries per `SendMessageBatch` (SQS's limit).
 pub const MAX_BATCH_ENTRIES: usize = 10;
 
-/// What travels on the device-batches queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum BatchMessage {
-    Devices(DeviceBatch),
-    EndOfRun(EndOfRun),
+/// Reads a message of the device-batches queue.
+pub fn decode(body: &str) -> Result<BatchMessage, serde_json::Error> {
+    serde_json::from_str(body)
 }
 
-/// Device records of one run, in Apple's order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceBatch {
-    pub account_id: AccountId,
-    pub token_id: TokenId,
-    pub run_id: RunId,
-    /// The batch's number within its run, from 0.
-    pub seq: u64,
-    /// Records of a full snapshot (fetch), whose serials the sweep needs.
-    pub snapshot: bool,
-    pub records: Vec<DeviceRecord>,
-}
-
-/// Sent after a run's last batch: the importer that reads it closes the run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndOfRun {
-    pub account_id: AccountId,
-    pub token_id: TokenId,
-    pub run_id: RunId,
-    /// The kind the run ended as (a delta may have become full).
-    pub kind: SyncKind,
-    /// Device batches the run sent.
-    pub batches: u64,
-    /// Device records the run fetched from Apple.
-    pub fetched: u64,
-    pub outcome: RunOutcome,
-    /// Set on the markers the importer queues to itself when closing the
-    /// run takes more than one part (see [`Closing`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub closing: Option<Closing>,
-}
-
-/// How far closing a run has come. A large token's devices are swept and
-/// counted in parts, each in its own invocation, so that no invocation
-/// holds the whole token in memory or outlives the function's timeout;
-/// each part queues the next one behind itself (same message group).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Closing {
-    /// The part this marker asks for, from 1 (the first marker is part 0).
-    pub part: u32,
-    /// Device batches missing when the close began (in the dead-letter
-    /// queue): decided once, so every part sweeps, or not, alike.
-    pub missing: u64,
-    /// The last serial the parts before swept (none before the first part).
-    pub after: Option<Serial>,
-    /// Devices the parts before found listed.
-    pub listed: u64,
-    /// Devices the parts before released.
-    pub released: u64,
-}
-
-/// How the fetching part of a run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum RunOutcome {
-    Finished {
-        /// Set when the run saw a complete snapshot: devices of the token
-        /// it did not see are released, as of this version.
-        sweep_at: Option<Version>,
-        /// Something to report although the run finished.
-        warning: Option<String>,
-    },
-    Failed {
-        /// What went wrong, in words for the administrator.
-        error: String,
-    },
-}
-
-impl BatchMessage {
-    pub fn decode(body: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(body)
-    }
-
-    fn ids(&self) -> (&TokenId, &RunId) {
-        match self {
-            BatchMessage::Devices(b) => (&b.token_id, &b.run_id),
-            BatchMessage::EndOfRun(e) => (&e.token_id, &e.run_id),
-        }
-    }
-
-    /// FIFO deduplication id: a re-send of the same batch within five
-    /// minutes (a worker that crashed before saving its cursor) is dropped.
-    fn deduplication_id(&self) -> String {
-        match self {
-            BatchMessage::Devices(b) => format!("{}-{}", b.run_id, b.seq),
-            BatchMessage::EndOfRun(e) => match &e.closing {
-                None => format!("{}-end", e.run_id),
-                Some(closing) => format!("{}-end-{}", e.run_id, closing.part),
-            },
-        }
+/// FIFO deduplication id: a re-send of the same batch within five
+/// minutes (a worker that crashed before saving its cursor) is dropped.
+fn deduplication_id(message: &BatchMessage) -> String {
+    match message {
+        BatchMessage::Devices(b) => format!("{}-{}", b.run_id, b.seq),
+        BatchMessage::EndOfRun(e) => match &e.closing {
+            None => format!("{}-end", e.run_id),
+            Some(closing) => format!("{}-end-{}", e.run_id, closing.part),
+        },
     }
 }
 
@@ -203,7 +117,7 @@ impl Queues {
                 .id(index.to_string())
                 .message_body(body.clone())
                 .message_group_id(token.as_str())
-                .message_deduplication_id(message.deduplication_id())
+                .message_deduplication_id(deduplication_id(message))
                 .message_attributes("token_id", string_attribute(token.as_str())?)
                 .message_attributes("run_id", string_attribute(run.as_str())?)
                 .build()
@@ -290,7 +204,10 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adesync_core::device::{AppleAttributes, Observation};
+    use adesync_core::device::{AppleAttributes, Observation, Version};
+    use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
+    use adesync_core::run::messages::{Closing, EndOfRun, RunOutcome};
+    use adesync_core::sync::SyncKind;
 
     fn record(i: usize) -> DeviceRecord {
         DeviceRecord {
@@ -335,7 +252,7 @@ mod tests {
         let mut older = serde_json::to_value(BatchMessage::Devices(batches[0].clone())).unwrap();
         older["new_token"] = serde_json::Value::Bool(true);
         assert_eq!(
-            BatchMessage::decode(&older.to_string()).unwrap(),
+            decode(&older.to_string()).unwrap(),
             BatchMessage::Devices(batches[0].clone())
         );
         let again: Vec<_> = batches.into_iter().flat_map(|b| b.records).collect();
@@ -358,8 +275,8 @@ mod tests {
             closing: None,
         });
         let text = serde_json::to_string(&end).unwrap();
-        assert_eq!(BatchMessage::decode(&text).unwrap(), end);
-        assert!(BatchMessage::decode("{\"type\":\"devices\"}").is_err());
+        assert_eq!(decode(&text).unwrap(), end);
+        assert!(decode("{\"type\":\"devices\"}").is_err());
 
         // A later part of the close round-trips, and SQS does not drop it as
         // a duplicate of the first marker or of another part.
@@ -379,10 +296,10 @@ mod tests {
             })
         };
         let text = serde_json::to_string(&part(1)).unwrap();
-        assert_eq!(BatchMessage::decode(&text).unwrap(), part(1));
+        assert_eq!(decode(&text).unwrap(), part(1));
         let ids: std::collections::HashSet<String> = [end.clone(), part(1), part(2)]
             .iter()
-            .map(BatchMessage::deduplication_id)
+            .map(deduplication_id)
             .collect();
         assert_eq!(ids.len(), 3);
     }

@@ -7,118 +7,11 @@
 //! queued before the other jobs existed still decode; an assignment job says
 //! `"job": "assign"`, a sweep page `"job": "sweep"`.
 
-use adesync_core::fanout::{PassPlan, ScanPosition, Sweep};
-use adesync_core::ids::{AccountId, RunId, TokenId};
-use adesync_core::sync::{SyncKind, Trigger};
-use serde::{Deserialize, Serialize};
+use adesync_core::assignment::AssignJob;
+use adesync_core::fanout::SweepJob;
+use adesync_core::run::messages::SyncJob;
 
 use crate::{QueueError, Queues};
-
-/// One step of a sync run. The first step is queued by whoever claimed the
-/// run; a worker nearing its deadline queues the next one itself. The
-/// cursor is NOT in the message: it lives on the token item, saved only
-/// after the devices it covers were accepted by SQS, so a replayed or
-/// stale job can never move it backwards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncJob {
-    pub account_id: AccountId,
-    pub token_id: TokenId,
-    pub run_id: RunId,
-    pub kind: SyncKind,
-    pub trigger: Trigger,
-    /// 0 for the first step, then 1, 2, … for continuations.
-    #[serde(default)]
-    pub step: u32,
-}
-
-impl SyncJob {
-    pub fn decode(body: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(body)
-    }
-}
-
-/// Assign a token's due profile assignments with Apple: define profiles of changed
-/// policies, move their devices to the new profiles, then send every pending or
-/// due-for-retry device in requests of at most 1,000 serials. Which devices is read
-/// from the devices' state, not from the message, so a repeated job does nothing twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignJob {
-    /// Always `"assign"`: tells this job from a [`SyncJob`].
-    pub job: AssignTag,
-    pub account_id: AccountId,
-    pub token_id: TokenId,
-    /// 0 for the first step; a step nearing its deadline queues the next one.
-    #[serde(default)]
-    pub step: u32,
-}
-
-/// The tag of an [`AssignJob`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AssignTag {
-    #[default]
-    Assign,
-}
-
-impl AssignJob {
-    pub fn new(account_id: AccountId, token_id: TokenId) -> Self {
-        Self {
-            job: AssignTag::Assign,
-            account_id,
-            token_id,
-            step: 0,
-        }
-    }
-}
-
-/// One page of a scheduled pass (see [`adesync_core::fanout`]): read up to
-/// `plan.page` tokens of scan segment `segment` after `after`, start what
-/// the sweep asks of each, and queue the segment's next page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SweepJob {
-    /// Always `"sweep"`: tells this job from the others.
-    pub job: SweepTag,
-    pub sweep: Sweep,
-    pub plan: PassPlan,
-    pub segment: u32,
-    /// 0 for a segment's first page, then 1, 2, …
-    #[serde(default)]
-    pub page: u32,
-    /// None for a segment's first page.
-    #[serde(default)]
-    pub after: Option<ScanPosition>,
-}
-
-/// The tag of a [`SweepJob`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SweepTag {
-    #[default]
-    Sweep,
-}
-
-impl SweepJob {
-    /// The first page of `segment`.
-    pub fn first(sweep: Sweep, plan: PassPlan, segment: u32) -> Self {
-        Self {
-            job: SweepTag::Sweep,
-            sweep,
-            plan,
-            segment,
-            page: 0,
-            after: None,
-        }
-    }
-
-    /// The page after this one, which ended at `after`.
-    pub fn next(&self, after: ScanPosition) -> Self {
-        Self {
-            page: self.page + 1,
-            after: Some(after),
-            ..self.clone()
-        }
-    }
-}
 
 /// Any message of the sync-jobs queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +118,9 @@ fn delay_seconds(delay: std::time::Duration) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adesync_core::fanout::{PassPlan, ScanPosition, Sweep};
+    use adesync_core::ids::{AccountId, RunId, TokenId};
+    use adesync_core::sync::{SyncKind, Trigger};
 
     #[test]
     fn delays_round_to_whole_seconds_within_sqs_limit() {
@@ -247,11 +143,9 @@ mod tests {
             step: 0,
         };
         let text = serde_json::to_string(&job).unwrap();
-        assert_eq!(SyncJob::decode(&text).unwrap(), job);
-        let hostile = text.replace("\"t1\"", "\"../t1\"");
-        assert!(SyncJob::decode(&hostile).is_err());
-        // A sync job reads as one through the queue's decoder too.
         assert_eq!(Job::decode(&text).unwrap(), Job::Sync(job));
+        let hostile = text.replace("\"t1\"", "\"../t1\"");
+        assert!(Job::decode(&hostile).is_err());
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //!   assignment pass of a token, consumed by the sync worker (a run re-queues
 //!   its own continuation).
 //!
-//! This crate owns the wire format of every message: producers and
-//! consumers both go through these types, so they cannot drift apart.
+//! The messages themselves are domain types (`adesync_core::run::messages`,
+//! `AssignJob`, `SweepJob`); this crate only encodes them: JSON bodies,
+//! splitting devices into messages that fit SQS, FIFO groups and
+//! deduplication ids, retries of refused entries. Producers and consumers
+//! both go through it, so the wire format cannot drift apart.
 
 pub mod batches;
 pub mod jobs;

@@ -15,11 +15,13 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
+use adesync_core::device::Stored;
 use adesync_core::device::{self, AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
-use adesync_queue::batches::{self, BatchMessage, DeviceBatch};
-use adesync_service::import::{Refreshes, decide_writes};
-use adesync_store::devices::{Stored, create_requests, device_from_item, device_item};
+use adesync_core::run::import::{Refreshes, decide_writes};
+use adesync_core::run::messages::{BatchMessage, DeviceBatch};
+use adesync_queue::batches;
+use adesync_store::devices::{create_requests, device_from_item, device_item};
 use chrono::{DateTime, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -68,7 +70,7 @@ fn message_body(fetched_at: DateTime<Utc>) -> (String, usize) {
 
 /// Decode → group → decide → write requests; returns how many puts.
 fn import(body: &str, stored: &HashMap<Serial, Stored>, now: DateTime<Utc>) -> usize {
-    let BatchMessage::Devices(batch) = BatchMessage::decode(body).expect("decode") else {
+    let BatchMessage::Devices(batch) = batches::decode(body).expect("decode") else {
         unreachable!("a device batch")
     };
     let groups = device::group_by_serial(batch.records);
@@ -103,7 +105,7 @@ fn importer(c: &mut Criterion) {
 
     // What the first sync stored, as DynamoDB items (the read answer).
     let items: Vec<_> = {
-        let BatchMessage::Devices(batch) = BatchMessage::decode(&body).expect("decode") else {
+        let BatchMessage::Devices(batch) = batches::decode(&body).expect("decode") else {
             unreachable!()
         };
         batch

@@ -26,18 +26,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use adesync_apple::{AppleClient, AppleError, AppleSession, DeviceStatus, Profile};
+use adesync_core::assignment::AssignJob;
 use adesync_core::assignment::{
     self, AppleAnswer, Assignment, AssignmentStatus, MAX_SERIALS_PER_REQUEST,
 };
 use adesync_core::clock::Deadline;
 use adesync_core::device::Device;
+use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::policy::PolicySettings;
-use adesync_queue::jobs::AssignJob;
 use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
 use adesync_store::assignments::AssignerSlot;
-use adesync_store::devices::{DeviceWrite, Stored, Written};
+use adesync_store::devices::Written;
 use adesync_store::policies::PolicyRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};

@@ -2,8 +2,8 @@
 //! device, and deleting one.
 
 use adesync_core::device::{self, Device};
+use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
-use adesync_store::devices::{DeviceWrite, Stored};
 use adesync_store::policies::CountedWrite;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};

@@ -15,6 +15,7 @@
 //! the same moment makes the loser read again).
 
 use adesync_core::device::{Device, DeviceState};
+use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::enrollment::{
     self, DeviceAction, EnrollmentState, InvalidAction, SCEP_CHALLENGE_LIFETIME, ScepChallenge,
     ScepChallengeDigest,
@@ -22,7 +23,6 @@ use adesync_core::enrollment::{
 use adesync_core::ids::{AccountId, EnrollmentId, Serial, TokenId, UserId};
 use adesync_core::license::{self, LicenseFacts, LicenseNeeded};
 use adesync_core::scope::Scope;
-use adesync_store::devices::{DeviceWrite, Stored};
 use adesync_store::enrollments::{EnrollmentRecord, EnrollmentUse, Licensee};
 use adesync_store::policies::PolicyRecord;
 use adesync_store::{Store, StoreError};

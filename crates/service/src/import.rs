@@ -14,14 +14,15 @@ use std::sync::Arc;
 
 use adesync_core::change::device_change;
 use adesync_core::clock::SharedClock;
-use adesync_core::device::{self, Decision, Device, SerialRecords, Version};
+use adesync_core::device::Stored;
+use adesync_core::device::{self, Device, SerialRecords, Version};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
-use adesync_core::run::RunStatus;
+use adesync_core::run::close::{self, Verdict};
+use adesync_core::run::import::{Refreshes, decide_writes, listed_delta};
+use adesync_core::run::messages::{BatchMessage, Closing, DeviceBatch, EndOfRun};
 use adesync_core::token::TokenStatus;
 use adesync_queue::Queues;
-use adesync_queue::batches::{BatchMessage, Closing, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_store::claims::RunEnd;
-use adesync_store::devices::{DeviceSummary, DeviceWrite, Stored};
 use adesync_store::progress::{BatchMark, Marked};
 use adesync_store::runs::RunRecord;
 use adesync_store::{Store, StoreError};
@@ -77,29 +78,6 @@ struct Converged {
 struct Owing<'a> {
     account: &'a AccountId,
     key: String,
-}
-
-/// How writing `write` changes the number of listed devices.
-pub fn listed_delta(
-    stored: &HashMap<Serial, Stored>,
-    write: &DeviceWrite,
-    now: DateTime<Utc>,
-) -> i64 {
-    let before = stored
-        .get(&write.device.serial)
-        .is_some_and(|s| s.device.is_listed(now));
-    i64::from(write.device.is_listed(now)) - i64::from(before)
-}
-
-/// Whether records that only move a device's version may go unwritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refreshes {
-    /// Every earlier batch of the run was applied: no older change of these
-    /// devices can still arrive, so an unchanged device costs no write.
-    Skip,
-    /// An earlier batch is still missing (delivered out of order): write
-    /// them, so the late, older batch cannot undo a newer observation.
-    Write,
 }
 
 /// A batch that must be retried (SQS redelivers it; after the queue's
@@ -419,7 +397,7 @@ impl Importer {
                 }
             }
         };
-        let verdict = verdict(end, so_far.missing);
+        let verdict = close::verdict(end, so_far.missing);
         let mut part = self.sweep_part(end, &so_far, verdict.sweep_at, now).await?;
         self.events
             .publish(&end.token_id, std::mem::take(&mut part.announced))
@@ -631,7 +609,7 @@ impl Importer {
             if let Some(last) = page.last() {
                 part.through = Some(last.serial.clone());
             }
-            let triage = triage(&page, &seen, sweep_at, now);
+            let triage = close::triage(&page, &seen, sweep_at, now);
             part.listed += triage.listed;
             if !triage.to_read.is_empty() {
                 let devices = self
@@ -684,7 +662,7 @@ impl Importer {
                 .iter()
                 .map(|s| (s.device.serial.clone(), s.device.clone()))
                 .collect();
-            let plan = plan_sweep(devices, seen, sweep_at, now);
+            let plan = close::plan_sweep(devices, seen, sweep_at, now);
             swept.listed += plan.listed;
             // Releases are owed before they are written, like a batch's changes.
             let changes: Vec<Owed> = plan
@@ -755,45 +733,6 @@ impl Importer {
 /// importer's memory (DynamoDB ends a page sooner, at 1 MB of items read).
 const SWEEP_PAGE: u32 = 2_000;
 
-/// How a run ends, decided from how its fetching ended and how many of its
-/// batches are missing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub status: RunStatus,
-    pub error: Option<String>,
-    pub warning: Option<String>,
-    /// Release the devices the snapshot did not contain, as of this version.
-    pub sweep_at: Option<Version>,
-}
-
-/// See [`Verdict`]. A complete snapshot tells which devices are no longer
-/// assigned; an incomplete one must not release devices whose batch was lost.
-pub fn verdict(end: &EndOfRun, missing: u64) -> Verdict {
-    match &end.outcome {
-        RunOutcome::Failed { error } => Verdict {
-            status: RunStatus::Failed,
-            error: Some(error.clone()),
-            warning: None,
-            sweep_at: None,
-        },
-        RunOutcome::Finished { .. } if missing > 0 => Verdict {
-            status: RunStatus::Failed,
-            error: Some(format!(
-                "{missing} of {} device batches could not be imported and are in the dead-letter queue; devices in them may be out of date until the next sync.",
-                end.batches
-            )),
-            warning: None,
-            sweep_at: None,
-        },
-        RunOutcome::Finished { warning, sweep_at } => Verdict {
-            status: RunStatus::Succeeded,
-            error: None,
-            warning: warning.clone(),
-            sweep_at: *sweep_at,
-        },
-    }
-}
-
 /// What one part of a close did.
 #[derive(Debug, Default)]
 struct Part {
@@ -817,262 +756,7 @@ struct Swept {
     announced: Pending,
 }
 
-/// Which devices of a page a close must read in full, and how many of
-/// the others are listed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Triage {
-    pub to_read: Vec<Serial>,
-    pub listed: u64,
-}
-
-/// Sorts a page of summaries: a device is read in full when the close may
-/// write it — listed but absent from a complete snapshot (`seen`, with
-/// `sweep_at` set: released), or expired while a policy counts it (deleted
-/// with its count, which the TTL would not do). Every other listed device
-/// is only counted, so closing a run reads no device item it leaves alone.
-pub fn triage(
-    page: &[DeviceSummary],
-    seen: &HashSet<Serial>,
-    sweep_at: Option<Version>,
-    now: DateTime<Utc>,
-) -> Triage {
-    let mut triage = Triage::default();
-    for summary in page {
-        let listed = device::listed(summary.state, summary.deletes_at, now);
-        let expired_counted = summary.counted && device::expired(summary.deletes_at, now);
-        let unseen = sweep_at.is_some() && listed && !seen.contains(&summary.serial);
-        if expired_counted || unseen {
-            triage.to_read.push(summary.serial.clone());
-        } else {
-            triage.listed += u64::from(listed);
-        }
-    }
-    triage
-}
-
-/// What a page of a close writes, and how many of the devices it leaves
-/// unwritten are listed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SweepPlan {
-    pub writes: Vec<DeviceWrite>,
-    pub listed: u64,
-}
-
-/// The releases a page of stored devices calls for: with `sweep_at` set,
-/// every listed device the snapshot did not contain (`seen`) is released as
-/// of that version; every device left as it is and listed is counted.
-pub fn plan_sweep(
-    devices: Vec<Stored>,
-    seen: &HashSet<Serial>,
-    sweep_at: Option<Version>,
-    now: DateTime<Utc>,
-) -> SweepPlan {
-    let mut plan = SweepPlan::default();
-    for Stored { device, revision } in devices {
-        let released = sweep_at
-            .filter(|_| device.is_listed(now) && !seen.contains(&device.serial))
-            .and_then(|at| release(&device, at, now));
-        match released {
-            Some(released) => plan.writes.push(DeviceWrite {
-                device: released,
-                expected: Some(revision),
-            }),
-            None => plan.listed += u64::from(device.is_listed(now)),
-        }
-    }
-    plan
-}
-
-/// The writes a batch's records call for, given the stored devices: the
-/// importer's CPU path between reading and writing (benchmarked on its own
-/// in `benches/importer.rs`).
-pub fn decide_writes(
-    groups: &[SerialRecords],
-    stored: &HashMap<Serial, Stored>,
-    refreshes: Refreshes,
-    now: DateTime<Utc>,
-) -> Vec<DeviceWrite> {
-    groups
-        .iter()
-        .filter_map(|group| {
-            let current = stored.get(&group.serial);
-            // See `Refreshes`: a record that only moves the version is
-            // written only when an older batch may still arrive.
-            match device::decide_all(current.map(|s| &s.device), &group.records, now) {
-                Decision::Write(device) => Some(DeviceWrite {
-                    device,
-                    expected: current.map(|s| s.revision),
-                }),
-                Decision::Refresh(device) if refreshes == Refreshes::Write => Some(DeviceWrite {
-                    device,
-                    expected: current.map(|s| s.revision),
-                }),
-                Decision::Refresh(_) | Decision::Skip(_) => None,
-            }
-        })
-        .collect()
-}
-
 fn split_half<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
     let rest = items.split_off(items.len() / 2);
     (items, rest)
-}
-
-fn release(device: &Device, sweep_at: Version, now: DateTime<Utc>) -> Option<Device> {
-    match device::release(device, sweep_at, now) {
-        Decision::Write(released) => Some(released),
-        Decision::Refresh(_) | Decision::Skip(_) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use adesync_core::device::{AppleAttributes, DeviceState, Management};
-    use adesync_core::ids::{AccountId, RunId};
-    use adesync_core::sync::SyncKind;
-
-    fn at(days: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000, 0).unwrap() + chrono::Duration::days(days)
-    }
-
-    fn stored(serial: &str, state: DeviceState, revision: u64) -> Stored {
-        Stored {
-            device: Device {
-                serial: Serial::parse(serial).unwrap(),
-                state,
-                attributes: AppleAttributes::default(),
-                version: Version::for_snapshot(at(0), 0),
-                attributes_version: None,
-                removed_at: None,
-                released_by_replacement: false,
-                deletes_at: None,
-                deleted_at: None,
-                policy_id: None,
-                management: Management::default(),
-                first_seen_at: at(0),
-            },
-            revision,
-        }
-    }
-
-    fn serials(list: &[&str]) -> HashSet<Serial> {
-        list.iter().map(|s| Serial::parse(s).unwrap()).collect()
-    }
-
-    #[test]
-    fn a_full_sync_releases_the_listed_devices_its_snapshot_did_not_contain() {
-        let page = vec![
-            stored("SEEN1", DeviceState::Active, 3),
-            stored("GONE1", DeviceState::Active, 5),
-            stored("GONE2", DeviceState::DeletedByAdmin, 2),
-        ];
-        let sweep_at = Version::for_snapshot(at(7), 0);
-        let plan = plan_sweep(page, &serials(&["SEEN1"]), Some(sweep_at), at(7));
-
-        assert_eq!(plan.writes.len(), 1, "{plan:?}");
-        let write = &plan.writes[0];
-        assert_eq!(write.device.serial.as_str(), "GONE1");
-        assert_eq!(write.device.state, DeviceState::RemovedFromApple);
-        assert_eq!(write.expected, Some(5), "conditional on the revision read");
-        // SEEN1 is counted as it is; the admin-deleted device is not listed.
-        assert_eq!(plan.listed, 1);
-    }
-
-    #[test]
-    fn without_a_complete_snapshot_devices_are_only_counted() {
-        let page = vec![
-            stored("ONE", DeviceState::Active, 1),
-            stored("TWO", DeviceState::RemovedFromApple, 1),
-            stored("THREE", DeviceState::DeletedByAdmin, 1),
-        ];
-        let plan = plan_sweep(page, &HashSet::new(), None, at(7));
-        assert!(plan.writes.is_empty());
-        assert_eq!(plan.listed, 2);
-    }
-
-    fn summary(
-        serial: &str,
-        state: DeviceState,
-        deletes_at: Option<i64>,
-        counted: bool,
-    ) -> DeviceSummary {
-        DeviceSummary {
-            serial: Serial::parse(serial).unwrap(),
-            state,
-            deletes_at: deletes_at.map(at),
-            counted,
-        }
-    }
-
-    #[test]
-    fn a_close_reads_in_full_only_the_devices_it_may_write() {
-        let page = vec![
-            summary("SEEN1", DeviceState::Active, None, true),
-            summary("GONE1", DeviceState::Active, None, false),
-            // Expired while a policy counts it: deleted with its count.
-            summary("OLD1", DeviceState::RemovedFromApple, Some(6), true),
-            // Expired, uncounted: the TTL deletes it; neither read nor listed.
-            summary("OLD2", DeviceState::DeletedByAdmin, Some(6), false),
-            // Deleted, not expired: not listed, nothing to do.
-            summary("DEL1", DeviceState::DeletedByAdmin, Some(30), true),
-            summary("REM1", DeviceState::RemovedFromApple, Some(30), false),
-        ];
-        let sweep_at = Some(Version::for_snapshot(at(7), 0));
-        let full = triage(&page, &serials(&["SEEN1"]), sweep_at, at(7));
-        let read: Vec<&str> = full.to_read.iter().map(Serial::as_str).collect();
-        // REM1 is listed and unseen, so it is read too (release leaves it be).
-        assert_eq!(read, ["GONE1", "OLD1", "REM1"]);
-        assert_eq!(full.listed, 1, "SEEN1");
-
-        let count_only = triage(&page, &HashSet::new(), None, at(7));
-        let read: Vec<&str> = count_only.to_read.iter().map(Serial::as_str).collect();
-        assert_eq!(read, ["OLD1"]);
-        assert_eq!(count_only.listed, 3, "SEEN1, GONE1, REM1");
-    }
-
-    fn end(outcome: RunOutcome) -> EndOfRun {
-        EndOfRun {
-            account_id: AccountId::parse("a").unwrap(),
-            token_id: TokenId::parse("t").unwrap(),
-            run_id: RunId::parse("r").unwrap(),
-            kind: SyncKind::Full,
-            batches: 40,
-            fetched: 20_000,
-            outcome,
-            closing: None,
-        }
-    }
-
-    #[test]
-    fn a_run_with_batches_in_the_dead_letter_queue_fails_and_releases_nothing() {
-        let finished = end(RunOutcome::Finished {
-            sweep_at: Some(Version::for_snapshot(at(7), 0)),
-            warning: None,
-        });
-        let complete = verdict(&finished, 0);
-        assert_eq!(complete.status, RunStatus::Succeeded);
-        assert!(complete.sweep_at.is_some());
-
-        let incomplete = verdict(&finished, 2);
-        assert_eq!(incomplete.status, RunStatus::Failed);
-        assert_eq!(incomplete.sweep_at, None);
-        assert!(
-            incomplete
-                .error
-                .as_deref()
-                .unwrap()
-                .starts_with("2 of 40 device batches"),
-            "{incomplete:?}"
-        );
-
-        let failed = verdict(
-            &end(RunOutcome::Failed {
-                error: "Apple answered 503".into(),
-            }),
-            0,
-        );
-        assert_eq!(failed.status, RunStatus::Failed);
-        assert_eq!(failed.sweep_at, None);
-    }
 }

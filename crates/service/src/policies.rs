@@ -8,13 +8,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use adesync_core::assignment::AssignJob;
 use adesync_core::assignment::{self, Assignment};
 use adesync_core::device::DeviceState;
+use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::policy::{InvalidPolicy, MAX_DEVICES_PER_POLICY, PolicyPatch, PolicySettings};
 use adesync_queue::Queues;
-use adesync_queue::jobs::AssignJob;
-use adesync_store::devices::{DeviceWrite, Stored};
 use adesync_store::policies::{
     CountedWrite, CreatePolicyError, DefaultPolicyError, DeletePolicyError, PolicyRecord,
 };

@@ -14,9 +14,9 @@
 //! segment.
 
 use adesync_core::clock::Clock;
+use adesync_core::fanout::SweepJob;
 use adesync_core::fanout::{PassPlan, Sweep};
 use adesync_core::sync::{self, SyncKind, SyncRequest, Trigger};
-use adesync_queue::jobs::SweepJob;
 use adesync_queue::{QueueError, Queues};
 use adesync_store::claims::ScheduledToken;
 use adesync_store::{Store, StoreError};

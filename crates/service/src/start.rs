@@ -1,10 +1,10 @@
 //! Starting a sync run.
 
 use adesync_core::ids::{AccountId, RunId, TokenId};
+use adesync_core::run::messages::SyncJob;
 use adesync_core::run::{self, ABANDONED_ERROR, Estimate, RunStatus};
 use adesync_core::scope::Scope;
 use adesync_core::sync::{self, Claim, Refusal, SyncKind, SyncRequest};
-use adesync_queue::jobs::SyncJob;
 use adesync_queue::{QueueError, Queues};
 use adesync_store::claims::ClaimError;
 use adesync_store::{Store, StoreError};

@@ -25,10 +25,11 @@ use adesync_core::cursor::{Failure, Phase, Records, RestartReason, Step, Walk, W
 use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::Serial;
 use adesync_core::pace::{self, PageSize};
+use adesync_core::run::messages::SyncJob;
+use adesync_core::run::messages::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_core::sync::{self, SyncKind};
 use adesync_core::token::TokenStatus;
-use adesync_queue::batches::{self, BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
-use adesync_queue::jobs::SyncJob;
+use adesync_queue::batches;
 use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
 use adesync_store::progress::{Progress, Walker, WalkerSlot};

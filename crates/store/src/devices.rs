@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use adesync_core::assignment::{Assignment, AssignmentStatus};
-use adesync_core::device::{AppleAttributes, Device, DeviceState, Management, Version};
+use adesync_core::device::{
+    AppleAttributes, Device, DeviceState, DeviceSummary, DeviceWrite, Management, Stored, Version,
+};
 use adesync_core::enrollment::{DeviceAction, EnrollmentState};
 use adesync_core::ids::{PolicyId, Serial, TokenId, UserId};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -37,33 +39,6 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 pub const MAX_BATCH_WRITE: usize = 25;
 /// Concurrent requests one batch of devices may have in flight.
 pub const WRITE_CONCURRENCY: usize = 8;
-
-/// A stored device with the revision it was read at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub device: Device,
-    pub revision: u64,
-}
-
-/// What closing a run needs to know of a stored device: whether it is
-/// listed, and whether the TTL must be done by hand (see
-/// [`Store::delete_counted_devices`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceSummary {
-    pub serial: Serial,
-    pub state: DeviceState,
-    pub deletes_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// A policy counts it.
-    pub counted: bool,
-}
-
-/// A device to write, conditional on what was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceWrite {
-    pub device: Device,
-    /// The revision read (`None`: no item was there).
-    pub expected: Option<u64>,
-}
 
 /// The outcome of writing a set of devices.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

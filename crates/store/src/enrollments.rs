@@ -30,7 +30,9 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
-use crate::devices::{DeviceWrite, device_item};
+use adesync_core::device::DeviceWrite;
+
+use crate::devices::device_item;
 use crate::error::build_error;
 use crate::{Store, StoreError};
 

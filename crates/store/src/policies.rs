@@ -27,7 +27,9 @@ use backon::Retryable;
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
-use crate::devices::{DeviceWrite, MAX_TRANSACTION_ITEMS};
+use adesync_core::device::DeviceWrite;
+
+use crate::devices::MAX_TRANSACTION_ITEMS;
 use crate::error::{build_error, retry_policy};
 use crate::tokens::attr as token_attr;
 use crate::transact::{Refusal, transact};

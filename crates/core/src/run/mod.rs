@@ -9,6 +9,10 @@
 //! therefore run ahead of the worker's count by one page; every imported
 //! device was fetched, so [`Estimate::fetched`] shows the larger of the two.
 
+pub mod close;
+pub mod import;
+pub mod messages;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
