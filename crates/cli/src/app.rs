@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use adesync_core::run::RunStatus;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
@@ -683,7 +684,7 @@ fn run_rows(run: &Run) -> Vec<(&'static str, String)> {
         (None, true) => {}
     }
     if run.is_over() {
-        if run.status == "abandoned" && run.error.is_none() {
+        if run.ended(RunStatus::Abandoned) && run.error.is_none() {
             rows.push(("note", crate::watch::ABANDONED.trim().to_owned()));
         }
         return rows;
@@ -720,7 +721,7 @@ fn finished(run: &Run, json: bool) -> Result<u8, CommandError> {
     } else {
         println!("{}", summary(run));
     }
-    Ok(if run.status == "succeeded" {
+    Ok(if run.ended(RunStatus::Succeeded) {
         exit::OK
     } else {
         exit::FAILURE

@@ -6,6 +6,7 @@
 //! Optional fields are `Option`: the API sends `null` for "not yet" (no
 //! sync so far, no policy assigned).
 
+use adesync_core::run::RunStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -141,7 +142,17 @@ pub struct Run {
 impl Run {
     /// Whether the run has ended, one way or another.
     pub fn is_over(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "abandoned")
+        self.run_status().is_some_and(RunStatus::is_over)
+    }
+
+    /// The run's status, if this CLI knows it (a newer API may add one).
+    pub fn run_status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
+    }
+
+    /// Whether the run ended as `status`.
+    pub fn ended(&self, status: RunStatus) -> bool {
+        self.run_status() == Some(status)
     }
 
     /// The API's estimate of the time left, while the run is going.

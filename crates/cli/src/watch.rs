@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use adesync_core::run::RunStatus;
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::{Client, ClientError};
@@ -253,7 +254,7 @@ impl Stall {
 /// only sizes full syncs; the caller's `expected` sizes any run.
 pub fn known_total(run: &Run, expected: Option<u64>) -> Option<u64> {
     let fetched = run.fetched.max(run.imported);
-    if run.fetch_finished_at.is_some() || run.status == "importing" || run.is_over() {
+    if run.fetch_finished_at.is_some() || run.ended(RunStatus::Importing) || run.is_over() {
         return Some(fetched);
     }
     expected_total(run, expected)
@@ -383,7 +384,7 @@ impl Bar {
 
     fn finish(&mut self, run: Run) -> Run {
         let fetched = run.fetched.max(run.imported);
-        let succeeded = run.status == "succeeded";
+        let succeeded = run.ended(RunStatus::Succeeded);
         // A run that did not succeed stopped short of what it was to bring:
         // the bar shows how short.
         let total = if succeeded {
@@ -439,7 +440,7 @@ pub fn summary(run: &Run) -> String {
         }
     }
     line.push('.');
-    if run.status == "abandoned" && run.error.is_none() {
+    if run.ended(RunStatus::Abandoned) && run.error.is_none() {
         line.push_str(ABANDONED);
     }
     if let Some(error) = &run.error {

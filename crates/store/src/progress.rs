@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use adesync_core::cursor::{Phase, Position};
 use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
+use adesync_core::run::RunStatus;
 use adesync_core::sync::{self, SyncKind};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -431,9 +432,9 @@ impl Store {
             .expression_attribute_values(
                 ":status",
                 attrs::s(if progress.fetch_finished {
-                    "importing"
+                    RunStatus::Importing.as_str()
                 } else {
-                    "running"
+                    RunStatus::Running.as_str()
                 }),
             )
             .expression_attribute_values(":kind", attrs::s(progress.kind.as_str()))

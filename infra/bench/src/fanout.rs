@@ -10,6 +10,7 @@
 //! invocations the pass's pages took and the longest of them against the
 //! worker's timeout, and whether every run then succeeded.
 
+use adesync_core::run::RunStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -407,7 +408,9 @@ async fn one_pass(
         real_seconds: real.elapsed().as_secs_f64(),
         runs: runs.len(),
         done: if setup.run_syncs {
-            runs.iter().filter(|r| r.status == "succeeded").count()
+            runs.iter()
+                .filter(|r| r.status == Some(RunStatus::Succeeded))
+                .count()
         } else {
             usize::try_from(service.runner.jobs_not_run().since(began).0)?
         },
@@ -431,7 +434,7 @@ async fn one_pass(
 struct RunSeen {
     started: DateTime<Utc>,
     finished: Option<DateTime<Utc>>,
-    status: String,
+    status: Option<RunStatus>,
 }
 
 /// Every run started at or after `since` (one scan of the runs table).
@@ -470,8 +473,7 @@ async fn runs_since(service: &LocalService, since: DateTime<Utc>) -> Result<Vec<
                 status: item
                     .get("status")
                     .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default(),
+                    .and_then(|s| RunStatus::parse(s)),
             })
         })
         .collect())

@@ -14,6 +14,7 @@
 //! tables. The importer's CPU path is a criterion bench of its own:
 //! `cargo bench -p adesync-service --bench importer`.
 
+use adesync_core::run::RunStatus;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -545,7 +546,9 @@ async fn function_rows(
 }
 
 fn check_run(run: usize, devices: usize, record: &serde_json::Value) -> Result<()> {
-    if record["status"] != "succeeded" || record["imported"].as_u64() != Some(devices as u64) {
+    if record["status"] != RunStatus::Succeeded.as_str()
+        || record["imported"].as_u64() != Some(devices as u64)
+    {
         bail!("run {run} did not import every device: {record}");
     }
     Ok(())

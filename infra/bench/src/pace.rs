@@ -10,6 +10,7 @@
 //! waits are counted as Lambda bills them; the functions' own compute is
 //! magnified by the clock's speed, so the figure is an upper bound).
 
+use adesync_core::run::RunStatus;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -157,7 +158,8 @@ async fn one_run(
     let (token, server) = client.create_token(setup.devices).await?;
     let record = client.watch_sync(&token, setup.devices as u64).await?;
     let real_seconds = real.elapsed().as_secs_f64();
-    if record["status"] != "succeeded" || record["imported"].as_u64() != Some(setup.devices as u64)
+    if record["status"] != RunStatus::Succeeded.as_str()
+        || record["imported"].as_u64() != Some(setup.devices as u64)
     {
         bail!("run {run}: the first full sync did not import every device: {record}");
     }
@@ -196,7 +198,7 @@ async fn one_run(
     .await?;
     client.client().start_sync(&token, SyncKind::Full).await?;
     let again = client.watch_sync(&token, setup.devices as u64).await?;
-    if again["status"] != "succeeded" || again["kind"] != "full" {
+    if again["status"] != RunStatus::Succeeded.as_str() || again["kind"] != "full" {
         bail!("run {run}: the second full sync did not succeed: {again}");
     }
     let removed = DeviceFilter {

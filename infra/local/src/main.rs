@@ -344,7 +344,7 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
                 device.state,
             );
         }
-        if run.status != "succeeded" {
+        if !run.ended(adesync_core::run::RunStatus::Succeeded) {
             bail!(
                 "the demo's sync did not succeed: {}",
                 adesync_cli::watch::summary(&run)
