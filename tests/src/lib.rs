@@ -237,6 +237,7 @@ impl TestService {
         let token = TokenId::new_at(now);
         let inserted = self
             .store()
+            .tokens
             .insert_token(&NewToken {
                 account: AccountId::parse(account).expect("account id"),
                 token: token.clone(),

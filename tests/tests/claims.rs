@@ -48,6 +48,7 @@ async fn claim(
     at: DateTime<Utc>,
 ) -> Result<adesync_core::sync::Claim, ClaimError> {
     store
+        .claims
         .claim_sync(&acme(), token, request, at, RunId::new_at(at))
         .await
         .map(|claimed| claimed.claim)
@@ -95,6 +96,7 @@ async fn full_cooldown_refuses_until_7_days_have_passed() {
     let first = claim(&store, &token, SCHEDULED_FULL, t0()).await.unwrap();
     assert!(
         store
+            .claims
             .finish_run(
                 &acme(),
                 &token,
@@ -123,6 +125,7 @@ async fn full_cooldown_refuses_until_7_days_have_passed() {
     let delta = claim(&store, &token, MANUAL_DELTA, almost).await.unwrap();
     assert_eq!(delta.kind, SyncKind::Delta);
     store
+        .claims
         .finish_run(
             &acme(),
             &token,
@@ -164,6 +167,7 @@ async fn one_sync_at_a_time_and_an_abandoned_lease_lets_the_next_one_in() {
 
     let at_15_01 = t0() + Duration::seconds(15 * 60 + 1);
     let claimed = store
+        .claims
         .claim_sync(
             &acme(),
             &token,
@@ -177,6 +181,7 @@ async fn one_sync_at_a_time_and_an_abandoned_lease_lets_the_next_one_in() {
 
     // The abandoned run can no longer release its successor's lease.
     let released = store
+        .claims
         .finish_run(
             &acme(),
             &token,
@@ -206,6 +211,7 @@ async fn one_sync_at_a_time_and_an_abandoned_lease_lets_the_next_one_in() {
     // Its owner releases it; the next sync may start at once.
     assert!(
         store
+            .claims
             .finish_run(
                 &acme(),
                 &token,
@@ -236,6 +242,7 @@ async fn a_failed_delta_makes_the_next_sync_a_full_recovery() {
 
     let full = claim(&store, &token, SCHEDULED_FULL, t0()).await.unwrap();
     store
+        .claims
         .finish_run(
             &acme(),
             &token,
@@ -250,6 +257,7 @@ async fn a_failed_delta_makes_the_next_sync_a_full_recovery() {
     let at = t0() + Duration::hours(12);
     let delta = claim(&store, &token, SCHEDULED_DELTA, at).await.unwrap();
     store
+        .claims
         .finish_run(
             &acme(),
             &token,
@@ -274,6 +282,7 @@ async fn a_failed_delta_makes_the_next_sync_a_full_recovery() {
     );
     assert!(next.recovery);
     store
+        .claims
         .finish_run(
             &acme(),
             &token,
@@ -308,6 +317,7 @@ async fn unknown_and_foreign_tokens_are_not_found() {
     let other = AccountId::parse("globex").unwrap();
     assert!(matches!(
         store
+            .claims
             .claim_sync(&other, &token, MANUAL_DELTA, t0(), RunId::new_at(t0()))
             .await,
         Err(ClaimError::TokenNotFound)
@@ -447,6 +457,7 @@ async fn the_conditional_write_agrees_with_the_pure_rule_on_generated_states() {
         let run = RunId::parse(&format!("case{case}")).unwrap();
         let expected = sync::claim(&state, request, t0(), run.clone());
         let actual = store
+            .claims
             .claim_sync(&acme(), &token, request, t0(), run)
             .await
             .map(|c| c.claim);
@@ -541,10 +552,11 @@ async fn sync_requests_through_the_api_follow_the_rules_on_the_services_clock() 
     // not: tests/long_runs.rs.)
     let store = env.store();
     let run_id = RunId::parse(full.body["run_id"].as_str().unwrap()).unwrap();
-    let record = store.get_run(&token, &run_id).await.unwrap().unwrap();
+    let record = store.runs.get_run(&token, &run_id).await.unwrap().unwrap();
     let now = adesync_core::clock::Clock::now(&*env.service.runner.clock());
     assert!(
         store
+            .claims
             .finish_run(
                 &acme(),
                 &token,
@@ -578,6 +590,7 @@ async fn sync_requests_through_the_api_follow_the_rules_on_the_services_clock() 
     // A scheduled run holds the token: a manual request meets the lease.
     let now = adesync_core::clock::Clock::now(&*env.service.runner.clock());
     let scheduled = store
+        .claims
         .claim_sync(&acme(), &token, SCHEDULED_DELTA, now, RunId::new_at(now))
         .await
         .unwrap();
@@ -596,6 +609,7 @@ async fn a_sync_in_progress_answers_409_with_the_run_and_its_lease() {
     let now = adesync_core::clock::Clock::now(&*env.service.runner.clock());
     let scheduled = env
         .store()
+        .claims
         .claim_sync(&acme(), &token, SCHEDULED_DELTA, now, RunId::new_at(now))
         .await
         .unwrap();
@@ -657,11 +671,13 @@ async fn an_abandoned_claim_gives_back_the_lease_and_the_cooldowns() {
     let store = env.store();
     let token = env.seed_token("acme").await;
     let claimed = store
+        .claims
         .claim_sync(&acme(), &token, MANUAL_FULL, t0(), RunId::new_at(t0()))
         .await
         .unwrap();
     assert!(
         store
+            .claims
             .abandon_claim(&acme(), &token, &claimed)
             .await
             .unwrap()
@@ -674,6 +690,7 @@ async fn an_abandoned_claim_gives_back_the_lease_and_the_cooldowns() {
     // Undoing a claim that is no longer the token's changes nothing.
     assert!(
         !store
+            .claims
             .abandon_claim(&acme(), &token, &claimed)
             .await
             .unwrap()
@@ -687,6 +704,7 @@ async fn an_abandoned_claim_gives_back_the_lease_and_the_cooldowns() {
 /// The device count of `token` as stored.
 async fn device_count(store: &Store, token: &TokenId) -> u64 {
     store
+        .claims
         .sync_state(&acme(), token)
         .await
         .unwrap()
@@ -697,6 +715,7 @@ async fn device_count(store: &Store, token: &TokenId) -> u64 {
 /// The lease of `token` as stored.
 async fn lease_until(store: &Store, token: &TokenId) -> Option<DateTime<Utc>> {
     store
+        .claims
         .sync_state(&acme(), token)
         .await
         .unwrap()
@@ -749,6 +768,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     };
 
     let first = store
+        .runs
         .claim_walker(&acme(), &token, slot(0, "walker-a", t0()), t0())
         .await
         .unwrap();
@@ -756,6 +776,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     // The same job delivered again while the first walks: refused until the
     // first one's deadline.
     let second = store
+        .runs
         .claim_walker(
             &acme(),
             &token,
@@ -773,6 +794,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     let at_10 = t0() + Duration::minutes(10);
     assert!(
         !store
+            .runs
             .save_progress(
                 &acme(),
                 &token,
@@ -786,6 +808,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     assert_eq!(lease_until(&store, &token).await, Some(t0() + LEASE));
     assert!(
         store
+            .runs
             .save_progress(
                 &acme(),
                 &token,
@@ -805,12 +828,14 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     // and its job delivered again is stale.
     let at_11 = t0() + Duration::minutes(11);
     let next = store
+        .runs
         .claim_walker(&acme(), &token, slot(1, "walker-c", at_11), at_11)
         .await
         .unwrap();
     assert!(matches!(next, Walker::Walking(_)), "{next:?}");
     assert!(
         !store
+            .runs
             .save_progress(
                 &acme(),
                 &token,
@@ -822,6 +847,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     );
     assert_eq!(
         store
+            .runs
             .claim_walker(&acme(), &token, slot(0, "walker-d", at_11), at_11)
             .await
             .unwrap(),
@@ -832,6 +858,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     let lapsed = at_10 + LEASE + Duration::seconds(1);
     assert_eq!(
         store
+            .runs
             .claim_walker(&acme(), &token, slot(2, "walker-e", lapsed), lapsed)
             .await
             .unwrap(),
@@ -839,6 +866,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     );
     assert!(
         !store
+            .runs
             .save_progress(
                 &acme(),
                 &token,
@@ -850,6 +878,7 @@ async fn only_the_walker_holding_the_slot_saves_a_page_and_renews_the_lease() {
     );
     assert!(
         !store
+            .runs
             .renew_lease(&acme(), &token, &run_id, lapsed)
             .await
             .unwrap()
@@ -867,11 +896,13 @@ async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
     let store = env.store();
     let token = env.seed_token("acme").await;
     let claimed = store
+        .claims
         .claim_sync(&acme(), &token, SCHEDULED_FULL, t0(), RunId::new_at(t0()))
         .await
         .unwrap();
     let run = claimed.claim.run_id.clone();
     store
+        .runs
         .record_run_started(&acme(), &token, &claimed.claim, None)
         .await
         .unwrap();
@@ -887,6 +918,7 @@ async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
     let at_14 = t0() + Duration::minutes(14);
     assert_eq!(
         store
+            .runs
             .mark_batch_imported(mark(0, 100), at_14)
             .await
             .unwrap(),
@@ -897,6 +929,7 @@ async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
     let at_20 = t0() + Duration::minutes(20);
     assert_eq!(
         store
+            .runs
             .mark_batch_imported(mark(0, 100), at_20)
             .await
             .unwrap(),
@@ -909,6 +942,7 @@ async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
     let lapsed = at_14 + LEASE + Duration::minutes(1);
     assert_eq!(
         store
+            .runs
             .mark_batch_imported(mark(1, 40), lapsed)
             .await
             .unwrap(),
@@ -919,21 +953,28 @@ async fn a_marked_batch_renews_the_lease_and_a_lapsed_run_is_settled_once() {
 
     assert!(
         store
+            .claims
             .settle_lapsed_run(&acme(), &token, &run, lapsed)
             .await
             .unwrap()
     );
     assert!(
         !store
+            .claims
             .settle_lapsed_run(&acme(), &token, &run, lapsed)
             .await
             .unwrap(),
         "settled twice"
     );
-    let record = store.get_run(&token, &run).await.unwrap().unwrap();
+    let record = store.runs.get_run(&token, &run).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Abandoned);
     assert_eq!(record.finished_at, Some(lapsed));
-    let state = store.sync_state(&acme(), &token).await.unwrap().unwrap();
+    let state = store
+        .claims
+        .sync_state(&acme(), &token)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.lease, None, "the token is free");
     assert!(
         state.next_sync_is_full,
@@ -957,11 +998,13 @@ async fn one_assigner_per_token_until_its_deadline_or_release() {
     let deadline = t0() + Duration::seconds(90);
 
     let first = store
+        .claims
         .claim_assigner(&acme(), &token, "first", deadline, t0())
         .await
         .unwrap();
     assert_eq!(first, AssignerSlot::Taken);
     let second = store
+        .claims
         .claim_assigner(&acme(), &token, "second", deadline, t0())
         .await
         .unwrap();
@@ -969,6 +1012,7 @@ async fn one_assigner_per_token_until_its_deadline_or_release() {
     // DynamoDB applied the first claim but answered with an error: its retry.
     assert_eq!(
         store
+            .claims
             .claim_assigner(&acme(), &token, "first", deadline, t0())
             .await
             .unwrap(),
@@ -977,6 +1021,7 @@ async fn one_assigner_per_token_until_its_deadline_or_release() {
     // Killed at its deadline: the slot is free after it.
     assert_eq!(
         store
+            .claims
             .claim_assigner(
                 &acme(),
                 &token,
@@ -990,22 +1035,26 @@ async fn one_assigner_per_token_until_its_deadline_or_release() {
     );
     // Only the holder releases it; then anyone takes it at once.
     store
+        .claims
         .release_assigner(&acme(), &token, "first")
         .await
         .unwrap();
     assert!(matches!(
         store
+            .claims
             .claim_assigner(&acme(), &token, "third", deadline, deadline)
             .await
             .unwrap(),
         AssignerSlot::Busy { .. }
     ));
     store
+        .claims
         .release_assigner(&acme(), &token, "second")
         .await
         .unwrap();
     assert_eq!(
         store
+            .claims
             .claim_assigner(&acme(), &token, "third", deadline, deadline)
             .await
             .unwrap(),
@@ -1015,6 +1064,7 @@ async fn one_assigner_per_token_until_its_deadline_or_release() {
     let gone = TokenId::parse("01NOSUCHTOKEN0000000000000").unwrap();
     assert_eq!(
         store
+            .claims
             .claim_assigner(&acme(), &gone, "first", deadline, t0())
             .await
             .unwrap(),
@@ -1037,6 +1087,7 @@ async fn one_renewal_of_a_tokens_apple_session_at_a_time() {
         let token = token.clone();
         async move {
             store
+                .tokens
                 .claim_session_renewal(
                     &acme(),
                     &token,
@@ -1059,6 +1110,7 @@ async fn one_renewal_of_a_tokens_apple_session_at_a_time() {
     // The renewer shares what Apple gave it; the waiter finds it.
     assert!(
         store
+            .tokens
             .share_session(&acme(), &token, b"sealed-s1", "fp-s1", "worker", t0())
             .await
             .unwrap()
@@ -1084,6 +1136,7 @@ async fn one_renewal_of_a_tokens_apple_session_at_a_time() {
     // While it renews, nobody else may share a session (a rotated one)…
     assert!(
         !store
+            .tokens
             .share_session(&acme(), &token, b"sealed-x", "fp-x", "worker", t0())
             .await
             .unwrap()
@@ -1100,6 +1153,7 @@ async fn one_renewal_of_a_tokens_apple_session_at_a_time() {
     // Another account's identifiers find no token.
     assert_eq!(
         store
+            .tokens
             .claim_session_renewal(
                 &AccountId::parse("globex").unwrap(),
                 &token,

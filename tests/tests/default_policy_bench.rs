@@ -61,7 +61,12 @@ async fn first_sync(env: &TestService, default_policy: bool) -> Measured {
         let clock = env.service.runner.clock();
         loop {
             let now = adesync_core::clock::Clock::now(&*clock);
-            if !store.has_due_assignments(&token_id, now).await.unwrap() {
+            if !store
+                .devices
+                .has_due_assignments(&token_id, now)
+                .await
+                .unwrap()
+            {
                 break;
             }
             assert!(closed.elapsed() < TIMEOUT, "assignment not done");

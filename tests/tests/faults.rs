@@ -8,8 +8,8 @@ use std::time::Duration;
 use adesync_core::clock::Clock;
 use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
+use adesync_core::run::messages::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
-use adesync_queue::batches::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
 use adesync_service::faults::CrashPoint;
 use adesync_tests::flows::CreatedToken;
 use adesync_tests::{TestOptions, TestService};
@@ -110,6 +110,7 @@ async fn hand_run(env: &TestService, created: &CreatedToken) -> HandRun {
     let now = env.service.runner.clock().now();
     let claimed = env
         .store()
+        .claims
         .claim_sync(
             &account,
             &token,
@@ -123,6 +124,7 @@ async fn hand_run(env: &TestService, created: &CreatedToken) -> HandRun {
         .await
         .unwrap();
     env.store()
+        .runs
         .record_run_started(&account, &token, &claimed.claim, None)
         .await
         .unwrap();

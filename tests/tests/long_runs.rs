@@ -327,7 +327,15 @@ async fn a_stuck_run_is_recorded_abandoned_by_the_next_scheduler_pass_and_a_full
         .expect("the full-sync pass");
     let token_id = adesync_core::ids::TokenId::parse(&token.token_id).unwrap();
     let waiting = Instant::now();
-    while env.store().recent_runs(&token_id, 2).await.unwrap().len() < 2 {
+    while env
+        .store()
+        .runs
+        .recent_runs(&token_id, 2)
+        .await
+        .unwrap()
+        .len()
+        < 2
+    {
         assert!(
             waiting.elapsed() < Duration::from_secs(30),
             "the pass started no full sync"

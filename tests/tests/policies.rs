@@ -404,6 +404,7 @@ async fn apples_answers_are_stored_and_retried_on_time() {
     let clock = env.service.runner.clock();
     assert!(
         !store
+            .devices
             .has_due_assignments(&token_id, adesync_core::clock::Clock::now(&*clock))
             .await
             .unwrap()
@@ -427,6 +428,7 @@ async fn apples_answers_are_stored_and_retried_on_time() {
     env.advance(86_400 - 7_200 - 60).await;
     assert!(
         !store
+            .devices
             .has_due_assignments(&token_id, adesync_core::clock::Clock::now(&*clock))
             .await
             .unwrap()
@@ -445,6 +447,7 @@ async fn apples_answers_are_stored_and_retried_on_time() {
     env.advance(86_400).await;
     assert!(
         !store
+            .devices
             .has_due_assignments(&token_id, adesync_core::clock::Clock::now(&*clock))
             .await
             .unwrap()
@@ -559,6 +562,7 @@ async fn a_policy_holds_at_most_200000_devices() {
     let token_id = TokenId::parse(&token.token_id).unwrap();
     let policy_id = PolicyId::parse(&policy).unwrap();
     store
+        .policies
         .set_policy_device_count(&token_id, &policy_id, 199_998)
         .await
         .unwrap();

@@ -34,6 +34,7 @@ async fn acme_token(env: &TestService) -> CreatedToken {
 
 async fn token_count(env: &TestService, account: &str) -> u64 {
     env.store()
+        .accounts
         .token_count(&AccountId::parse(account).unwrap())
         .await
         .unwrap()

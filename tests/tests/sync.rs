@@ -486,7 +486,7 @@ async fn a_pass_reaches_every_token_page_by_page_past_malformed_items() {
     let started = std::time::Instant::now();
     for token in &tokens {
         let runs = loop {
-            let runs = store.recent_runs(token, 10).await.unwrap();
+            let runs = store.runs.recent_runs(token, 10).await.unwrap();
             if !runs.is_empty() {
                 break runs;
             }

@@ -160,7 +160,7 @@ fn service_now(env: &TestService) -> DateTime<Utc> {
 }
 
 async fn token_count(env: &TestService, account: &AccountId) -> u64 {
-    env.store().token_count(account).await.unwrap()
+    env.store().accounts.token_count(account).await.unwrap()
 }
 
 /// Sets counters on the account item directly (the limit test starts at 1,999).
@@ -325,6 +325,7 @@ async fn a_token_is_created_renewed_and_deleted_without_a_secret_in_any_answer()
     // the 7-day cooldown will count from then.
     assert!(body["last_full_sync_at"].is_null(), "{body}");
     let state = store
+        .claims
         .sync_state(&account, &TokenId::parse(&token).unwrap())
         .await
         .unwrap()
@@ -531,6 +532,7 @@ async fn a_token_is_not_deleted_while_a_sync_holds_it() {
     assert_eq!(token_count(&env, &account).await, 1);
 
     let claimed = store
+        .claims
         .claim_sync(
             &account,
             &token,
@@ -806,6 +808,7 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
     // At rest it is sealed, bound to its purpose: the token's credentials'
     // context does not open it.
     let secrets = store
+        .tokens
         .token_secrets(&account, &token)
         .await
         .unwrap()

@@ -26,6 +26,8 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AccountId, EnrollmentId, PolicyId, Serial, TokenId, UserId};
+
 /// How long an enrollment's SCEP challenge is valid (docs/product.md).
 pub const SCEP_CHALLENGE_LIFETIME: Duration = Duration::minutes(15);
 
@@ -198,6 +200,30 @@ impl ScepChallengeDigest {
 /// When a challenge issued at `now` stops working.
 pub fn challenge_expires_at(now: DateTime<Utc>) -> DateTime<Utc> {
     now + SCEP_CHALLENGE_LIFETIME
+}
+
+/// What a license item is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Licensee {
+    User(UserId),
+    Device(Serial),
+}
+
+/// A stored enrollment. It holds nothing of the SCEP challenge: the challenge is in the
+/// one answer that issues it, its digest only in the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    pub id: EnrollmentId,
+    pub account: AccountId,
+    pub token: TokenId,
+    pub serial: Serial,
+    pub policy: PolicyId,
+    pub user: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    /// When the SCEP challenge stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Times the management profile was downloaded again.
+    pub downloads: u64,
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! its devices are assigned to the new one ([`PolicySettings::apple_profile`] is what is
 //! sent; the policy's `version` says which settings a defined profile carries).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::ids::{PolicyId, Serial, TokenId};
 
 /// Enrollment policies per token (docs/product.md "Limits").
 pub const MAX_POLICIES_PER_TOKEN: u64 = 1_000;
@@ -515,6 +518,34 @@ impl PolicyPatch {
             user_affinity: current.user_affinity,
             ..next
         } != *current
+    }
+}
+
+/// A stored policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub token: TokenId,
+    pub policy: PolicyId,
+    pub settings: PolicySettings,
+    /// Bumped on every change of the settings.
+    pub version: u64,
+    pub device_count: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub profile_uuid: Option<String>,
+    pub profile_version: Option<u64>,
+    pub profile_error: Option<String>,
+    pub reassign_pending: bool,
+    pub reassign_after: Option<Serial>,
+}
+
+impl PolicyRecord {
+    /// Apple's profile for the current settings, once defined.
+    pub fn current_profile(&self) -> Option<&str> {
+        match (&self.profile_uuid, self.profile_version) {
+            (Some(uuid), Some(version)) if version == self.version => Some(uuid.as_str()),
+            _ => None,
+        }
     }
 }
 

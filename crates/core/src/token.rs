@@ -15,6 +15,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AccountId, PolicyId, TokenId};
+use crate::sync::Lease;
+
 /// Most tokens one account may hold.
 pub const MAX_TOKENS_PER_ACCOUNT: u64 = 2_000;
 
@@ -290,6 +293,38 @@ pub fn apple_id(text: &str) -> Result<String, InvalidInput> {
 /// compared without regard to case, as Apple does).
 pub fn same_apple_id(a: &str, b: &str) -> bool {
     a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
+/// A token as shown to administrators: no secret is read into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub account: AccountId,
+    pub token: TokenId,
+    pub name: String,
+    pub apple_id: String,
+    pub server_name: String,
+    pub server_uuid: String,
+    pub org_name: Option<String>,
+    pub admin_id: Option<String>,
+    pub token_expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub renewed_at: Option<DateTime<Utc>>,
+    pub status: TokenStatus,
+    pub status_message: Option<String>,
+    pub status_at: Option<DateTime<Utc>>,
+    pub device_count: u64,
+    pub policy_count: u64,
+    pub default_policy_id: Option<PolicyId>,
+    pub last_full_sync_at: Option<DateTime<Utc>>,
+    pub last_delta_sync_at: Option<DateTime<Utc>>,
+    pub last_manual_sync_at: Option<DateTime<Utc>>,
+    /// The run holding the token, if its lease has not been released.
+    /// Whether it is still live depends on the caller's clock.
+    pub lease: Option<Lease>,
+    /// When the current run's import is expected to end, if one is running.
+    pub import_until: Option<DateTime<Utc>>,
+    /// Sorted; empty for an untagged token.
+    pub scope_tags: Vec<String>,
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub async fn public_key(
     account: &AccountId,
     now: DateTime<Utc>,
 ) -> Result<Certificate, AccountKeyError> {
-    let stored = match store.account_key(account).await? {
+    let stored = match store.accounts.account_key(account).await? {
         Some(stored) => stored,
         None => {
             let key = generate(account, now).await?;
@@ -77,7 +77,7 @@ pub async fn public_key(
                 certificate_pem: key.certificate_pem(),
                 created_at: now,
             };
-            match store.insert_account_key(account, &stored).await? {
+            match store.accounts.insert_account_key(account, &stored).await? {
                 None => {
                     tracing::info!(account = %account, "account key pair created");
                     return Ok(Certificate::from(&key));
@@ -94,6 +94,7 @@ pub async fn public_key(
     }
     let renewed = key.renew_certificate(now, CERTIFICATE_VALIDITY_DAYS)?;
     if store
+        .accounts
         .replace_certificate(
             account,
             &stored.certificate_pem,
@@ -106,7 +107,7 @@ pub async fn public_key(
         return Ok(Certificate::from(&renewed));
     }
     // Someone re-issued it at the same moment: hand out theirs.
-    match store.account_key(account).await? {
+    match store.accounts.account_key(account).await? {
         Some(current) => Ok(Certificate::from(&open(vault, account, &current).await?)),
         None => Err(StoreError::Malformed(format!("the key of account {account} vanished")).into()),
     }
@@ -118,7 +119,7 @@ pub async fn account_key(
     vault: &Vault,
     account: &AccountId,
 ) -> Result<Option<AccountKey>, AccountKeyError> {
-    match store.account_key(account).await? {
+    match store.accounts.account_key(account).await? {
         Some(stored) => Ok(Some(open(vault, account, &stored).await?)),
         None => Ok(None),
     }

@@ -129,6 +129,7 @@ impl Announcer {
             return Ok(());
         }
         self.store
+            .runs
             .put_outbox(token, key, &encode_devices(owed), now)
             .await
     }
@@ -146,7 +147,7 @@ impl Announcer {
             return Ok(());
         }
         let body = serde_json::to_string(events).unwrap_or_default();
-        self.store.put_outbox(token, key, &body, now).await
+        self.store.runs.put_outbox(token, key, &body, now).await
     }
 
     /// Step 2: publishes what a durable change announces and clears its
@@ -161,7 +162,7 @@ impl Announcer {
             return;
         }
         for key in &pending.keys {
-            if let Err(error) = self.store.delete_outbox(token, key).await {
+            if let Err(error) = self.store.runs.delete_outbox(token, key).await {
                 // Published again later: a repeat consumers drop by id.
                 tracing::warn!(%error, "a published outbox item could not be deleted");
             }
@@ -183,7 +184,7 @@ impl Announcer {
         if let Err(error) = self.put(&events).await {
             tracing::warn!(%error, "events not published; kept in the outbox");
             let body = serde_json::to_string(&events).unwrap_or_default();
-            if let Err(error) = self.store.put_outbox(token, key, &body, now).await {
+            if let Err(error) = self.store.runs.put_outbox(token, key, &body, now).await {
                 tracing::error!(%error, "events neither published nor kept");
             }
         }
@@ -203,7 +204,12 @@ impl Announcer {
         if !self.enabled() {
             return;
         }
-        match self.store.claim_status_change(account, token, status).await {
+        match self
+            .store
+            .tokens
+            .claim_status_change(account, token, status)
+            .await
+        {
             Ok(true) => {
                 let event = Event::token_status_changed(account, token, status, now);
                 let key = format!("status#{status}#{}", now.timestamp_millis());
@@ -232,13 +238,13 @@ impl Announcer {
         token: &TokenId,
         now: DateTime<Utc>,
     ) -> Result<(), anyhow::Error> {
-        for item in self.store.outbox(token).await? {
+        for item in self.store.runs.outbox(token).await? {
             let events = if item.body.starts_with('[') {
                 serde_json::from_str(&item.body)?
             } else {
                 let owed: Vec<Owed> = item.body.lines().filter_map(Owed::decode).collect();
                 let serials: Vec<Serial> = owed.iter().map(|o| o.serial.clone()).collect();
-                let stored = self.store.get_devices(token, &serials).await?;
+                let stored = self.store.devices.get_devices(token, &serials).await?;
                 landed(
                     account,
                     token,
@@ -248,7 +254,7 @@ impl Announcer {
                 )
             };
             self.put(&events).await?;
-            self.store.delete_outbox(token, &item.key).await?;
+            self.store.runs.delete_outbox(token, &item.key).await?;
             tracing::info!(key = %item.key, events = events.len(), "owed events published");
         }
         Ok(())

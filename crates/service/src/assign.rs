@@ -34,12 +34,12 @@ use adesync_core::clock::Deadline;
 use adesync_core::device::Device;
 use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
+use adesync_core::policy::PolicyRecord;
 use adesync_core::policy::PolicySettings;
 use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
 use adesync_store::assignments::AssignerSlot;
 use adesync_store::devices::Written;
-use adesync_store::policies::PolicyRecord;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -177,6 +177,7 @@ impl<'a> AppleLink<'a> {
                         "Apple refused the policy's profile ({code}); correct the policy's settings."
                     );
                     self.store
+                        .policies
                         .set_policy_profile_error(
                             &self.token,
                             &policy.policy,
@@ -190,6 +191,7 @@ impl<'a> AppleLink<'a> {
             };
             if self
                 .store
+                .policies
                 .set_policy_profile(
                     &self.token,
                     &policy.policy,
@@ -202,7 +204,12 @@ impl<'a> AppleLink<'a> {
                 return Ok(defined.profile_uuid);
             }
             // The settings changed, or someone recorded a profile first: use theirs.
-            match self.store.policy(&self.token, &policy.policy).await? {
+            match self
+                .store
+                .policies
+                .policy(&self.token, &policy.policy)
+                .await?
+            {
                 Some(current) => policy = current,
                 None => {
                     return Err(AssignError::ProfileRefused(
@@ -286,12 +293,17 @@ impl<'a> AppleLink<'a> {
                     })
                 })
                 .collect();
-            let Written { conflicts, .. } = self.store.write_devices(&self.token, writes).await?;
+            let Written { conflicts, .. } = self
+                .store
+                .devices
+                .write_devices(&self.token, writes)
+                .await?;
             if conflicts.is_empty() {
                 return Ok(());
             }
             current = self
                 .store
+                .devices
                 .get_devices(&self.token, &conflicts)
                 .await?
                 .into_values()
@@ -342,7 +354,11 @@ pub async fn prepare_writes(
         }
     }
     for (policy, count) in joining {
-        if store.reserve_policy_devices(token, &policy, count).await? {
+        if store
+            .policies
+            .reserve_policy_devices(token, &policy, count)
+            .await?
+        {
             continue;
         }
         tracing::warn!(policy = %policy, count, "the default policy is full or gone; these devices are imported without it");
@@ -383,7 +399,10 @@ pub async fn settle_counts(
         }
     }
     for (policy, delta) in deltas {
-        store.add_policy_devices(token, &policy, delta).await?;
+        store
+            .policies
+            .add_policy_devices(token, &policy, delta)
+            .await?;
     }
     Ok(())
 }
@@ -411,7 +430,10 @@ pub async fn drop_expired_counted(
                 ))
             })
             .collect();
-        let deleted = store.delete_counted_devices(token, &doomed).await?;
+        let deleted = store
+            .policies
+            .delete_counted_devices(token, &doomed)
+            .await?;
         tracing::info!(deleted, "expired devices deleted with their policy counts");
     }
     Ok(kept)
@@ -425,7 +447,7 @@ pub async fn queue_if_due(
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<bool, AssignError> {
-    if !store.has_due_assignments(token, now).await? {
+    if !store.devices.has_due_assignments(token, now).await? {
         return Ok(false);
     }
     queues
@@ -479,6 +501,7 @@ pub async fn run_job(
     // this invocation's deadline, so a killed job frees it by itself.
     let assigner = crate::holder_id();
     match store
+        .claims
         .claim_assigner(&job.account_id, token, &assigner, deadline.at(), now)
         .await?
     {
@@ -491,6 +514,7 @@ pub async fn run_job(
     }
     let result = assign_holding_slot(adapters, job, now, deadline).await;
     if let Err(error) = store
+        .claims
         .release_assigner(&job.account_id, token, &assigner)
         .await
     {
@@ -518,7 +542,7 @@ async fn assign_holding_slot(
     };
     let mut report = JobReport::default();
     let result = async {
-        let policies = store.list_policies(token).await?;
+        let policies = store.policies.list_policies(token).await?;
         for policy in policies.iter().filter(|p| p.reassign_pending) {
             if !reassign(&link, policy, now, deadline, &mut report).await? {
                 return Ok(false);
@@ -578,6 +602,7 @@ async fn reassign(
             return Ok(false);
         }
         let (serials, next) = store
+            .devices
             .list_policy_serials(
                 token,
                 &policy.policy,
@@ -585,7 +610,7 @@ async fn reassign(
                 MAX_SERIALS_PER_REQUEST as u32,
             )
             .await?;
-        let stored = store.get_devices(token, &serials).await?;
+        let stored = store.devices.get_devices(token, &serials).await?;
         let moving: Vec<Stored> = serials
             .iter()
             .filter_map(|serial| stored.get(serial).cloned())
@@ -598,6 +623,7 @@ async fn reassign(
         after = serials.last().cloned().or(after);
         let done = next.is_none();
         if !store
+            .policies
             .save_reassign_progress(token, &policy.policy, policy.version, after.as_ref(), done)
             .await?
         {
@@ -648,10 +674,11 @@ async fn assign_due(
             return Ok(false);
         }
         let (due, next) = store
+            .devices
             .due_assignments(token, now, after.as_ref(), MAX_SERIALS_PER_REQUEST as u32)
             .await?;
         let serials: Vec<Serial> = due.iter().map(|d| d.serial.clone()).collect();
-        let stored = store.get_devices(token, &serials).await?;
+        let stored = store.devices.get_devices(token, &serials).await?;
         let mut groups: BTreeMap<PolicyId, Vec<Stored>> = BTreeMap::new();
         let mut orphans = Vec::new();
         for serial in &serials {
@@ -730,7 +757,7 @@ async fn clear_orphans(
         })
         .collect();
     if !writes.is_empty() {
-        store.write_devices(token, writes).await?;
+        store.devices.write_devices(token, writes).await?;
     }
     Ok(())
 }
@@ -747,8 +774,9 @@ pub async fn sweep_token(
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<bool, AssignError> {
-    let due = store.has_due_assignments(token, now).await?
+    let due = store.devices.has_due_assignments(token, now).await?
         || store
+            .policies
             .list_policies(token)
             .await?
             .iter()

@@ -54,12 +54,18 @@ pub async fn list(
     };
     loop {
         let (page, next) = match &filter.policy {
-            None => store.list_devices(token, after.as_ref(), query).await?,
+            None => {
+                store
+                    .devices
+                    .list_devices(token, after.as_ref(), query)
+                    .await?
+            }
             Some(policy) => {
                 let (serials, next) = store
+                    .devices
                     .list_policy_serials(token, policy, after.as_ref(), query)
                     .await?;
-                let found = store.get_devices(token, &serials).await?;
+                let found = store.devices.get_devices(token, &serials).await?;
                 let page = serials
                     .iter()
                     .filter_map(|s| found.get(s).cloned())
@@ -122,6 +128,7 @@ async fn read_listed(
     now: DateTime<Utc>,
 ) -> Result<Option<Stored>, StoreError> {
     Ok(store
+        .devices
         .get_device(token, serial)
         .await?
         .filter(|stored| stored.device.is_listed(now)))
@@ -163,6 +170,7 @@ pub async fn delete(
             device::admin_delete(&stored.device, now).map_err(|_| DeleteError::NotFound)?;
         // The delete clears the policy: its count goes down in the same transaction.
         let written = store
+            .policies
             .write_devices_counted(
                 token,
                 vec![CountedWrite {
@@ -177,7 +185,7 @@ pub async fn delete(
         if written.conflicts.is_empty() {
             // Between run closes the count moves with each delete; it errs
             // high if this fails, and the next close recounts.
-            store.add_device_count(account, token, -1).await?;
+            store.runs.add_device_count(account, token, -1).await?;
             tracing::info!(token = %token, serial = %serial, "device deleted by an administrator");
             // After the delete is durable; if the bus refuses, the event
             // waits in the outbox for the token's next run's close.

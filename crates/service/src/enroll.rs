@@ -16,15 +16,17 @@
 
 use adesync_core::device::{Device, DeviceState};
 use adesync_core::device::{DeviceWrite, Stored};
+use adesync_core::enrollment::EnrollmentRecord;
+use adesync_core::enrollment::Licensee;
 use adesync_core::enrollment::{
     self, DeviceAction, EnrollmentState, InvalidAction, SCEP_CHALLENGE_LIFETIME, ScepChallenge,
     ScepChallengeDigest,
 };
 use adesync_core::ids::{AccountId, EnrollmentId, Serial, TokenId, UserId};
 use adesync_core::license::{self, LicenseFacts, LicenseNeeded};
+use adesync_core::policy::PolicyRecord;
 use adesync_core::scope::Scope;
-use adesync_store::enrollments::{EnrollmentRecord, EnrollmentUse, Licensee};
-use adesync_store::policies::PolicyRecord;
+use adesync_store::enrollments::EnrollmentUse;
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -71,7 +73,7 @@ async fn listed_device(
     serial: &Serial,
     now: DateTime<Utc>,
 ) -> Result<Stored, EnrollError> {
-    match store.get_device(token, serial).await? {
+    match store.devices.get_device(token, serial).await? {
         Some(stored) if stored.device.is_listed(now) => Ok(stored),
         _ => Err(EnrollError::DeviceNotFound),
     }
@@ -90,6 +92,7 @@ async fn change_device(
         let stored = listed_device(store, token, serial, now).await?;
         let next = change(&stored.device)?;
         let written = store
+            .devices
             .write_devices(
                 token,
                 vec![DeviceWrite {
@@ -154,7 +157,10 @@ pub async fn set_license(
     licensed: bool,
     now: DateTime<Utc>,
 ) -> Result<(), EnrollError> {
-    store.set_license(account, licensee, licensed, now).await?;
+    store
+        .enrollments
+        .set_license(account, licensee, licensed, now)
+        .await?;
     Ok(())
 }
 
@@ -197,14 +203,16 @@ pub async fn enroll(
         let device = &stored.device;
         let policy_id = device.policy_id.clone().ok_or(EnrollError::NoPolicy)?;
         let policy = store
+            .policies
             .policy(&token, &policy_id)
             .await?
             .ok_or(EnrollError::NoPolicy)?;
         if !device.management.enrollment.may_enroll() {
             return Err(EnrollError::NotWiped(device.management.enrollment));
         }
-        let licensed =
-            |licensee: Licensee| async move { store.is_licensed(account, &licensee).await };
+        let licensed = |licensee: Licensee| async move {
+            store.enrollments.is_licensed(account, &licensee).await
+        };
         let enrolling_user = match &user {
             Some(user) => Some(licensed(Licensee::User(user.clone())).await?),
             None => None,
@@ -241,6 +249,7 @@ pub async fn enroll(
         };
         let challenge = new_challenge();
         if store
+            .enrollments
             .create_enrollment(&record, &challenge_digest(&challenge), &write)
             .await?
         {
@@ -271,7 +280,7 @@ pub async fn profile(
     now: DateTime<Utc>,
 ) -> Result<Profile, EnrollError> {
     if scope.limited_to().is_some() {
-        let token = match store.enrollment(account, id).await? {
+        let token = match store.enrollments.enrollment(account, id).await? {
             Some(enrollment) => enrollment.token,
             None => return Err(missing(id, now)),
         };
@@ -284,11 +293,15 @@ pub async fn profile(
     }
     let challenge = new_challenge();
     match store
+        .enrollments
         .use_enrollment(account, id, &challenge_digest(&challenge), now)
         .await?
     {
         EnrollmentUse::Valid(enrollment) => {
-            let policy = store.policy(&enrollment.token, &enrollment.policy).await?;
+            let policy = store
+                .policies
+                .policy(&enrollment.token, &enrollment.policy)
+                .await?;
             Ok(Profile {
                 enrollment,
                 challenge,
@@ -317,7 +330,7 @@ async fn find_active(
     serial: &Serial,
     now: DateTime<Utc>,
 ) -> Result<(TokenId, Stored), EnrollError> {
-    for token in store.tokens_with_serial(serial).await? {
+    for token in store.devices.tokens_with_serial(serial).await? {
         // Another account's token, or one outside the caller's scope.
         if crate::status::sync_view(store, account, scope, &token)
             .await?
@@ -325,7 +338,7 @@ async fn find_active(
         {
             continue;
         }
-        if let Some(stored) = store.get_device(&token, serial).await?
+        if let Some(stored) = store.devices.get_device(&token, serial).await?
             && stored.device.is_listed(now)
             && stored.device.state == DeviceState::Active
         {

@@ -151,10 +151,12 @@ impl Importer {
         // import); the marking below checks it all the same.
         let started = std::time::Instant::now();
         let (run, later_marked, default) = futures::try_join!(
-            self.store.get_run(&batch.token_id, &batch.run_id),
+            self.store.runs.get_run(&batch.token_id, &batch.run_id),
             self.store
+                .runs
                 .batch_marked_after(&batch.token_id, &batch.run_id, batch.seq),
             self.store
+                .policies
                 .default_policy_id(&batch.account_id, &batch.token_id),
         )?;
         let run = match run {
@@ -208,6 +210,7 @@ impl Importer {
         self.faults.check(CrashPoint::ImporterBeforeMark)?;
         let marked = self
             .store
+            .runs
             .mark_batch_imported(
                 BatchMark {
                     account: &batch.account_id,
@@ -228,11 +231,14 @@ impl Importer {
             // Undo rather than orphan.
             tracing::warn!("the token was deleted while its batch was applied; undoing its writes");
             if written > 0 {
-                self.store.delete_devices(&batch.token_id, &serials).await?;
+                self.store
+                    .devices
+                    .delete_devices(&batch.token_id, &serials)
+                    .await?;
             }
             // Undone: nothing to announce.
             for key in &announced.keys {
-                self.store.delete_outbox(&batch.token_id, key).await?;
+                self.store.runs.delete_outbox(&batch.token_id, key).await?;
             }
             return Ok(Applied::default());
         }
@@ -271,7 +277,7 @@ impl Importer {
                 return Ok(converged);
             }
             let serials: Vec<Serial> = groups.iter().map(|g| g.serial.clone()).collect();
-            let stored = self.store.get_devices(token, &serials).await?;
+            let stored = self.store.devices.get_devices(token, &serials).await?;
             let mut writes = decide_writes(&groups, &stored, refreshes, now);
             let deltas: HashMap<Serial, i64> = writes
                 .iter()
@@ -315,14 +321,14 @@ impl Importer {
             // halfway for the slowest call of the first half.
             let outcome = if self.faults.remaining(CrashPoint::ImporterMidBatch) > 0 {
                 let (first, rest) = split_half(writes);
-                let mut outcome = self.store.write_devices(token, first).await?;
+                let mut outcome = self.store.devices.write_devices(token, first).await?;
                 self.faults.check(CrashPoint::ImporterMidBatch)?;
-                let second = self.store.write_devices(token, rest).await?;
+                let second = self.store.devices.write_devices(token, rest).await?;
                 outcome.written += second.written;
                 outcome.conflicts.extend(second.conflicts);
                 outcome
             } else {
-                self.store.write_devices(token, writes).await?
+                self.store.devices.write_devices(token, writes).await?
             };
             crate::assign::settle_counts(&self.store, token, moves, &outcome.conflicts).await?;
             converged.written += outcome.written;
@@ -372,7 +378,7 @@ impl Importer {
     async fn close_run(&self, end: &EndOfRun) -> Result<(), ImportError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let run = self.store.get_run(&end.token_id, &end.run_id).await?;
+        let run = self.store.runs.get_run(&end.token_id, &end.run_id).await?;
         if run.as_ref().is_some_and(RunRecord::is_over) {
             tracing::info!("run already closed; ignoring a repeated end-of-run marker");
             // A close that crashed before it published finds its events here.
@@ -386,6 +392,7 @@ impl Importer {
             None => {
                 let markers = self
                     .store
+                    .runs
                     .count_batch_markers(&end.token_id, &end.run_id)
                     .await?;
                 Closing {
@@ -412,6 +419,7 @@ impl Importer {
         if part.full {
             // A part of the close is progress: the run keeps its token.
             self.store
+                .runs
                 .renew_lease(&end.account_id, &end.token_id, &end.run_id, now)
                 .await?;
             let next = BatchMessage::EndOfRun(EndOfRun {
@@ -475,6 +483,7 @@ impl Importer {
         // run is over: a client that waits for the run (the CLI's --watch)
         // then reads the token's count and status as this run left them.
         self.store
+            .runs
             .set_device_count(&end.account_id, &end.token_id, tally.listed)
             .await?;
         if error.is_none() {
@@ -491,6 +500,7 @@ impl Importer {
         if error.is_none()
             && let Err(e) = self
                 .store
+                .tokens
                 .set_token_status(&end.account_id, &end.token_id, TokenStatus::Ok, None, now)
                 .await
         {
@@ -498,6 +508,7 @@ impl Importer {
         }
         let recorded = self
             .store
+            .runs
             .record_run_closed(
                 &end.token_id,
                 &end.run_id,
@@ -510,6 +521,7 @@ impl Importer {
         if !recorded {
             tracing::warn!("the run was recorded abandoned while it closed; its record stays so");
             self.store
+                .runs
                 .delete_outbox(&end.token_id, &finished_key)
                 .await?;
         }
@@ -521,6 +533,7 @@ impl Importer {
         };
         let lease_released = self
             .store
+            .claims
             .finish_run(
                 &end.account_id,
                 &end.token_id,
@@ -583,6 +596,7 @@ impl Importer {
             Some(_) => {
                 let Some((through, in_range)) = self
                     .store
+                    .devices
                     .serial_after(token, after, self.close_part_devices)
                     .await?
                 else {
@@ -590,6 +604,7 @@ impl Importer {
                 };
                 let seen = self
                     .store
+                    .runs
                     .snapshot_serials_between(token, &end.run_id, after, &through)
                     .await?;
                 (Some(through), in_range, seen)
@@ -603,6 +618,7 @@ impl Importer {
             let limit = u32::try_from(room).unwrap_or(u32::MAX).min(SWEEP_PAGE);
             let (page, next) = self
                 .store
+                .devices
                 .device_summaries_page(token, page_after.as_ref(), through.as_ref(), limit)
                 .await?;
             part.devices += page.len();
@@ -614,6 +630,7 @@ impl Importer {
             if !triage.to_read.is_empty() {
                 let devices = self
                     .store
+                    .devices
                     .get_devices(token, &triage.to_read)
                     .await?
                     .into_values()
@@ -682,7 +699,11 @@ impl Importer {
                 .collect();
             let key = format!("{}#sweep#{:08x}", end.run_id, rand::random::<u32>());
             self.events.owe(token, &key, &changes, now).await?;
-            let outcome = self.store.write_devices(token, plan.writes.clone()).await?;
+            let outcome = self
+                .store
+                .devices
+                .write_devices(token, plan.writes.clone())
+                .await?;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
             if !changes.is_empty() {
                 swept.announced.keys.push(key);
@@ -720,6 +741,7 @@ impl Importer {
             let serials: Vec<Serial> = conflicted.into_iter().collect();
             devices = self
                 .store
+                .devices
                 .get_devices(token, &serials)
                 .await?
                 .into_values()

@@ -13,10 +13,11 @@ use adesync_core::assignment::{self, Assignment};
 use adesync_core::device::DeviceState;
 use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
+use adesync_core::policy::PolicyRecord;
 use adesync_core::policy::{InvalidPolicy, MAX_DEVICES_PER_POLICY, PolicyPatch, PolicySettings};
 use adesync_queue::Queues;
 use adesync_store::policies::{
-    CountedWrite, CreatePolicyError, DefaultPolicyError, DeletePolicyError, PolicyRecord,
+    CountedWrite, CreatePolicyError, DefaultPolicyError, DeletePolicyError,
 };
 use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -72,6 +73,7 @@ pub async fn create(
     settings.validate()?;
     let policy = PolicyId::new_at(now);
     store
+        .policies
         .create_policy(account, token, &policy, &settings, now)
         .await
         .map_err(|e| match e {
@@ -88,7 +90,7 @@ pub async fn default_policy(
     account: &AccountId,
     token: &TokenId,
 ) -> Result<Option<PolicyId>, PolicyError> {
-    Ok(store.default_policy_id(account, token).await?)
+    Ok(store.policies.default_policy_id(account, token).await?)
 }
 
 /// One policy of the token.
@@ -98,6 +100,7 @@ pub async fn get(
     policy: &PolicyId,
 ) -> Result<PolicyRecord, PolicyError> {
     store
+        .policies
         .policy(token, policy)
         .await?
         .ok_or(PolicyError::NotFound)
@@ -120,6 +123,7 @@ pub async fn update(
         settings.validate()?;
         let new_profile = patch.changes_profile(&current.settings);
         let Some(updated) = store
+            .policies
             .update_policy(token, policy, current.version, &settings, new_profile, now)
             .await?
         else {
@@ -148,6 +152,7 @@ pub async fn delete(
     policy: &PolicyId,
 ) -> Result<(), PolicyError> {
     store
+        .policies
         .delete_policy(account, token, policy)
         .await
         .map_err(|e| match e {
@@ -166,6 +171,7 @@ pub async fn set_default(
     policy: &PolicyId,
 ) -> Result<(), PolicyError> {
     store
+        .policies
         .set_default_policy(account, token, Some(policy))
         .await
         .map_err(|e| match e {
@@ -251,7 +257,7 @@ pub async fn assign_devices(
             DeviceResult { serial, assignment }
         })
         .collect();
-    if let Some(updated) = store.policy(token, policy).await? {
+    if let Some(updated) = store.policies.policy(token, policy).await? {
         report.policy = updated;
     }
     Ok(report)
@@ -282,7 +288,7 @@ async fn assign_in_adesync(
     let mut pending: Vec<Serial> = serials.to_vec();
     let mut done: Vec<Stored> = Vec::with_capacity(serials.len());
     for round in 0..CONFLICT_ROUNDS {
-        let stored = store.get_devices(token, &pending).await?;
+        let stored = store.devices.get_devices(token, &pending).await?;
         if round == 0 {
             check_devices(&stored, &pending, now)?;
             let adding = pending
@@ -323,9 +329,10 @@ async fn assign_in_adesync(
                 )
             })
             .collect();
-        let outcome = store.write_devices_counted(token, writes).await?;
+        let outcome = store.policies.write_devices_counted(token, writes).await?;
         if !outcome.refused.is_empty() {
             let current = store
+                .policies
                 .policy(token, &policy.policy)
                 .await?
                 .map_or(policy.device_count, |p| p.device_count);

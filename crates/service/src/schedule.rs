@@ -93,6 +93,7 @@ pub async fn sweep_page(
     let plan = job.plan.bounded();
     let began = clock.now();
     let scan = store
+        .claims
         .scan_tokens(job.segment, plan.segments, job.after.as_ref(), plan.page)
         .await?;
     let mut report = SweepReport {
@@ -242,6 +243,7 @@ async fn announce_expiry(
         return;
     }
     match store
+        .tokens
         .claim_expiry_notice(&token.account, &token.token, expires_at, days)
         .await
     {

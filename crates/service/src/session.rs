@@ -70,6 +70,7 @@ impl SharedSession {
             .await?;
         Ok(self
             .store
+            .tokens
             .share_session(
                 &self.account,
                 &self.token,
@@ -89,6 +90,7 @@ impl SessionKeeper for SharedSession {
             let stale = stale.map(fingerprint);
             let claim = self
                 .store
+                .tokens
                 .claim_session_renewal(
                     &self.account,
                     &self.token,

@@ -126,6 +126,7 @@ async fn start(
     delay: std::time::Duration,
 ) -> Result<Started, StartError> {
     let claimed = match store
+        .claims
         .claim_sync_in_scope(account, token, scope, request, now, RunId::new_at(now))
         .await
     {
@@ -146,6 +147,7 @@ async fn start(
     if let Some(abandoned) = claimed.abandoned_run() {
         // History only: the lease rule was already enforced by the claim.
         if let Err(error) = store
+            .runs
             .record_run_ended(
                 token,
                 abandoned,
@@ -170,6 +172,7 @@ async fn start(
     };
     let expected = sync::expected_devices(&claimed.previous);
     let queued = match store
+        .runs
         .record_run_started(account, token, &claim, expected)
         .await
     {
@@ -181,10 +184,11 @@ async fn start(
     };
     if let Err(error) = queued {
         tracing::error!(%error, run = %claim.run_id, "the sync could not be started; undoing its claim");
-        if let Err(undo) = store.abandon_claim(account, token, &claimed).await {
+        if let Err(undo) = store.claims.abandon_claim(account, token, &claimed).await {
             tracing::error!(error = %undo, "the claim could not be undone; its lease lapses in 15 minutes");
         }
         let _ = store
+            .runs
             .record_run_ended(
                 token,
                 &claim.run_id,
@@ -230,7 +234,7 @@ async fn running_estimate(
     run_id: &RunId,
     now: DateTime<Utc>,
 ) -> Option<Estimate> {
-    match store.get_run(token, run_id).await {
+    match store.runs.get_run(token, run_id).await {
         Ok(Some(record)) => Some(run::estimate(&record.progress(), now)),
         Ok(None) => None,
         Err(error) => {

@@ -34,7 +34,7 @@ pub async fn sync_status(
         return Ok(None);
     };
     let run = match view.current_run(now) {
-        Some(run_id) => store.get_run(token, run_id).await?,
+        Some(run_id) => store.runs.get_run(token, run_id).await?,
         None => None,
     };
     Ok(Some(SyncStatus { view, run }))
@@ -53,7 +53,7 @@ pub async fn recent_runs(
     let Some(view) = settled_view(store, account, scope, token, now).await? else {
         return Ok(None);
     };
-    let runs = store.recent_runs(token, limit).await?;
+    let runs = store.runs.recent_runs(token, limit).await?;
     Ok(Some((view, runs)))
 }
 
@@ -68,6 +68,7 @@ pub async fn sync_view(
     token: &TokenId,
 ) -> Result<Option<SyncView>, StoreError> {
     Ok(store
+        .claims
         .sync_view(account, token)
         .await?
         .filter(|view| scope::visible(&view.scope_tags, scope)))
@@ -99,5 +100,8 @@ pub async fn settle_lapsed(
     run: &RunId,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    store.settle_lapsed_run(account, token, run, now).await
+    store
+        .claims
+        .settle_lapsed_run(account, token, run, now)
+        .await
 }

@@ -14,12 +14,11 @@ use adesync_apple::{Account, AppleClient, AppleError, AppleSession, Credentials}
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::scope::{self, InvalidScopeTags, OutsideScope, Scope};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
+use adesync_core::token::TokenRecord;
 use adesync_core::token::{self, DeleteBlocker, InvalidInput};
 use adesync_queue::Queues;
 use adesync_secrets::{Context, Sealed, Vault, VaultError};
-use adesync_store::tokens::{
-    CreateTokenError, DeleteTokenError, NewToken, Renewal, SealedSecrets, TokenRecord,
-};
+use adesync_store::tokens::{CreateTokenError, DeleteTokenError, NewToken, Renewal, SealedSecrets};
 use adesync_store::{Store, StoreError};
 use adesync_tokenfile::{AccountKey, ServerToken, TokenFileError};
 use chrono::{DateTime, Utc};
@@ -272,6 +271,7 @@ pub async fn create_token(
     };
     adapters
         .store
+        .tokens
         .create_token(
             &new,
             &SealedSecrets {
@@ -317,6 +317,7 @@ pub async fn create_token(
     };
     let token = adapters
         .store
+        .tokens
         .token(account, &token_id)
         .await?
         .ok_or(TokenError::Changed)?;
@@ -332,6 +333,7 @@ pub async fn get_token(
     token: &TokenId,
 ) -> Result<TokenRecord, TokenError> {
     store
+        .tokens
         .token(account, token)
         .await?
         .filter(|record| scope::visible(&record.scope_tags, caller_scope))
@@ -357,13 +359,14 @@ pub async fn list_tokens(
     limit: u32,
 ) -> Result<(Vec<TokenRecord>, Option<TokenId>), TokenError> {
     if *caller_scope == Scope::All {
-        return Ok(store.list_tokens(account, after, limit).await?);
+        return Ok(store.tokens.list_tokens(account, after, limit).await?);
     }
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
     let mut page = Vec::new();
     let mut from = after.cloned();
     loop {
         let (records, next) = store
+            .tokens
             .list_tokens(account, from.as_ref(), SCOPED_LIST_READ)
             .await?;
         for record in records {
@@ -396,6 +399,7 @@ pub async fn set_scope_tags(
     let tags = scope::scope_tags(tags)?;
     scope::may_set(&tags, caller_scope)?;
     let record = store
+        .tokens
         .set_scope_tags(account, token, caller_scope, &tags)
         .await?
         .ok_or(TokenError::NotFound)?;
@@ -446,12 +450,17 @@ pub async fn renew_token(
         renewed_at: now,
         scope_tags,
     };
-    match adapters.store.renew_token(account, token, &renewal).await? {
+    match adapters
+        .store
+        .tokens
+        .renew_token(account, token, &renewal)
+        .await?
+    {
         Some(renewed) => {
             tracing::info!(account = %account, token = %token, "token renewed");
             Ok(renewed)
         }
-        None => match adapters.store.token(account, token).await? {
+        None => match adapters.store.tokens.token(account, token).await? {
             None => Err(TokenError::NotFound),
             Some(_) => Err(TokenError::Changed),
         },
@@ -469,7 +478,7 @@ pub async fn delete_token(
     if *caller_scope != Scope::All {
         get_token(store, account, caller_scope, token).await?;
     }
-    match store.delete_token(account, token, now).await {
+    match store.tokens.delete_token(account, token, now).await {
         Ok(()) => {
             tracing::info!(account = %account, token = %token, "token deleted");
             Ok(())
@@ -481,7 +490,7 @@ pub async fn delete_token(
             default_policy_id,
         }) => {
             let default_policy_devices = match &default_policy_id {
-                Some(policy) => store.policy_device_count(token, policy).await?,
+                Some(policy) => store.tokens.policy_device_count(token, policy).await?,
                 None => 0,
             };
             Err(TokenError::NotEmpty {
@@ -509,6 +518,7 @@ pub async fn load_credentials(
     token: &TokenId,
 ) -> Result<(Credentials, Option<SecretString>), CredentialsError> {
     let secrets = store
+        .tokens
         .token_secrets(account, token)
         .await?
         .ok_or(CredentialsError::TokenNotFound)?;

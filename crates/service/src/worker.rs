@@ -159,6 +159,7 @@ impl Worker {
             // Its redelivery need not wait for this invocation's deadline.
             match self
                 .store
+                .runs
                 .release_walker(&job.account_id, &job.token_id, &walker, self.clock.now())
                 .await
             {
@@ -187,6 +188,7 @@ impl Worker {
         };
         let view = match self
             .store
+            .runs
             .claim_walker(&job.account_id, &job.token_id, slot, now)
             .await?
         {
@@ -226,7 +228,7 @@ impl Worker {
                     SyncKind::Delta => Walk::delta(view.position.as_ref()),
                 };
                 let new_token =
-                    walk.is_full() && !self.store.token_has_devices(&job.token_id).await?;
+                    walk.is_full() && !self.store.devices.token_has_devices(&job.token_id).await?;
                 let state = RunState {
                     snapshot_at: None,
                     seq_base: seq_base(now),
@@ -422,6 +424,7 @@ impl Worker {
                     };
                     if !self
                         .store
+                        .runs
                         .save_progress(&job.account_id, &job.token_id, &progress, now)
                         .await?
                     {
@@ -587,6 +590,7 @@ impl Saver<'_> {
         let saved = self
             .worker
             .store
+            .runs
             .save_progress(&job.account_id, &job.token_id, &saved, now)
             .await?;
         if !saved {
@@ -637,6 +641,7 @@ impl Worker {
             .await;
         if let Err(e) = self
             .store
+            .tokens
             .set_token_status(&job.account_id, &job.token_id, status, None, now)
             .await
         {
@@ -653,6 +658,7 @@ impl Worker {
         let earlier = PERSISTENT_REFUSALS - 1;
         let Ok(runs) = self
             .store
+            .runs
             .recent_runs(
                 &job.token_id,
                 u32::try_from(PERSISTENT_REFUSALS).unwrap_or(3),

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use adesync_core::ids::AccountId;
 
 use crate::attrs::{self, Item};
-use crate::{Store, StoreError};
+use crate::{Accounts, StoreError};
 
 /// Sort key of an account's own item.
 pub const ACCOUNT_SK: &str = "account";
@@ -88,7 +88,7 @@ fn stored_key(item: &Item) -> Result<Option<StoredKey>, StoreError> {
     }))
 }
 
-impl Store {
+impl Accounts {
     /// The account's key pair, if it has one.
     pub async fn account_key(&self, account: &AccountId) -> Result<Option<StoredKey>, StoreError> {
         let output = self

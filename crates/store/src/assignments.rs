@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
 use crate::devices::{ASSIGNMENT_DUE_INDEX, SERIAL_INDEX, management_attr as m};
-use crate::{Store, StoreError};
+use crate::{Claims, Devices, StoreError};
 
 /// A device whose assignment is due, as the index shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct DueAssignment {
     pub due_at: DateTime<Utc>,
 }
 
-impl Store {
+impl Devices {
     /// A page of a token's devices whose assignment is due at `now`, oldest first,
     /// after `after` (the last of the previous page).
     pub async fn due_assignments(
@@ -144,7 +144,7 @@ pub enum AssignerSlot {
     TokenGone,
 }
 
-impl Store {
+impl Claims {
     /// Takes `token`'s assigner slot for `assigner` until `until`: granted
     /// when nobody holds it, its holder's deadline has passed (Lambda killed
     /// it), or it is already `assigner`'s (a retried write that DynamoDB

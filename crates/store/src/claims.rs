@@ -29,7 +29,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use crate::attrs::{self, Item};
-use crate::{Store, StoreError};
+use crate::{Claims, StoreError};
 
 /// Token item attribute names of the sync state.
 pub mod attr {
@@ -106,7 +106,7 @@ impl Claimed {
 /// after re-reading a state that changed between attempts.
 const CLAIM_ATTEMPTS: usize = 3;
 
-impl Store {
+impl Claims {
     /// Claims a sync run of `token` for `request` at `now`.
     ///
     /// On success the token holds a lease for `run_id` until
@@ -533,7 +533,7 @@ impl SyncView {
     }
 }
 
-impl Store {
+impl Claims {
     /// A token's sync status (None when the account has no such token).
     pub async fn sync_view(
         &self,
@@ -586,7 +586,7 @@ pub struct TokenScan {
     pub next: Option<ScanPosition>,
 }
 
-impl Store {
+impl Claims {
     /// Up to `limit` tokens of scan segment `segment` of `segments`, after
     /// `after`. An item that is not a readable token is reported in
     /// `malformed`, never fails the page.

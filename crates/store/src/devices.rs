@@ -29,7 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::attrs::{self, Item};
 use crate::error::{build_error, retry_policy};
-use crate::{Store, StoreError};
+use crate::{Db, Devices, StoreError};
 
 /// Keys per `BatchGetItem` (DynamoDB's limit).
 pub const MAX_BATCH_GET: usize = 100;
@@ -278,7 +278,7 @@ pub fn device_from_item(item: &Item) -> Result<Stored, StoreError> {
     })
 }
 
-impl Store {
+impl Devices {
     /// Reads the stored devices among `serials` (absent ones are left out).
     pub async fn get_devices(
         &self,
@@ -486,28 +486,6 @@ impl Store {
             written,
             conflicts: conflicts.into_inner().map_err(poisoned)?,
         })
-    }
-
-    /// A device put conditioned on the revision it was read at (or on its
-    /// absence): the importer's and the counted policy writes' optimistic check.
-    pub(crate) fn conditional_put(
-        &self,
-        token: &TokenId,
-        write: &DeviceWrite,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let revision = write.expected.map_or(1, |r| r + 1);
-        let mut put = Put::builder()
-            .table_name(&self.tables.devices)
-            .set_item(Some(device_item(token, &write.device, revision)));
-        put = match write.expected {
-            None => put.condition_expression("attribute_not_exists(serial)"),
-            Some(expected) => put
-                .condition_expression("revision = :expected")
-                .expression_attribute_values(":expected", attrs::n(expected)),
-        };
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(build_error)?)
-            .build())
     }
 
     /// One device (None when there is no item).
@@ -785,6 +763,30 @@ pub fn create_requests(
 
 fn poisoned<T>(_: T) -> StoreError {
     StoreError::Malformed("a writer panicked while holding the batch state".into())
+}
+
+impl Db {
+    /// A device put conditioned on the revision it was read at (or on its
+    /// absence): the importer's and the counted policy writes' optimistic check.
+    pub(crate) fn conditional_put(
+        &self,
+        token: &TokenId,
+        write: &DeviceWrite,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let revision = write.expected.map_or(1, |r| r + 1);
+        let mut put = Put::builder()
+            .table_name(&self.tables.devices)
+            .set_item(Some(device_item(token, &write.device, revision)));
+        put = match write.expected {
+            None => put.condition_expression("attribute_not_exists(serial)"),
+            Some(expected) => put
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", attrs::n(expected)),
+        };
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(build_error)?)
+            .build())
+    }
 }
 
 #[cfg(test)]

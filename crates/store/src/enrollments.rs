@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use adesync_core::enrollment::ScepChallengeDigest;
+use adesync_core::enrollment::{EnrollmentRecord, Licensee, ScepChallengeDigest};
 use adesync_core::ids::{AccountId, EnrollmentId, PolicyId, Serial, TokenId, UserId};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -34,7 +34,7 @@ use adesync_core::device::DeviceWrite;
 
 use crate::devices::device_item;
 use crate::error::build_error;
-use crate::{Store, StoreError};
+use crate::{Enrollments, StoreError};
 
 /// Enrollment and licence item attribute names (accounts table).
 pub mod attr {
@@ -57,37 +57,12 @@ pub mod attr {
 }
 use attr as e;
 
-/// What a license item is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Licensee {
-    User(UserId),
-    Device(Serial),
-}
-
-impl Licensee {
-    fn sk(&self) -> String {
-        match self {
-            Licensee::User(user) => format!("license#user#{user}"),
-            Licensee::Device(serial) => format!("license#device#{serial}"),
-        }
+/// The sort key of a license item.
+fn licensee_sk(licensee: &Licensee) -> String {
+    match licensee {
+        Licensee::User(user) => format!("license#user#{user}"),
+        Licensee::Device(serial) => format!("license#device#{serial}"),
     }
-}
-
-/// A stored enrollment. It holds nothing of the SCEP challenge: the challenge is in the
-/// one answer that issues it, its digest only in the item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnrollmentRecord {
-    pub id: EnrollmentId,
-    pub account: AccountId,
-    pub token: TokenId,
-    pub serial: Serial,
-    pub policy: PolicyId,
-    pub user: Option<UserId>,
-    pub created_at: DateTime<Utc>,
-    /// When the SCEP challenge stops working.
-    pub expires_at: DateTime<Utc>,
-    /// Times the management profile was downloaded again.
-    pub downloads: u64,
 }
 
 /// What using an enrollment found.
@@ -172,7 +147,7 @@ fn enrollment_from(item: &Item) -> Result<EnrollmentRecord, StoreError> {
     })
 }
 
-impl Store {
+impl Enrollments {
     /// Grants (`true`) or withdraws (`false`) a license.
     pub async fn set_license(
         &self,
@@ -186,7 +161,7 @@ impl Store {
                 .put_item()
                 .table_name(&self.tables.accounts)
                 .item("account_id", attrs::s(account.as_str()))
-                .item("sk", attrs::s(licensee.sk()))
+                .item("sk", attrs::s(licensee_sk(licensee)))
                 .item(e::LICENSED_AT, attrs::millis(now))
                 .send()
                 .await
@@ -196,7 +171,7 @@ impl Store {
                 .delete_item()
                 .table_name(&self.tables.accounts)
                 .key("account_id", attrs::s(account.as_str()))
-                .key("sk", attrs::s(licensee.sk()))
+                .key("sk", attrs::s(licensee_sk(licensee)))
                 .send()
                 .await
                 .map_err(|e| StoreError::dynamo("DeleteItem(license)", e))?;
@@ -215,7 +190,7 @@ impl Store {
             .get_item()
             .table_name(&self.tables.accounts)
             .key("account_id", attrs::s(account.as_str()))
-            .key("sk", attrs::s(licensee.sk()))
+            .key("sk", attrs::s(licensee_sk(licensee)))
             .projection_expression("sk")
             .consistent_read(true)
             .send()

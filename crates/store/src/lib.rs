@@ -54,26 +54,107 @@ pub struct Tables {
     pub runs: String,
 }
 
-/// Handle to the service's tables; cheap to clone.
+/// The connection the capabilities share: the client and the table names.
+/// Only this crate reaches into it; callers hold a capability.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) client: aws_sdk_dynamodb::Client,
+    pub(crate) tables: Arc<Tables>,
+}
+
+macro_rules! capability {
+    ($(#[$doc:meta])* $name:ident, $field:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            db: Db,
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = Db;
+
+            fn deref(&self) -> &Db {
+                &self.db
+            }
+        }
+
+        impl Db {
+            /// This connection as the capability its name says.
+            #[allow(dead_code)]
+            pub(crate) fn $field(&self) -> $name {
+                $name { db: self.clone() }
+            }
+        }
+    };
+}
+
+capability!(
+    /// The account item: its key pair, certificate and token counter.
+    Accounts, accounts
+);
+capability!(
+    /// Token items: create, read, renew, delete; status, secrets, the shared
+    /// Apple session and the notices owed once.
+    Tokens, tokens
+);
+capability!(
+    /// The claims on a token: starting and finishing runs (cooldowns, the
+    /// one-at-a-time lease) and the assigner's slot.
+    Claims, claims
+);
+capability!(
+    /// A run's history, the worker's saved walk, the importer's batch
+    /// markers, the device counts and the outbox of owed events.
+    Runs, runs
+);
+capability!(
+    /// Device items and their indexes (by policy, by serial, due assignments).
+    Devices, devices
+);
+capability!(
+    /// Enrollment policies and the counters of their limits.
+    Policies, policies
+);
+capability!(
+    /// Licenses and enrollments with their SCEP challenge digest.
+    Enrollments, enrollments
+);
+
+/// Every capability over the service's tables, for wiring: each consumer
+/// takes only the ones it uses. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    client: aws_sdk_dynamodb::Client,
-    tables: Arc<Tables>,
+    pub accounts: Accounts,
+    pub tokens: Tokens,
+    pub claims: Claims,
+    pub runs: Runs,
+    pub devices: Devices,
+    pub policies: Policies,
+    pub enrollments: Enrollments,
 }
 
 impl Store {
     pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables) -> Self {
-        Self {
+        let db = Db {
             client,
             tables: Arc::new(tables),
+        };
+        Self {
+            accounts: db.accounts(),
+            tokens: db.tokens(),
+            claims: db.claims(),
+            runs: db.runs(),
+            devices: db.devices(),
+            policies: db.policies(),
+            enrollments: db.enrollments(),
         }
     }
 
     pub fn tables(&self) -> &Tables {
-        &self.tables
+        &self.tokens.tables
     }
 
     pub fn client(&self) -> &aws_sdk_dynamodb::Client {
-        &self.client
+        &self.tokens.client
     }
 }

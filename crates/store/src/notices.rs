@@ -4,7 +4,7 @@ use adesync_core::ids::{AccountId, TokenId};
 use chrono::{DateTime, Utc};
 
 use crate::attrs;
-use crate::{Store, StoreError};
+use crate::{StoreError, Tokens};
 
 /// Token attributes: the expiry the last notice was for, and its days.
 pub mod notice_attr {
@@ -13,7 +13,7 @@ pub mod notice_attr {
 }
 use notice_attr as n;
 
-impl Store {
+impl Tokens {
     /// Claims the `days` notice of the token's expiry at `expires_at`:
     /// true once — for the first caller, when no notice as near (or nearer)
     /// was claimed for that expiry. A renewed token (another expiry) starts
@@ -45,7 +45,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Tokens {
     /// Sets the token's stored status to `status` only if it is another:
     /// true when it changed, so a change is announced once however many
     /// steps record the same status. (The status's message and time are

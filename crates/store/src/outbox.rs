@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::attrs;
 use crate::runs::RUN_HISTORY;
-use crate::{Store, StoreError};
+use crate::{Runs, StoreError};
 
 const PREFIX: &str = "outbox#";
 const BODY: &str = "body";
@@ -25,7 +25,7 @@ pub struct Pending {
     pub body: String,
 }
 
-impl Store {
+impl Runs {
     /// Records what `key` owes the bus (replacing an item of that key).
     pub async fn put_outbox(
         &self,

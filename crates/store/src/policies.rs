@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
-use adesync_core::policy::{MAX_DEVICES_PER_POLICY, MAX_POLICIES_PER_TOKEN, PolicySettings};
+use adesync_core::policy::{
+    MAX_DEVICES_PER_POLICY, MAX_POLICIES_PER_TOKEN, PolicyRecord, PolicySettings,
+};
 use aws_sdk_dynamodb::types::{
     ConditionCheck, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -33,7 +35,7 @@ use crate::devices::MAX_TRANSACTION_ITEMS;
 use crate::error::{build_error, retry_policy};
 use crate::tokens::attr as token_attr;
 use crate::transact::{Refusal, transact};
-use crate::{Store, StoreError};
+use crate::{Policies, StoreError};
 
 /// Policy item attribute names.
 pub mod attr {
@@ -49,69 +51,6 @@ pub mod attr {
     pub const REASSIGN_PENDING: &str = "reassign_pending";
     /// How far that move got (the last serial done, in the `by-policy` index's order).
     pub const REASSIGN_AFTER: &str = "reassign_after";
-}
-
-/// A stored policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyRecord {
-    pub token: TokenId,
-    pub policy: PolicyId,
-    pub settings: PolicySettings,
-    /// Bumped on every change of the settings.
-    pub version: u64,
-    pub device_count: u64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub profile_uuid: Option<String>,
-    pub profile_version: Option<u64>,
-    pub profile_error: Option<String>,
-    pub reassign_pending: bool,
-    pub reassign_after: Option<Serial>,
-}
-
-impl PolicyRecord {
-    /// Apple's profile for the current settings, once defined.
-    pub fn current_profile(&self) -> Option<&str> {
-        match (&self.profile_uuid, self.profile_version) {
-            (Some(uuid), Some(version)) if version == self.version => Some(uuid.as_str()),
-            _ => None,
-        }
-    }
-
-    fn from_item(item: &Item) -> Result<Self, StoreError> {
-        let text = |name: &str| {
-            attrs::get_s(item, name)
-                .ok_or_else(|| StoreError::Malformed(format!("a policy without {name}")))
-        };
-        let token =
-            TokenId::parse(text("token_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let policy = PolicyId::parse(text("policy_id")?)
-            .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let settings = serde_json::from_str(text(attr::SETTINGS)?)
-            .map_err(|e| StoreError::Malformed(format!("policy settings: {e}")))?;
-        let time = |name: &str| {
-            attrs::get_time(item, name)?
-                .ok_or_else(|| StoreError::Malformed(format!("a policy without {name}")))
-        };
-        Ok(Self {
-            token,
-            policy,
-            settings,
-            version: attrs::get_u64(item, attr::VERSION)?.unwrap_or(1),
-            device_count: attrs::get_i64(item, attr::DEVICE_COUNT)?
-                .unwrap_or(0)
-                .max(0)
-                .unsigned_abs(),
-            created_at: time(attr::CREATED_AT)?,
-            updated_at: time(attr::UPDATED_AT)?,
-            profile_uuid: attrs::get_s(item, attr::PROFILE_UUID).map(str::to_owned),
-            profile_version: attrs::get_u64(item, attr::PROFILE_VERSION)?,
-            profile_error: attrs::get_s(item, attr::PROFILE_ERROR).map(str::to_owned),
-            reassign_pending: attrs::get_bool(item, attr::REASSIGN_PENDING),
-            reassign_after: attrs::get_s(item, attr::REASSIGN_AFTER)
-                .and_then(|s| Serial::parse(s).ok()),
-        })
-    }
 }
 
 /// Why a policy was not created.
@@ -166,7 +105,7 @@ pub struct CountedOutcome {
     pub refused: Vec<Serial>,
 }
 
-impl Store {
+impl Policies {
     fn policy_key(
         &self,
         token: &TokenId,
@@ -215,7 +154,7 @@ impl Store {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let record = PolicyRecord::from_item(&item)?;
+        let record = policy_from_item(&item)?;
         let put = Put::builder()
             .table_name(&self.tables.policies)
             .set_item(Some(item))
@@ -239,7 +178,7 @@ impl Store {
                 Err(Refusal::Conditions(reasons)) => reasons,
             };
             if reasons.failed(0) {
-                return Err(if self.token_exists(account, token).await? {
+                return Err(if self.tokens().token_exists(account, token).await? {
                     CreatePolicyError::LimitReached
                 } else {
                     CreatePolicyError::TokenNotFound
@@ -269,7 +208,7 @@ impl Store {
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem(policy)", e))?;
-        output.item().map(PolicyRecord::from_item).transpose()
+        output.item().map(policy_from_item).transpose()
     }
 
     /// Every policy of a token (at most 1,000), in id order.
@@ -289,7 +228,7 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::dynamo("Query(policies)", e))?;
             for item in output.items() {
-                all.push(PolicyRecord::from_item(item)?);
+                all.push(policy_from_item(item)?);
             }
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -353,7 +292,7 @@ impl Store {
             .send()
             .await;
         match result {
-            Ok(output) => output.attributes().map(PolicyRecord::from_item).transpose(),
+            Ok(output) => output.attributes().map(policy_from_item).transpose(),
             Err(error) if crate::error::is_condition_failed(&error) => Ok(None),
             Err(error) => Err(StoreError::dynamo("UpdateItem(policy)", error)),
         }
@@ -368,7 +307,7 @@ impl Store {
         policy: &PolicyId,
     ) -> Result<(), DeletePolicyError> {
         let attempt = || async {
-            let Some(record) = self.token(account, token).await? else {
+            let Some(record) = self.tokens().token(account, token).await? else {
                 return Err(DeletePolicyError::NotFound);
             };
             let is_default = record.default_policy_id.as_ref() == Some(policy);
@@ -419,7 +358,7 @@ impl Store {
                 return Err(match reasons.item(0) {
                     None => DeletePolicyError::NotFound,
                     Some(item) => DeletePolicyError::InUse {
-                        device_count: PolicyRecord::from_item(item)?.device_count,
+                        device_count: policy_from_item(item)?.device_count,
                     },
                 });
             }
@@ -938,6 +877,42 @@ fn take_chunk(rest: &mut Vec<CountedWrite>) -> Vec<CountedWrite> {
         taken += 1;
     }
     rest.drain(..taken.max(1)).collect()
+}
+
+/// Reads a policy item.
+fn policy_from_item(item: &Item) -> Result<PolicyRecord, StoreError> {
+    let text = |name: &str| {
+        attrs::get_s(item, name)
+            .ok_or_else(|| StoreError::Malformed(format!("a policy without {name}")))
+    };
+    let token =
+        TokenId::parse(text("token_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let policy =
+        PolicyId::parse(text("policy_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let settings = serde_json::from_str(text(attr::SETTINGS)?)
+        .map_err(|e| StoreError::Malformed(format!("policy settings: {e}")))?;
+    let time = |name: &str| {
+        attrs::get_time(item, name)?
+            .ok_or_else(|| StoreError::Malformed(format!("a policy without {name}")))
+    };
+    Ok(PolicyRecord {
+        token,
+        policy,
+        settings,
+        version: attrs::get_u64(item, attr::VERSION)?.unwrap_or(1),
+        device_count: attrs::get_i64(item, attr::DEVICE_COUNT)?
+            .unwrap_or(0)
+            .max(0)
+            .unsigned_abs(),
+        created_at: time(attr::CREATED_AT)?,
+        updated_at: time(attr::UPDATED_AT)?,
+        profile_uuid: attrs::get_s(item, attr::PROFILE_UUID).map(str::to_owned),
+        profile_version: attrs::get_u64(item, attr::PROFILE_VERSION)?,
+        profile_error: attrs::get_s(item, attr::PROFILE_ERROR).map(str::to_owned),
+        reassign_pending: attrs::get_bool(item, attr::REASSIGN_PENDING),
+        reassign_after: attrs::get_s(item, attr::REASSIGN_AFTER)
+            .and_then(|s| Serial::parse(s).ok()),
+    })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use crate::claims::{attr, sync_state_from_item};
 use crate::error::retry_policy;
 use crate::runs::{RUN_HISTORY, run_sk};
 use crate::transact::{Refusal, transact};
-use crate::{Store, StoreError};
+use crate::{Db, Runs, StoreError};
 
 /// Token item attributes of the worker's position.
 pub mod progress_attr {
@@ -227,7 +227,7 @@ fn batch_sk(run: &RunId, seq: u64) -> String {
     format!("batch#{run}#{seq:010}")
 }
 
-impl Store {
+impl Runs {
     /// Takes the walker slot of `slot.run` for `slot.step`: granted while
     /// the run holds a live lease and no other invocation walks this step
     /// (or a later one) — unless that invocation's deadline passed, which
@@ -654,39 +654,6 @@ impl Store {
         .await
     }
 
-    /// Calls `each` with every item of the token in the runs table whose sort
-    /// key starts with `prefix` (read consistently, page by page).
-    pub(crate) async fn each_run_item(
-        &self,
-        token: &TokenId,
-        prefix: &str,
-        projection: Option<&str>,
-        operation: &'static str,
-        mut each: impl FnMut(&Item),
-    ) -> Result<(), StoreError> {
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.tables.runs)
-                .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":token", attrs::s(token.as_str()))
-                .expression_attribute_values(":prefix", attrs::s(prefix))
-                .set_projection_expression(projection.map(str::to_owned))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo(operation, e))?;
-            output.items().iter().for_each(&mut each);
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(()),
-            }
-        }
-    }
-
     /// Sets the token's device count (after a recount at the end of a run).
     pub async fn set_device_count(
         &self,
@@ -740,27 +707,9 @@ impl Store {
             Err(e) => Err(StoreError::dynamo("UpdateItem(add device count)", e)),
         }
     }
+}
 
-    /// Whether the token exists (consistent read).
-    pub async fn token_exists(
-        &self,
-        account: &AccountId,
-        token: &TokenId,
-    ) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.tables.tokens)
-            .key("account_id", attrs::s(account.as_str()))
-            .key("token_id", attrs::s(token.as_str()))
-            .projection_expression("token_id")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem(token exists)", e))?;
-        Ok(output.item().is_some())
-    }
-
+impl Db {
     /// Runs a transaction whose conditions may legitimately fail. Returns
     /// `Some(index)` of the first item whose condition failed, `None` on
     /// success; transient failures (conflicts, throttling) are retried.
@@ -780,5 +729,38 @@ impl Store {
             .retry(retry_policy())
             .when(StoreError::is_transient)
             .await
+    }
+
+    /// Calls `each` with every item of the token in the runs table whose sort
+    /// key starts with `prefix` (read consistently, page by page).
+    pub(crate) async fn each_run_item(
+        &self,
+        token: &TokenId,
+        prefix: &str,
+        projection: Option<&str>,
+        operation: &'static str,
+        mut each: impl FnMut(&Item),
+    ) -> Result<(), StoreError> {
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.tables.runs)
+                .key_condition_expression("token_id = :token AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":token", attrs::s(token.as_str()))
+                .expression_attribute_values(":prefix", attrs::s(prefix))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo(operation, e))?;
+            output.items().iter().for_each(&mut each);
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(()),
+            }
+        }
     }
 }

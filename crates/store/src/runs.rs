@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::Update;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::attrs::{self, Item};
-use crate::{Store, StoreError};
+use crate::{Runs, StoreError};
 
 /// Run item attribute names.
 pub mod run_attr {
@@ -44,7 +44,7 @@ pub fn run_sk(run: &RunId) -> String {
     format!("run#{run}")
 }
 
-impl Store {
+impl Runs {
     /// Records the start of a claimed run, with the devices the token
     /// listed then (`expected`: None for a token never synced, whose size is
     /// not known until Apple says). Idempotent: recording the same run twice
@@ -239,7 +239,7 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
     })
 }
 
-impl Store {
+impl Runs {
     /// One run of a token.
     pub async fn get_run(
         &self,

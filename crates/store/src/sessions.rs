@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::accounts::{blob, get_blob};
 use crate::attrs;
 use crate::tokens::attr::SESSION_SEALED;
-use crate::{Store, StoreError};
+use crate::{StoreError, Tokens};
 
 /// Token item attributes of the shared session (the sealed session itself
 /// is [`crate::tokens::attr::SESSION_SEALED`]).
@@ -46,7 +46,7 @@ pub enum SessionRenewal {
     TokenGone,
 }
 
-impl Store {
+impl Tokens {
     /// Claims the renewal of `token`'s session for `renewer` until `until`.
     ///
     /// `stale` is the fingerprint of the session Apple refused (None when the

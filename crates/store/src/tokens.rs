@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use adesync_core::ids::{AccountId, PolicyId, RunId, TokenId};
 use adesync_core::scope::Scope;
 use adesync_core::sync::Lease;
-use adesync_core::token::{MAX_TOKENS_PER_ACCOUNT, TokenStatus};
+use adesync_core::token::{MAX_TOKENS_PER_ACCOUNT, TokenRecord, TokenStatus};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -35,7 +35,7 @@ use crate::attrs::{self, Item};
 use crate::claims::attr as sync_attr;
 use crate::error::{build_error, retry_policy};
 use crate::transact::{Refusal, transact};
-use crate::{Store, StoreError};
+use crate::{Db, StoreError, Tokens};
 
 /// Token item attribute names (the sync state's are in [`crate::claims::attr`]).
 pub mod attr {
@@ -98,38 +98,6 @@ impl std::fmt::Debug for SealedSecrets {
     }
 }
 
-/// A token as shown to administrators: no secret is read into it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    pub account: AccountId,
-    pub token: TokenId,
-    pub name: String,
-    pub apple_id: String,
-    pub server_name: String,
-    pub server_uuid: String,
-    pub org_name: Option<String>,
-    pub admin_id: Option<String>,
-    pub token_expires_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-    pub renewed_at: Option<DateTime<Utc>>,
-    pub status: TokenStatus,
-    pub status_message: Option<String>,
-    pub status_at: Option<DateTime<Utc>>,
-    pub device_count: u64,
-    pub policy_count: u64,
-    pub default_policy_id: Option<PolicyId>,
-    pub last_full_sync_at: Option<DateTime<Utc>>,
-    pub last_delta_sync_at: Option<DateTime<Utc>>,
-    pub last_manual_sync_at: Option<DateTime<Utc>>,
-    /// The run holding the token, if its lease has not been released.
-    /// Whether it is still live depends on the caller's clock.
-    pub lease: Option<Lease>,
-    /// When the current run's import is expected to end, if one is running.
-    pub import_until: Option<DateTime<Utc>>,
-    /// Sorted; empty for an untagged token.
-    pub scope_tags: Vec<String>,
-}
-
 /// The attributes a [`TokenRecord`] is read from.
 const RECORD_ATTRIBUTES: &[&str] = &[
     "account_id",
@@ -173,72 +141,70 @@ fn record_projection() -> (String, HashMap<String, String>) {
     (expression, names)
 }
 
-impl TokenRecord {
-    /// Reads a token item. `None` for an item without a token's identity
-    /// (`server_uuid`): a stray write after a delete must not break listings.
-    pub fn from_item(item: &Item) -> Result<Option<Self>, StoreError> {
-        let Some(server_uuid) = attrs::get_s(item, attr::SERVER_UUID) else {
-            return Ok(None);
-        };
-        let text = |name: &str| -> Result<String, StoreError> {
-            attrs::get_s(item, name)
-                .map(str::to_owned)
-                .ok_or_else(|| StoreError::Malformed(format!("a token without {name}")))
-        };
-        let optional = |name: &str| attrs::get_s(item, name).map(str::to_owned);
-        let time = |name: &str| -> Result<DateTime<Utc>, StoreError> {
-            attrs::get_time(item, name)?
-                .ok_or_else(|| StoreError::Malformed(format!("a token without {name}")))
-        };
-        let account = AccountId::parse(&text("account_id")?)
-            .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let token =
-            TokenId::parse(&text("token_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let status = match attrs::get_s(item, attr::STATUS) {
-            None => TokenStatus::Ok,
-            Some(text) => TokenStatus::parse(text)
-                .ok_or_else(|| StoreError::Malformed(format!("unknown token status {text}")))?,
-        };
-        let default_policy_id = attrs::get_s(item, attr::DEFAULT_POLICY_ID)
-            .map(PolicyId::parse)
-            .transpose()
-            .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let lease = match (
-            attrs::get_s(item, sync_attr::LEASE_RUN_ID),
-            attrs::get_time(item, sync_attr::LEASE_UNTIL)?,
-        ) {
-            (Some(run), Some(until)) => Some(Lease {
-                run_id: RunId::parse(run).map_err(|e| StoreError::Malformed(e.to_string()))?,
-                expires_at: until,
-            }),
-            _ => None,
-        };
-        Ok(Some(TokenRecord {
-            account,
-            token,
-            name: text(attr::NAME)?,
-            apple_id: text(attr::APPLE_ID)?,
-            server_name: text(attr::SERVER_NAME)?,
-            server_uuid: server_uuid.to_owned(),
-            org_name: optional(attr::ORG_NAME),
-            admin_id: optional(attr::ADMIN_ID),
-            token_expires_at: time(attr::TOKEN_EXPIRES_AT)?,
-            created_at: time(attr::CREATED_AT)?,
-            renewed_at: attrs::get_time(item, attr::RENEWED_AT)?,
-            status,
-            status_message: optional(attr::STATUS_MESSAGE),
-            status_at: attrs::get_time(item, attr::STATUS_AT)?,
-            device_count: attrs::get_u64(item, sync_attr::DEVICE_COUNT)?.unwrap_or(0),
-            policy_count: attrs::get_u64(item, attr::POLICY_COUNT)?.unwrap_or(0),
-            default_policy_id,
-            last_full_sync_at: attrs::get_time(item, sync_attr::LAST_FULL_AT)?,
-            last_delta_sync_at: attrs::get_time(item, sync_attr::LAST_DELTA_AT)?,
-            last_manual_sync_at: attrs::get_time(item, sync_attr::LAST_MANUAL_AT)?,
-            lease,
-            import_until: attrs::get_time(item, sync_attr::IMPORT_UNTIL)?,
-            scope_tags: attrs::get_string_set(item, attr::SCOPE_TAGS)?,
-        }))
-    }
+/// Reads a token item. `None` for an item without a token's identity
+/// (`server_uuid`): a stray write after a delete must not break listings.
+pub fn token_from_item(item: &Item) -> Result<Option<TokenRecord>, StoreError> {
+    let Some(server_uuid) = attrs::get_s(item, attr::SERVER_UUID) else {
+        return Ok(None);
+    };
+    let text = |name: &str| -> Result<String, StoreError> {
+        attrs::get_s(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Malformed(format!("a token without {name}")))
+    };
+    let optional = |name: &str| attrs::get_s(item, name).map(str::to_owned);
+    let time = |name: &str| -> Result<DateTime<Utc>, StoreError> {
+        attrs::get_time(item, name)?
+            .ok_or_else(|| StoreError::Malformed(format!("a token without {name}")))
+    };
+    let account =
+        AccountId::parse(&text("account_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let token =
+        TokenId::parse(&text("token_id")?).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let status = match attrs::get_s(item, attr::STATUS) {
+        None => TokenStatus::Ok,
+        Some(text) => TokenStatus::parse(text)
+            .ok_or_else(|| StoreError::Malformed(format!("unknown token status {text}")))?,
+    };
+    let default_policy_id = attrs::get_s(item, attr::DEFAULT_POLICY_ID)
+        .map(PolicyId::parse)
+        .transpose()
+        .map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let lease = match (
+        attrs::get_s(item, sync_attr::LEASE_RUN_ID),
+        attrs::get_time(item, sync_attr::LEASE_UNTIL)?,
+    ) {
+        (Some(run), Some(until)) => Some(Lease {
+            run_id: RunId::parse(run).map_err(|e| StoreError::Malformed(e.to_string()))?,
+            expires_at: until,
+        }),
+        _ => None,
+    };
+    Ok(Some(TokenRecord {
+        account,
+        token,
+        name: text(attr::NAME)?,
+        apple_id: text(attr::APPLE_ID)?,
+        server_name: text(attr::SERVER_NAME)?,
+        server_uuid: server_uuid.to_owned(),
+        org_name: optional(attr::ORG_NAME),
+        admin_id: optional(attr::ADMIN_ID),
+        token_expires_at: time(attr::TOKEN_EXPIRES_AT)?,
+        created_at: time(attr::CREATED_AT)?,
+        renewed_at: attrs::get_time(item, attr::RENEWED_AT)?,
+        status,
+        status_message: optional(attr::STATUS_MESSAGE),
+        status_at: attrs::get_time(item, attr::STATUS_AT)?,
+        device_count: attrs::get_u64(item, sync_attr::DEVICE_COUNT)?.unwrap_or(0),
+        policy_count: attrs::get_u64(item, attr::POLICY_COUNT)?.unwrap_or(0),
+        default_policy_id,
+        last_full_sync_at: attrs::get_time(item, sync_attr::LAST_FULL_AT)?,
+        last_delta_sync_at: attrs::get_time(item, sync_attr::LAST_DELTA_AT)?,
+        last_manual_sync_at: attrs::get_time(item, sync_attr::LAST_MANUAL_AT)?,
+        lease,
+        import_until: attrs::get_time(item, sync_attr::IMPORT_UNTIL)?,
+        scope_tags: attrs::get_string_set(item, attr::SCOPE_TAGS)?,
+    }))
 }
 
 /// Why a token was not created.
@@ -339,7 +305,7 @@ fn insert_some(item: &mut Item, name: &str, value: Option<&str>) {
     }
 }
 
-impl Store {
+impl Db {
     /// An `UpdateItem` of `token`'s item: every rule kept on the token item
     /// (claims, leases, slots, the shared session) starts from here.
     pub(crate) fn update_token(
@@ -355,7 +321,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Tokens {
     /// Creates a token: one transaction that counts it on the account
     /// (refused at [`MAX_TOKENS_PER_ACCOUNT`]), links its Apple MDM server
     /// (refused when already linked) and stores it with its sealed secrets.
@@ -498,7 +464,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::dynamo("GetItem(token)", e))?;
         match output.item() {
-            Some(item) => TokenRecord::from_item(item),
+            Some(item) => token_from_item(item),
             None => Ok(None),
         }
     }
@@ -535,7 +501,7 @@ impl Store {
             .map_err(|e| StoreError::dynamo("Query(tokens)", e))?;
         let mut records = Vec::new();
         for item in output.items() {
-            match TokenRecord::from_item(item)? {
+            match token_from_item(item)? {
                 Some(record) => records.push(record),
                 None => tracing::warn!(
                     token = attrs::get_s(item, "token_id").unwrap_or("?"),
@@ -674,7 +640,7 @@ impl Store {
             .await;
         match result {
             Ok(output) => match output.attributes() {
-                Some(item) => TokenRecord::from_item(item),
+                Some(item) => token_from_item(item),
                 None => Err(StoreError::Malformed("a renewal returned no item".into())),
             },
             Err(error)
@@ -724,7 +690,7 @@ impl Store {
             .await;
         match result {
             Ok(output) => match output.attributes() {
-                Some(item) => TokenRecord::from_item(item),
+                Some(item) => token_from_item(item),
                 None => Err(StoreError::Malformed(
                     "a scope change returned no item".into(),
                 )),
@@ -798,7 +764,7 @@ impl Store {
             // Reasons are in request order: token, guard, account.
             if reasons.failed(0) {
                 let record = match reasons.item(0) {
-                    Some(item) => TokenRecord::from_item(item)?,
+                    Some(item) => token_from_item(item)?,
                     None => self.token(account, token).await?,
                 };
                 return Err(match record {
@@ -929,6 +895,28 @@ fn why_not_deleted(record: &TokenRecord, now: DateTime<Utc>) -> Option<DeleteTok
     None
 }
 
+impl Tokens {
+    /// Whether the token exists (consistent read).
+    pub async fn token_exists(
+        &self,
+        account: &AccountId,
+        token: &TokenId,
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.tokens)
+            .key("account_id", attrs::s(account.as_str()))
+            .key("token_id", attrs::s(token.as_str()))
+            .projection_expression("token_id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(token exists)", e))?;
+        Ok(output.item().is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -954,6 +942,6 @@ mod tests {
             ("token_id".to_owned(), attrs::s("t1")),
             (sync_attr::DEVICE_COUNT.to_owned(), attrs::n(3)),
         ]);
-        assert_eq!(TokenRecord::from_item(&item).unwrap(), None);
+        assert_eq!(token_from_item(&item).unwrap(), None);
     }
 }

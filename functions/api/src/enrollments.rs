@@ -8,14 +8,15 @@
 
 use std::sync::Arc;
 
+use adesync_core::enrollment::EnrollmentRecord;
+use adesync_core::enrollment::Licensee;
 use adesync_core::enrollment::{DeviceAction, SCEP_EXPIRED_MESSAGE, ScepChallenge};
 use adesync_core::ids::{EnrollmentId, Serial, UserId};
+use adesync_core::policy::PolicyRecord;
 use adesync_runtime::http::DevicePath;
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::enroll::{self as service, EnrollError, Enrolled, Profile};
-use adesync_store::enrollments::{EnrollmentRecord, Licensee};
-use adesync_store::policies::PolicyRecord;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};

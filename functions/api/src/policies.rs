@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use adesync_core::assignment::{Assignment, AssignmentStatus};
 use adesync_core::ids::{PolicyId, Serial, TokenId};
+use adesync_core::policy::PolicyRecord;
 use adesync_core::policy::{
     FIELD_KINDS, FieldKind, InvalidPolicy, MAX_DEVICES_PER_POLICY, MAX_POLICIES_PER_TOKEN,
     PolicyPatch, PolicySettings,
@@ -17,7 +18,6 @@ use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::assign::Adapters;
 use adesync_service::policies::{self as service, AssignReport, MAX_SERIALS_PER_CALL, PolicyError};
-use adesync_store::policies::PolicyRecord;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -262,6 +262,7 @@ async fn list(
     let default = default_of(&api, &caller, &token).await?;
     let policies = api
         .store
+        .policies
         .list_policies(&token)
         .await
         .map_err(|e| refused(e.into()))?;

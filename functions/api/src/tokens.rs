@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use adesync_apple::AppleError;
 use adesync_core::ids::TokenId;
+use adesync_core::token::TokenRecord;
 use adesync_core::token::{self, MAX_TOKENS_PER_ACCOUNT, ShownStatus};
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::tokens::{
     self as service, Adapters, Created, FirstSync, RenewalUpload, TokenError, TokenUpload,
 };
-use adesync_store::tokens::TokenRecord;
 use adesync_tokenfile::TokenFileError;
 use axum::Json;
 use axum::body::Bytes;

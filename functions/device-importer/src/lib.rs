@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use adesync_core::clock::SharedClock;
-use adesync_queue::batches::BatchMessage;
+use adesync_queue::batches;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
 use adesync_runtime::sqs::MissingMessageId;
@@ -46,7 +46,7 @@ pub async fn handle(
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     adesync_runtime::sqs::run_fifo_batch(event, |message: SqsMessage| async move {
         let body = message.body.as_deref().unwrap_or_default();
-        let batch = match BatchMessage::decode(body) {
+        let batch = match batches::decode(body) {
             Ok(batch) => batch,
             Err(error) => return set_aside(importer, &message, &error).await,
         };

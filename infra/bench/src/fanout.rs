@@ -290,6 +290,7 @@ async fn seed(service: &LocalService, setup: Setup) -> Result<()> {
                     )
                     .await?;
                 store
+                    .tokens
                     .create_token(
                         &NewToken {
                             account,
@@ -487,6 +488,7 @@ async fn segment_sizes(service: &LocalService, plan: PassPlan) -> Result<Vec<usi
         let (mut size, mut after) = (0, None);
         loop {
             let scan = store
+                .claims
                 .scan_tokens(segment, plan.segments, after.as_ref(), 1_000)
                 .await?;
             size += scan.tokens.len();

@@ -241,6 +241,7 @@ pub async fn measure(
                     &mut process,
                     move || async move {
                         Ok(store_ref
+                            .runs
                             .get_run(token_ref, run_ref)
                             .await?
                             .is_some_and(|r| {
@@ -255,6 +256,7 @@ pub async fn measure(
                 process.stop().await?;
             }
             let record = store
+                .runs
                 .get_run(&token, &run)
                 .await?
                 .context("the run vanished")?;
