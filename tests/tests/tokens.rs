@@ -386,7 +386,7 @@ async fn a_token_is_created_renewed_and_deleted_without_a_secret_in_any_answer()
     let renewed_file = redownload(&env, &server).await;
     files.push(renewed_file.clone());
     let token_id = TokenId::parse(&token).unwrap();
-    let (old, cached) = load_credentials(&store, &vault(&env), &account, &token_id)
+    let (old, cached) = load_credentials(&store.tokens, &vault(&env), &account, &token_id)
         .await
         .unwrap();
     let refused = apple(&env)
@@ -441,7 +441,7 @@ async fn a_token_is_created_renewed_and_deleted_without_a_secret_in_any_answer()
     assert_eq!(renewed.body["apple_id"], APPLE_ID);
     assert!(renewed.body["renewed_at"].is_string());
     assert_eq!(renewed.body["created_at"], body["created_at"]);
-    let (new, cached) = load_credentials(&store, &vault(&env), &account, &token_id)
+    let (new, cached) = load_credentials(&store.tokens, &vault(&env), &account, &token_id)
         .await
         .unwrap();
     assert!(cached.is_some(), "the renewal keeps Apple's new session");
@@ -781,7 +781,7 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
     let token = TokenId::parse(created.body["id"].as_str().unwrap()).unwrap();
 
     // Creating the token kept the session Apple gave while checking it.
-    let (credentials, from_create) = load_credentials(&store, &vault, &account, &token)
+    let (credentials, from_create) = load_credentials(&store.tokens, &vault, &account, &token)
         .await
         .unwrap();
     assert!(from_create.is_some());
@@ -800,7 +800,7 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
             .await
             .unwrap()
     );
-    let (_, loaded) = load_credentials(&store, &vault, &account, &token)
+    let (_, loaded) = load_credentials(&store.tokens, &vault, &account, &token)
         .await
         .unwrap();
     assert_eq!(loaded.unwrap().expose_secret(), "sess-0123456789");
@@ -832,7 +832,7 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
             .unwrap()
     );
     assert!(
-        load_credentials(&store, &vault, &globex, &token)
+        load_credentials(&store.tokens, &vault, &globex, &token)
             .await
             .is_err()
     );

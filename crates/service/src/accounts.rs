@@ -13,7 +13,7 @@ use adesync_core::ids::AccountId;
 use adesync_core::token::{CERTIFICATE_VALIDITY_DAYS, certificate_needs_renewal};
 use adesync_secrets::{Context, Sealed, Vault, VaultError};
 use adesync_store::accounts::StoredKey;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Accounts, StoreError};
 use adesync_tokenfile::{AccountKey, KeyError};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -57,12 +57,12 @@ fn common_name(account: &AccountId) -> String {
 /// The account's certificate, making the key pair on first call and
 /// re-issuing the certificate (same key) when it is close to expiry.
 pub async fn public_key(
-    store: &Store,
+    store: &Accounts,
     vault: &Vault,
     account: &AccountId,
     now: DateTime<Utc>,
 ) -> Result<Certificate, AccountKeyError> {
-    let stored = match store.accounts.account_key(account).await? {
+    let stored = match store.account_key(account).await? {
         Some(stored) => stored,
         None => {
             let key = generate(account, now).await?;
@@ -77,7 +77,7 @@ pub async fn public_key(
                 certificate_pem: key.certificate_pem(),
                 created_at: now,
             };
-            match store.accounts.insert_account_key(account, &stored).await? {
+            match store.insert_account_key(account, &stored).await? {
                 None => {
                     tracing::info!(account = %account, "account key pair created");
                     return Ok(Certificate::from(&key));
@@ -94,7 +94,6 @@ pub async fn public_key(
     }
     let renewed = key.renew_certificate(now, CERTIFICATE_VALIDITY_DAYS)?;
     if store
-        .accounts
         .replace_certificate(
             account,
             &stored.certificate_pem,
@@ -107,7 +106,7 @@ pub async fn public_key(
         return Ok(Certificate::from(&renewed));
     }
     // Someone re-issued it at the same moment: hand out theirs.
-    match store.accounts.account_key(account).await? {
+    match store.account_key(account).await? {
         Some(current) => Ok(Certificate::from(&open(vault, account, &current).await?)),
         None => Err(StoreError::Malformed(format!("the key of account {account} vanished")).into()),
     }
@@ -115,11 +114,11 @@ pub async fn public_key(
 
 /// The account's key pair, if it has one (it is made by [`public_key`]).
 pub async fn account_key(
-    store: &Store,
+    store: &Accounts,
     vault: &Vault,
     account: &AccountId,
 ) -> Result<Option<AccountKey>, AccountKeyError> {
-    match store.accounts.account_key(account).await? {
+    match store.account_key(account).await? {
         Some(stored) => Ok(Some(open(vault, account, &stored).await?)),
         None => Ok(None),
     }

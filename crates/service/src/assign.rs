@@ -40,7 +40,7 @@ use adesync_queue::{QueueError, Queues};
 use adesync_secrets::Vault;
 use adesync_store::assignments::AssignerSlot;
 use adesync_store::devices::Written;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Devices, Policies, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 use crate::session::SharedSession;
@@ -135,7 +135,8 @@ impl<'a> AppleLink<'a> {
         token: &TokenId,
     ) -> Result<Self, AssignError> {
         let (credentials, cached) =
-            tokens::load_credentials(adapters.store, adapters.vault, account, token).await?;
+            tokens::load_credentials(&adapters.store.tokens, adapters.vault, account, token)
+                .await?;
         let keeper = SharedSession::new(
             adapters.store,
             adapters.vault,
@@ -329,7 +330,7 @@ pub struct Moves {
 /// importer makes anyway, and reserves room for them on the policy's counter. A full
 /// (or just deleted) policy takes none: they are imported without a policy.
 pub async fn prepare_writes(
-    store: &Store,
+    store: &Policies,
     token: &TokenId,
     default: Option<&PolicyId>,
     stored: &HashMap<Serial, Stored>,
@@ -354,11 +355,7 @@ pub async fn prepare_writes(
         }
     }
     for (policy, count) in joining {
-        if store
-            .policies
-            .reserve_policy_devices(token, &policy, count)
-            .await?
-        {
+        if store.reserve_policy_devices(token, &policy, count).await? {
             continue;
         }
         tracing::warn!(policy = %policy, count, "the default policy is full or gone; these devices are imported without it");
@@ -382,7 +379,7 @@ pub async fn prepare_writes(
 /// After the writes: counts out the policies devices left, and gives back the room
 /// reserved for devices that were not written (`conflicts`: decided again later).
 pub async fn settle_counts(
-    store: &Store,
+    store: &Policies,
     token: &TokenId,
     moves: Moves,
     conflicts: &[Serial],
@@ -399,10 +396,7 @@ pub async fn settle_counts(
         }
     }
     for (policy, delta) in deltas {
-        store
-            .policies
-            .add_policy_devices(token, &policy, delta)
-            .await?;
+        store.add_policy_devices(token, &policy, delta).await?;
     }
     Ok(())
 }
@@ -411,7 +405,7 @@ pub async fn settle_counts(
 /// policy (the TTL never deletes those, as it could not uncount them) and returns the
 /// others.
 pub async fn drop_expired_counted(
-    store: &Store,
+    store: &Policies,
     token: &TokenId,
     devices: Vec<Stored>,
     now: DateTime<Utc>,
@@ -430,10 +424,7 @@ pub async fn drop_expired_counted(
                 ))
             })
             .collect();
-        let deleted = store
-            .policies
-            .delete_counted_devices(token, &doomed)
-            .await?;
+        let deleted = store.delete_counted_devices(token, &doomed).await?;
         tracing::info!(deleted, "expired devices deleted with their policy counts");
     }
     Ok(kept)
@@ -441,13 +432,13 @@ pub async fn drop_expired_counted(
 
 /// Queues the token's assignment job if any assignment is due (after a run closes).
 pub async fn queue_if_due(
-    store: &Store,
+    store: &Devices,
     queues: &Queues,
     account: &AccountId,
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<bool, AssignError> {
-    if !store.devices.has_due_assignments(token, now).await? {
+    if !store.has_due_assignments(token, now).await? {
         return Ok(false);
     }
     queues
@@ -706,7 +697,7 @@ async fn assign_due(
                 _ => orphans.push(s.clone()),
             }
         }
-        clear_orphans(store, token, orphans, now).await?;
+        clear_orphans(&store.devices, token, orphans, now).await?;
         for (policy, devices) in groups {
             let Some(record) = by_id.get(&policy) else {
                 continue;
@@ -739,7 +730,7 @@ async fn assign_due(
 
 /// Due assignments of devices that no longer hold a (living) policy are dropped.
 async fn clear_orphans(
-    store: &Store,
+    store: &Devices,
     token: &TokenId,
     orphans: Vec<Stored>,
     now: DateTime<Utc>,
@@ -757,7 +748,7 @@ async fn clear_orphans(
         })
         .collect();
     if !writes.is_empty() {
-        store.devices.write_devices(token, writes).await?;
+        store.write_devices(token, writes).await?;
     }
     Ok(())
 }

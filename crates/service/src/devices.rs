@@ -5,7 +5,7 @@ use adesync_core::device::{self, Device};
 use adesync_core::device::{DeviceWrite, Stored};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_store::policies::CountedWrite;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Devices, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// The most devices one listing request reads before it answers, filters
@@ -36,7 +36,7 @@ pub struct DevicePage {
 /// Up to `limit` listed devices of `token` after `after` that `filter`
 /// keeps, reading at most [`READS_PER_PAGE`] devices.
 pub async fn list(
-    store: &Store,
+    store: &Devices,
     token: &TokenId,
     filter: &DeviceFilter,
     mut after: Option<Serial>,
@@ -54,18 +54,12 @@ pub async fn list(
     };
     loop {
         let (page, next) = match &filter.policy {
-            None => {
-                store
-                    .devices
-                    .list_devices(token, after.as_ref(), query)
-                    .await?
-            }
+            None => store.list_devices(token, after.as_ref(), query).await?,
             Some(policy) => {
                 let (serials, next) = store
-                    .devices
                     .list_policy_serials(token, policy, after.as_ref(), query)
                     .await?;
-                let found = store.devices.get_devices(token, &serials).await?;
+                let found = store.get_devices(token, &serials).await?;
                 let page = serials
                     .iter()
                     .filter_map(|s| found.get(s).cloned())
@@ -116,19 +110,18 @@ pub async fn show(
     serial: &Serial,
     now: DateTime<Utc>,
 ) -> Result<Option<Device>, StoreError> {
-    Ok(read_listed(store, token, serial, now)
+    Ok(read_listed(&store.devices, token, serial, now)
         .await?
         .map(|stored| stored.device))
 }
 
 async fn read_listed(
-    store: &Store,
+    store: &Devices,
     token: &TokenId,
     serial: &Serial,
     now: DateTime<Utc>,
 ) -> Result<Option<Stored>, StoreError> {
     Ok(store
-        .devices
         .get_device(token, serial)
         .await?
         .filter(|stored| stored.device.is_listed(now)))
@@ -163,7 +156,7 @@ pub async fn delete(
 ) -> Result<Device, DeleteError> {
     for _ in 0..DELETE_ROUNDS {
         let now = now();
-        let stored = read_listed(store, token, serial, now)
+        let stored = read_listed(&store.devices, token, serial, now)
             .await?
             .ok_or(DeleteError::NotFound)?;
         let tombstone =

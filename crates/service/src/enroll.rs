@@ -27,7 +27,7 @@ use adesync_core::license::{self, LicenseFacts, LicenseNeeded};
 use adesync_core::policy::PolicyRecord;
 use adesync_core::scope::Scope;
 use adesync_store::enrollments::EnrollmentUse;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Devices, Enrollments, Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -68,12 +68,12 @@ pub enum EnrollError {
 }
 
 async fn listed_device(
-    store: &Store,
+    store: &Devices,
     token: &TokenId,
     serial: &Serial,
     now: DateTime<Utc>,
 ) -> Result<Stored, EnrollError> {
-    match store.devices.get_device(token, serial).await? {
+    match store.get_device(token, serial).await? {
         Some(stored) if stored.device.is_listed(now) => Ok(stored),
         _ => Err(EnrollError::DeviceNotFound),
     }
@@ -89,7 +89,7 @@ async fn change_device(
     change: impl Fn(&Device) -> Result<Device, EnrollError>,
 ) -> Result<Device, EnrollError> {
     for _ in 0..CONFLICT_ROUNDS {
-        let stored = listed_device(store, token, serial, now).await?;
+        let stored = listed_device(&store.devices, token, serial, now).await?;
         let next = change(&stored.device)?;
         let written = store
             .devices
@@ -151,16 +151,13 @@ pub async fn set_user(
 
 /// Grants or withdraws a license of the account.
 pub async fn set_license(
-    store: &Store,
+    store: &Enrollments,
     account: &AccountId,
     licensee: &Licensee,
     licensed: bool,
     now: DateTime<Utc>,
 ) -> Result<(), EnrollError> {
-    store
-        .enrollments
-        .set_license(account, licensee, licensed, now)
-        .await?;
+    store.set_license(account, licensee, licensed, now).await?;
     Ok(())
 }
 
@@ -284,7 +281,7 @@ pub async fn profile(
             Some(enrollment) => enrollment.token,
             None => return Err(missing(id, now)),
         };
-        if crate::status::sync_view(store, account, scope, &token)
+        if crate::status::sync_view(&store.claims, account, scope, &token)
             .await?
             .is_none()
         {
@@ -332,7 +329,7 @@ async fn find_active(
 ) -> Result<(TokenId, Stored), EnrollError> {
     for token in store.devices.tokens_with_serial(serial).await? {
         // Another account's token, or one outside the caller's scope.
-        if crate::status::sync_view(store, account, scope, &token)
+        if crate::status::sync_view(&store.claims, account, scope, &token)
             .await?
             .is_none()
         {

@@ -289,7 +289,7 @@ impl Importer {
                 })
                 .collect();
             let moves = crate::assign::prepare_writes(
-                &self.store,
+                &self.store.policies,
                 token,
                 default,
                 &stored,
@@ -330,7 +330,8 @@ impl Importer {
             } else {
                 self.store.devices.write_devices(token, writes).await?
             };
-            crate::assign::settle_counts(&self.store, token, moves, &outcome.conflicts).await?;
+            crate::assign::settle_counts(&self.store.policies, token, moves, &outcome.conflicts)
+                .await?;
             converged.written += outcome.written;
             let conflicted: HashSet<Serial> = outcome.conflicts.into_iter().collect();
             if !changes.is_empty() {
@@ -546,7 +547,7 @@ impl Importer {
             .await?;
         // Devices the run put into the default policy are assigned with Apple now.
         match crate::assign::queue_if_due(
-            &self.store,
+            &self.store.devices,
             &self.queues,
             &end.account_id,
             &end.token_id,
@@ -674,7 +675,9 @@ impl Importer {
         let mut devices = page;
         for _ in 0..CONFLICT_ROUNDS {
             // Expired devices the TTL must not delete (they count in a policy) go now.
-            devices = crate::assign::drop_expired_counted(&self.store, token, devices, now).await?;
+            devices =
+                crate::assign::drop_expired_counted(&self.store.policies, token, devices, now)
+                    .await?;
             let before: HashMap<Serial, Device> = devices
                 .iter()
                 .map(|s| (s.device.serial.clone(), s.device.clone()))

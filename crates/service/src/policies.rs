@@ -19,7 +19,7 @@ use adesync_queue::Queues;
 use adesync_store::policies::{
     CountedWrite, CreatePolicyError, DefaultPolicyError, DeletePolicyError,
 };
-use adesync_store::{Store, StoreError};
+use adesync_store::{Policies, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 use crate::assign::{Adapters, AppleLink, AssignError};
@@ -64,7 +64,7 @@ pub enum PolicyError {
 
 /// A new policy for `token` (which the caller has checked belongs to `account`).
 pub async fn create(
-    store: &Store,
+    store: &Policies,
     account: &AccountId,
     token: &TokenId,
     settings: PolicySettings,
@@ -73,7 +73,6 @@ pub async fn create(
     settings.validate()?;
     let policy = PolicyId::new_at(now);
     store
-        .policies
         .create_policy(account, token, &policy, &settings, now)
         .await
         .map_err(|e| match e {
@@ -86,21 +85,20 @@ pub async fn create(
 
 /// The token's default policy, if it has one.
 pub async fn default_policy(
-    store: &Store,
+    store: &Policies,
     account: &AccountId,
     token: &TokenId,
 ) -> Result<Option<PolicyId>, PolicyError> {
-    Ok(store.policies.default_policy_id(account, token).await?)
+    Ok(store.default_policy_id(account, token).await?)
 }
 
 /// One policy of the token.
 pub async fn get(
-    store: &Store,
+    store: &Policies,
     token: &TokenId,
     policy: &PolicyId,
 ) -> Result<PolicyRecord, PolicyError> {
     store
-        .policies
         .policy(token, policy)
         .await?
         .ok_or(PolicyError::NotFound)
@@ -118,7 +116,7 @@ pub async fn update(
     now: DateTime<Utc>,
 ) -> Result<PolicyRecord, PolicyError> {
     for _ in 0..3 {
-        let current = get(store, token, policy).await?;
+        let current = get(&store.policies, token, policy).await?;
         let settings = patch.apply(&current.settings);
         settings.validate()?;
         let new_profile = patch.changes_profile(&current.settings);
@@ -146,13 +144,12 @@ pub async fn update(
 
 /// Deletes a policy no device is assigned to.
 pub async fn delete(
-    store: &Store,
+    store: &Policies,
     account: &AccountId,
     token: &TokenId,
     policy: &PolicyId,
 ) -> Result<(), PolicyError> {
     store
-        .policies
         .delete_policy(account, token, policy)
         .await
         .map_err(|e| match e {
@@ -165,13 +162,12 @@ pub async fn delete(
 
 /// Makes `policy` the token's default policy.
 pub async fn set_default(
-    store: &Store,
+    store: &Policies,
     account: &AccountId,
     token: &TokenId,
     policy: &PolicyId,
 ) -> Result<(), PolicyError> {
     store
-        .policies
         .set_default_policy(account, token, Some(policy))
         .await
         .map_err(|e| match e {
@@ -210,7 +206,7 @@ pub async fn assign_devices(
     now: DateTime<Utc>,
 ) -> Result<AssignReport, PolicyError> {
     let store = adapters.store;
-    let record = get(store, token, policy).await?;
+    let record = get(&store.policies, token, policy).await?;
     let mut wanted: Vec<Serial> = Vec::with_capacity(serials.len());
     let mut seen = HashSet::new();
     for serial in serials {

@@ -19,7 +19,7 @@ use adesync_core::fanout::{PassPlan, Sweep};
 use adesync_core::sync::{self, SyncKind, SyncRequest, Trigger};
 use adesync_queue::{QueueError, Queues};
 use adesync_store::claims::ScheduledToken;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Store, StoreError, Tokens};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
@@ -155,8 +155,14 @@ async fn sweep_token(
     // Every pass notices runs that made no progress for 15 minutes: they
     // are recorded abandoned now, not when the next sync happens to start.
     if let Some(lapsed) = sync::lapsed_lease(&token.state, now) {
-        match crate::status::settle_lapsed(store, &token.account, &token.token, &lapsed.run_id, now)
-            .await
+        match crate::status::settle_lapsed(
+            &store.claims,
+            &token.account,
+            &token.token,
+            &lapsed.run_id,
+            now,
+        )
+        .await
         {
             Ok(true) => {
                 tracing::info!(token = %token.token, run = %lapsed.run_id, "a stuck run was recorded abandoned")
@@ -169,7 +175,7 @@ async fn sweep_token(
     }
     // Every pass reaches every token: the place for notices owed by time.
     if let Some(expires_at) = token.expires_at {
-        announce_expiry(store, events, &token, expires_at, now).await;
+        announce_expiry(&store.tokens, events, &token, expires_at, now).await;
     }
     // Apple refuses an expired or invalidated token until it is renewed:
     // calling would only fail again. Terms not signed clears on its own
@@ -230,7 +236,7 @@ async fn sweep_token(
 /// that see the token (every hour) announce it once; then the event is
 /// published, or kept in the outbox if the bus refuses.
 async fn announce_expiry(
-    store: &Store,
+    store: &Tokens,
     events: &crate::announce::Announcer,
     token: &ScheduledToken,
     expires_at: DateTime<Utc>,
@@ -243,7 +249,6 @@ async fn announce_expiry(
         return;
     }
     match store
-        .tokens
         .claim_expiry_notice(&token.account, &token.token, expires_at, days)
         .await
     {

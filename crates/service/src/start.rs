@@ -7,7 +7,7 @@ use adesync_core::scope::Scope;
 use adesync_core::sync::{self, Claim, Refusal, SyncKind, SyncRequest};
 use adesync_queue::{QueueError, Queues};
 use adesync_store::claims::ClaimError;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Runs, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// A run that was claimed, recorded and queued.
@@ -134,7 +134,7 @@ async fn start(
         Err(ClaimError::Refused(refusal)) => {
             let running = match &refusal {
                 Refusal::SyncInProgress { run_id, .. } => {
-                    running_estimate(store, token, run_id, now).await
+                    running_estimate(&store.runs, token, run_id, now).await
                 }
                 _ => None,
             };
@@ -229,12 +229,12 @@ async fn start(
 
 /// How far the run holding a token is, for the refusal of another sync.
 async fn running_estimate(
-    store: &Store,
+    store: &Runs,
     token: &TokenId,
     run_id: &RunId,
     now: DateTime<Utc>,
 ) -> Option<Estimate> {
-    match store.runs.get_run(token, run_id).await {
+    match store.get_run(token, run_id).await {
         Ok(Some(record)) => Some(run::estimate(&record.progress(), now)),
         Ok(None) => None,
         Err(error) => {

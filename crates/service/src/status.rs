@@ -10,7 +10,7 @@ use adesync_core::scope::{self, Scope};
 use adesync_core::sync;
 pub use adesync_store::claims::SyncView;
 pub use adesync_store::runs::RunRecord;
-use adesync_store::{Store, StoreError};
+use adesync_store::{Claims, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// A token's sync status.
@@ -62,13 +62,12 @@ pub async fn recent_runs(
 /// scoped caller learns nothing of tokens outside its scope) — what every
 /// token-scoped request checks first.
 pub async fn sync_view(
-    store: &Store,
+    store: &Claims,
     account: &AccountId,
     scope: &Scope,
     token: &TokenId,
 ) -> Result<Option<SyncView>, StoreError> {
     Ok(store
-        .claims
         .sync_view(account, token)
         .await?
         .filter(|view| scope::visible(&view.scope_tags, scope)))
@@ -82,26 +81,23 @@ async fn settled_view(
     token: &TokenId,
     now: DateTime<Utc>,
 ) -> Result<Option<SyncView>, StoreError> {
-    let Some(view) = sync_view(store, account, scope, token).await? else {
+    let Some(view) = sync_view(&store.claims, account, scope, token).await? else {
         return Ok(None);
     };
     let Some(lapsed) = sync::lapsed_lease(&view.state, now).map(|l| l.run_id.clone()) else {
         return Ok(Some(view));
     };
-    settle_lapsed(store, account, token, &lapsed, now).await?;
-    sync_view(store, account, scope, token).await
+    settle_lapsed(&store.claims, account, token, &lapsed, now).await?;
+    sync_view(&store.claims, account, scope, token).await
 }
 
 /// Records `run` abandoned if its lease lapsed and nobody did yet.
 pub async fn settle_lapsed(
-    store: &Store,
+    store: &Claims,
     account: &AccountId,
     token: &TokenId,
     run: &RunId,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    store
-        .claims
-        .settle_lapsed_run(account, token, run, now)
-        .await
+    store.settle_lapsed_run(account, token, run, now).await
 }

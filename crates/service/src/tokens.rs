@@ -19,7 +19,7 @@ use adesync_core::token::{self, DeleteBlocker, InvalidInput};
 use adesync_queue::Queues;
 use adesync_secrets::{Context, Sealed, Vault, VaultError};
 use adesync_store::tokens::{CreateTokenError, DeleteTokenError, NewToken, Renewal, SealedSecrets};
-use adesync_store::{Store, StoreError};
+use adesync_store::{Store, StoreError, Tokens};
 use adesync_tokenfile::{AccountKey, ServerToken, TokenFileError};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -187,7 +187,7 @@ async fn open_and_verify(
     file: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Verified, TokenError> {
-    let key: AccountKey = accounts::account_key(adapters.store, adapters.vault, account)
+    let key: AccountKey = accounts::account_key(&adapters.store.accounts, adapters.vault, account)
         .await?
         .ok_or(TokenError::NoAccountKey)?;
     let server_token = adesync_tokenfile::open(file, &key, now)?;
@@ -327,13 +327,12 @@ pub async fn create_token(
 /// One token of the account, if the caller's `scope` sees it (a token it
 /// does not see is not found, as another account's).
 pub async fn get_token(
-    store: &Store,
+    store: &Tokens,
     account: &AccountId,
     caller_scope: &Scope,
     token: &TokenId,
 ) -> Result<TokenRecord, TokenError> {
     store
-        .tokens
         .token(account, token)
         .await?
         .filter(|record| scope::visible(&record.scope_tags, caller_scope))
@@ -352,21 +351,20 @@ const SCOPED_LIST_READ: u32 = 1_000;
 /// full or the account has no more, so a page is short only at the end and
 /// the cursor never skips a visible token (it is the last token answered).
 pub async fn list_tokens(
-    store: &Store,
+    store: &Tokens,
     account: &AccountId,
     caller_scope: &Scope,
     after: Option<&TokenId>,
     limit: u32,
 ) -> Result<(Vec<TokenRecord>, Option<TokenId>), TokenError> {
     if *caller_scope == Scope::All {
-        return Ok(store.tokens.list_tokens(account, after, limit).await?);
+        return Ok(store.list_tokens(account, after, limit).await?);
     }
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
     let mut page = Vec::new();
     let mut from = after.cloned();
     loop {
         let (records, next) = store
-            .tokens
             .list_tokens(account, from.as_ref(), SCOPED_LIST_READ)
             .await?;
         for record in records {
@@ -390,7 +388,7 @@ pub async fn list_tokens(
 /// Replaces a token's scope tags (`PATCH /v1/tokens/{id}`). A scoped
 /// caller changes only tokens it sees, and only to tags it keeps seeing.
 pub async fn set_scope_tags(
-    store: &Store,
+    store: &Tokens,
     account: &AccountId,
     caller_scope: &Scope,
     token: &TokenId,
@@ -399,7 +397,6 @@ pub async fn set_scope_tags(
     let tags = scope::scope_tags(tags)?;
     scope::may_set(&tags, caller_scope)?;
     let record = store
-        .tokens
         .set_scope_tags(account, token, caller_scope, &tags)
         .await?
         .ok_or(TokenError::NotFound)?;
@@ -429,7 +426,7 @@ pub async fn renew_token(
     if let Some(tags) = &scope_tags {
         scope::may_set(tags, caller_scope)?;
     }
-    let current = get_token(adapters.store, account, caller_scope, token).await?;
+    let current = get_token(&adapters.store.tokens, account, caller_scope, token).await?;
     if !token::same_apple_id(&apple_id, &current.apple_id) {
         return Err(TokenError::AppleIdMismatch);
     }
@@ -476,7 +473,7 @@ pub async fn delete_token(
     now: DateTime<Utc>,
 ) -> Result<(), TokenError> {
     if *caller_scope != Scope::All {
-        get_token(store, account, caller_scope, token).await?;
+        get_token(&store.tokens, account, caller_scope, token).await?;
     }
     match store.tokens.delete_token(account, token, now).await {
         Ok(()) => {
@@ -512,13 +509,12 @@ pub async fn delete_token(
 /// sync worker. A cached session that no longer opens is dropped (the
 /// client authenticates again); credentials that do not open are an error.
 pub async fn load_credentials(
-    store: &Store,
+    store: &Tokens,
     vault: &Vault,
     account: &AccountId,
     token: &TokenId,
 ) -> Result<(Credentials, Option<SecretString>), CredentialsError> {
     let secrets = store
-        .tokens
         .token_secrets(account, token)
         .await?
         .ok_or(CredentialsError::TokenNotFound)?;

@@ -245,10 +245,14 @@ impl Worker {
         let resumed = view.walk_of(&job.run_id).is_some();
         let mut import_until = (!resumed).then(|| sync::import_expires_at(now, view.device_count));
 
-        let (credentials, cached_session) =
-            tokens::load_credentials(&self.store, &self.vault, &job.account_id, &job.token_id)
-                .await
-                .map_err(|e| WorkerError::Credentials(e.to_string()))?;
+        let (credentials, cached_session) = tokens::load_credentials(
+            &self.store.tokens,
+            &self.vault,
+            &job.account_id,
+            &job.token_id,
+        )
+        .await
+        .map_err(|e| WorkerError::Credentials(e.to_string()))?;
         let session = self
             .apple
             .session(job.token_id.as_str(), credentials, cached_session)

@@ -23,10 +23,14 @@ pub fn routes() -> Routes<Arc<Api>> {
 #[tracing::instrument(skip_all, fields(account = %caller.account))]
 async fn public_key(State(api): State<Arc<Api>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require_read()?;
-    let certificate =
-        accounts::public_key(&api.store, &api.vault, &caller.account, api.clock.now())
-            .await
-            .map_err(|e| account_key_error(&e))?;
+    let certificate = accounts::public_key(
+        &api.store.accounts,
+        &api.vault,
+        &caller.account,
+        api.clock.now(),
+    )
+    .await
+    .map_err(|e| account_key_error(&e))?;
     let filename = format!("attachment; filename=\"adesync-{}.pem\"", caller.account);
     Ok((
         [

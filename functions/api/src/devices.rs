@@ -136,7 +136,15 @@ async fn list(
         Some(p) => Some(PolicyId::parse(p).map_err(|_| ApiError::not_found("policy"))?),
     };
     let filter = DeviceFilter { state, policy };
-    let page = devices::list(&api.store, &token, &filter, after, limit, api.clock.now()).await?;
+    let page = devices::list(
+        &api.store.devices,
+        &token,
+        &filter,
+        after,
+        limit,
+        api.clock.now(),
+    )
+    .await?;
     let devices: Vec<Value> = page.devices.iter().map(device_json).collect();
     let next = page.next;
     Ok(Json(json!({ "devices": devices, "next_cursor": next })))

@@ -170,7 +170,7 @@ async fn license_user(
     let user = user_id(&path.map(|Path(p)| p).unwrap_or_default())?;
     let body: LicenseBody = parse_body(&body_bytes(body)?, r#"{"licensed": true}"#)?;
     service::set_license(
-        &api.store,
+        &api.store.enrollments,
         &caller.account,
         &Licensee::User(user.clone()),
         body.licensed,
@@ -196,7 +196,7 @@ async fn license_device(
     })?;
     let body: LicenseBody = parse_body(&body_bytes(body)?, r#"{"licensed": true}"#)?;
     service::set_license(
-        &api.store,
+        &api.store.enrollments,
         &caller.account,
         &Licensee::Device(serial.clone()),
         body.licensed,

@@ -232,7 +232,7 @@ async fn create(
     check_fields(&body, false)?;
     let settings: PolicySettings = parse_body(&body, "of policy settings")?;
     let record = service::create(
-        &api.store,
+        &api.store.policies,
         &caller.account,
         &token,
         settings,
@@ -248,7 +248,7 @@ async fn default_of(
     caller: &Caller,
     token: &TokenId,
 ) -> Result<Option<PolicyId>, ApiError> {
-    service::default_policy(&api.store, &caller.account, token)
+    service::default_policy(&api.store.policies, &caller.account, token)
         .await
         .map_err(refused)
 }
@@ -278,7 +278,7 @@ async fn show(
     PolicyPath(token, policy): PolicyPath,
 ) -> Result<Json<Value>, ApiError> {
     owned_token(&api, &caller, &token).await?;
-    let record = service::get(&api.store, &token, &policy)
+    let record = service::get(&api.store.policies, &token, &policy)
         .await
         .map_err(refused)?;
     let default = default_of(&api, &caller, &token).await?;
@@ -318,7 +318,7 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require_write()?;
     owned_token(&api, &caller, &token).await?;
-    service::delete(&api.store, &caller.account, &token, &policy)
+    service::delete(&api.store.policies, &caller.account, &token, &policy)
         .await
         .map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
@@ -340,7 +340,7 @@ async fn set_default(
     owned_token(&api, &caller, &token).await?;
     let body: DefaultBody = parse_body(&body_bytes(body)?, r#"{"policy_id": "..."}"#)?;
     let policy = PolicyId::parse(&body.policy_id).map_err(|_| ApiError::not_found("policy"))?;
-    service::set_default(&api.store, &caller.account, &token, &policy)
+    service::set_default(&api.store.policies, &caller.account, &token, &policy)
         .await
         .map_err(refused)?;
     tracing::info!(token = %token, policy = %policy, "default policy set");

@@ -33,7 +33,7 @@ pub(crate) async fn owned_token(
     token: &TokenId,
 ) -> Result<SyncView, ApiError> {
     caller.require_read()?;
-    match status::sync_view(&api.store, &caller.account, &caller.scope, token).await {
+    match status::sync_view(&api.store.claims, &caller.account, &caller.scope, token).await {
         Ok(Some(view)) => Ok(view),
         Ok(None) => Err(ApiError::not_found("token")),
         Err(e) => Err(e.into()),

@@ -379,7 +379,7 @@ async fn list(
         .transpose()
         .map_err(|_| bad_query())?;
     let (records, next) = service::list_tokens(
-        &api.store,
+        &api.store.tokens,
         &caller.account,
         &caller.scope,
         after.as_ref(),
@@ -402,7 +402,7 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read()?;
     let token = token_id(token)?;
-    let record = service::get_token(&api.store, &caller.account, &caller.scope, &token)
+    let record = service::get_token(&api.store.tokens, &caller.account, &caller.scope, &token)
         .await
         .map_err(refused)?;
     Ok(Json(token_json(&record, api.clock.now())))
@@ -420,7 +420,7 @@ async fn update(
     let token = token_id(token)?;
     let body: UpdateBody = parse_body(&body_bytes(body)?, r#"{"scope_tags": ["..."]}"#)?;
     let record = service::set_scope_tags(
-        &api.store,
+        &api.store.tokens,
         &caller.account,
         &caller.scope,
         &token,
