@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use adesync_apple::{AppleClient, AppleError, AppleSession, DeviceStatus, Profile};
+use adesync_apple::{AppleError, AppleSession, DeviceStatus, Profile};
 use adesync_core::assignment::AssignJob;
 use adesync_core::assignment::{
     self, AppleAnswer, Assignment, AssignmentStatus, MAX_SERIALS_PER_REQUEST,
@@ -37,12 +37,12 @@ use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::policy::PolicyRecord;
 use adesync_core::policy::PolicySettings;
 use adesync_queue::{QueueError, Queues};
-use adesync_secrets::Vault;
 use adesync_store::assignments::AssignerSlot;
 use adesync_store::devices::Written;
 use adesync_store::{Devices, Policies, Store, StoreError};
 use chrono::{DateTime, Utc};
 
+use crate::Adapters;
 use crate::session::SharedSession;
 use crate::tokens::{self, CredentialsError};
 
@@ -83,15 +83,6 @@ impl AssignError {
     }
 }
 
-/// The adapters an assignment uses.
-#[derive(Debug, Clone, Copy)]
-pub struct Adapters<'a> {
-    pub store: &'a Store,
-    pub queues: &'a Queues,
-    pub vault: &'a Vault,
-    pub apple: &'a AppleClient,
-}
-
 /// Apple's profile for a policy's settings.
 pub fn apple_profile(settings: &PolicySettings) -> Profile {
     Profile {
@@ -130,16 +121,16 @@ pub struct AppleLink<'a> {
 impl<'a> AppleLink<'a> {
     /// Opens the token's credentials and its shared Apple session.
     pub async fn open(
-        adapters: Adapters<'a>,
+        adapters: &'a Adapters,
         account: &AccountId,
         token: &TokenId,
     ) -> Result<Self, AssignError> {
         let (credentials, cached) =
-            tokens::load_credentials(&adapters.store.tokens, adapters.vault, account, token)
+            tokens::load_credentials(&adapters.store.tokens, &adapters.vault, account, token)
                 .await?;
         let keeper = SharedSession::new(
-            adapters.store,
-            adapters.vault,
+            &adapters.store,
+            &adapters.vault,
             adapters.apple.config().clock.clone(),
             account,
             token,
@@ -149,7 +140,7 @@ impl<'a> AppleLink<'a> {
             .session(token.as_str(), credentials, cached)
             .with_keeper(keeper);
         Ok(Self {
-            store: adapters.store,
+            store: &adapters.store,
             token: token.clone(),
             session,
         })
@@ -481,12 +472,12 @@ impl JobReport {
 /// profiles, then assigns every due device. A step nearing `deadline` queues the next.
 #[tracing::instrument(skip(adapters, job, deadline), fields(token = %job.token_id, step = job.step))]
 pub async fn run_job(
-    adapters: Adapters<'_>,
+    adapters: &Adapters,
     job: &AssignJob,
     now: DateTime<Utc>,
     deadline: &Deadline,
 ) -> Result<JobReport, AssignError> {
-    let store = adapters.store;
+    let store = &adapters.store;
     let token = &job.token_id;
     // One assigner per token while it talks to Apple; its slot lasts until
     // this invocation's deadline, so a killed job frees it by itself.
@@ -516,12 +507,12 @@ pub async fn run_job(
 
 /// [`run_job`] once it holds the token's assigner slot.
 async fn assign_holding_slot(
-    adapters: Adapters<'_>,
+    adapters: &Adapters,
     job: &AssignJob,
     now: DateTime<Utc>,
     deadline: &Deadline,
 ) -> Result<JobReport, AssignError> {
-    let store = adapters.store;
+    let store = &adapters.store;
     let token = &job.token_id;
     let link = match AppleLink::open(adapters, &job.account_id, token).await {
         Ok(link) => link,

@@ -41,6 +41,16 @@ pub mod status;
 pub mod tokens;
 pub mod worker;
 
+/// The adapters the operations that talk to Apple use, built once per
+/// process by the function that hosts them; cheap to clone.
+#[derive(Clone)]
+pub struct Adapters {
+    pub store: adesync_store::Store,
+    pub queues: adesync_queue::Queues,
+    pub vault: adesync_secrets::Vault,
+    pub apple: adesync_apple::AppleClient,
+}
+
 /// An invocation's own id for a slot it holds on a token (the run's walker,
 /// the token's assigner, the renewer of its Apple session): random, so a write conditional on it can only be
 /// this invocation's.

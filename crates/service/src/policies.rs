@@ -22,7 +22,8 @@ use adesync_store::policies::{
 use adesync_store::{Policies, Store, StoreError};
 use chrono::{DateTime, Utc};
 
-use crate::assign::{Adapters, AppleLink, AssignError};
+use crate::Adapters;
+use crate::assign::{AppleLink, AssignError};
 
 /// Serial numbers one assignment request may name (Apple gets them 1,000 at a time).
 pub const MAX_SERIALS_PER_CALL: usize = 5_000;
@@ -198,14 +199,14 @@ pub struct AssignReport {
 /// with the policies' counts, in one transaction per chunk), then in Apple, whose
 /// answer per device is stored and returned.
 pub async fn assign_devices(
-    adapters: Adapters<'_>,
+    adapters: &Adapters,
     account: &AccountId,
     token: &TokenId,
     policy: &PolicyId,
     serials: &[Serial],
     now: DateTime<Utc>,
 ) -> Result<AssignReport, PolicyError> {
-    let store = adapters.store;
+    let store = &adapters.store;
     let record = get(&store.policies, token, policy).await?;
     let mut wanted: Vec<Serial> = Vec::with_capacity(serials.len());
     let mut seen = HashSet::new();

@@ -41,6 +41,37 @@ pub enum StartError {
 /// Warning shown for tokens above the per-token device limit.
 pub const LARGE_TOKEN_WARNING: &str = "This token has more than 200,000 devices: sync problems are likely. Split the devices across several MDM servers (tokens) in Apple Business.";
 
+/// What an administrator's Sync needs, for a function that only starts
+/// runs (the sync-trigger): the token's claim, the run's record, the queue.
+#[derive(Clone)]
+pub struct Starter {
+    pub store: Store,
+    pub queues: Queues,
+}
+
+impl Starter {
+    /// [`start_sync_in_scope`].
+    pub async fn start_in_scope(
+        &self,
+        account: &AccountId,
+        scope: &Scope,
+        token: &TokenId,
+        request: SyncRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Started, StartError> {
+        start_sync_in_scope(
+            &self.store,
+            &self.queues,
+            account,
+            scope,
+            token,
+            request,
+            now,
+        )
+        .await
+    }
+}
+
 /// Claims a run of `token` for `request`, records it and queues its first
 /// step. If the job cannot be queued the lease is released at once so the
 /// token is not blocked for 15 minutes by a run that never started.

@@ -10,13 +10,12 @@
 
 use std::time::Duration;
 
-use adesync_apple::{Account, AppleClient, AppleError, AppleSession, Credentials};
+use adesync_apple::{Account, AppleError, AppleSession, Credentials};
 use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::scope::{self, InvalidScopeTags, OutsideScope, Scope};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
 use adesync_core::token::TokenRecord;
 use adesync_core::token::{self, DeleteBlocker, InvalidInput};
-use adesync_queue::Queues;
 use adesync_secrets::{Context, Sealed, Vault, VaultError};
 use adesync_store::tokens::{CreateTokenError, DeleteTokenError, NewToken, Renewal, SealedSecrets};
 use adesync_store::{Store, StoreError, Tokens};
@@ -24,6 +23,7 @@ use adesync_tokenfile::{AccountKey, ServerToken, TokenFileError};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::Adapters;
 use crate::accounts::{self, AccountKeyError};
 use crate::start::start_sync;
 
@@ -33,15 +33,6 @@ pub const APPLE_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Purpose of a sealed Apple session token (`X-ADM-Auth-Session`).
 pub const APPLE_SESSION_PURPOSE: &str = "apple-session";
-
-/// The adapters token operations use.
-#[derive(Debug, Clone, Copy)]
-pub struct Adapters<'a> {
-    pub store: &'a Store,
-    pub queues: &'a Queues,
-    pub vault: &'a Vault,
-    pub apple: &'a AppleClient,
-}
 
 /// An uploaded token file with what the administrator typed.
 pub struct TokenUpload {
@@ -181,13 +172,13 @@ struct Verified {
 
 /// Opens `file` with the account's key and asks Apple whether it accepts it.
 async fn open_and_verify(
-    adapters: Adapters<'_>,
+    adapters: &Adapters,
     account: &AccountId,
     token: &TokenId,
     file: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Verified, TokenError> {
-    let key: AccountKey = accounts::account_key(&adapters.store.accounts, adapters.vault, account)
+    let key: AccountKey = accounts::account_key(&adapters.store.accounts, &adapters.vault, account)
         .await?
         .ok_or(TokenError::NoAccountKey)?;
     let server_token = adesync_tokenfile::open(file, &key, now)?;
@@ -238,7 +229,7 @@ async fn seal_secrets(
 /// A caller limited to scopes tags the token so that it keeps seeing it:
 /// with its own tags when it sends none ([`scope::new_token_tags`]).
 pub async fn create_token(
-    adapters: Adapters<'_>,
+    adapters: &Adapters,
     account: &AccountId,
     caller_scope: &Scope,
     upload: &TokenUpload,
@@ -255,7 +246,7 @@ pub async fn create_token(
     let token_id = TokenId::new_at(now);
     let verified = open_and_verify(adapters, account, &token_id, &upload.token_file, now).await?;
     let (credentials, session) =
-        seal_secrets(adapters.vault, account, &token_id, &verified).await?;
+        seal_secrets(&adapters.vault, account, &token_id, &verified).await?;
     let new = NewToken {
         account: account.clone(),
         token: token_id.clone(),
@@ -296,8 +287,8 @@ pub async fn create_token(
         kind: SyncKind::Full,
     };
     let first_sync = match start_sync(
-        adapters.store,
-        adapters.queues,
+        &adapters.store,
+        &adapters.queues,
         account,
         &token_id,
         first,
@@ -408,7 +399,7 @@ pub async fn set_scope_tags(
 /// server, uploaded with the Apple ID that created the token. Keeps the
 /// token's id, devices, policies and sync state.
 pub async fn renew_token(
-    adapters: Adapters<'_>,
+    adapters: &Adapters,
     account: &AccountId,
     caller_scope: &Scope,
     token: &TokenId,
@@ -434,7 +425,7 @@ pub async fn renew_token(
     if verified.account.server_uuid != current.server_uuid {
         return Err(TokenError::DifferentServer);
     }
-    let (credentials, session) = seal_secrets(adapters.vault, account, token, &verified).await?;
+    let (credentials, session) = seal_secrets(&adapters.vault, account, token, &verified).await?;
     let renewal = Renewal {
         apple_id: current.apple_id.clone(),
         server_uuid: current.server_uuid.clone(),

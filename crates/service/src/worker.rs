@@ -19,21 +19,19 @@
 
 use std::sync::Arc;
 
-use adesync_apple::{AppleClient, AppleError, AppleSession, CallLimits, DevicePage, Route};
+use adesync_apple::{AppleError, AppleSession, CallLimits, DevicePage, Route};
 use adesync_core::clock::{Deadline, SharedClock};
 use adesync_core::cursor::{Failure, Phase, Records, RestartReason, Step, Walk, Warning};
 use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::Serial;
 use adesync_core::pace::{self, PageSize};
-use adesync_core::run::messages::SyncJob;
-use adesync_core::run::messages::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome};
+use adesync_core::run::messages::{BatchMessage, DeviceBatch, EndOfRun, RunOutcome, SyncJob};
 use adesync_core::sync::{self, SyncKind};
 use adesync_core::token::TokenStatus;
+use adesync_queue::QueueError;
 use adesync_queue::batches;
-use adesync_queue::{QueueError, Queues};
-use adesync_secrets::Vault;
+use adesync_store::StoreError;
 use adesync_store::progress::{Progress, Walker, WalkerSlot};
-use adesync_store::{Store, StoreError};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -48,10 +46,7 @@ pub const SEND_AND_SAVE: Duration = Duration::seconds(10);
 
 /// What the worker needs, built once per process.
 pub struct Worker {
-    pub store: Store,
-    pub queues: Queues,
-    pub vault: Vault,
-    pub apple: AppleClient,
+    pub adapters: crate::Adapters,
     pub clock: SharedClock,
     pub faults: Arc<Faults>,
     /// Notices the passes announce (`token.expiring`).
@@ -158,6 +153,7 @@ impl Worker {
         if result.is_err() {
             // Its redelivery need not wait for this invocation's deadline.
             match self
+                .adapters
                 .store
                 .runs
                 .release_walker(&job.account_id, &job.token_id, &walker, self.clock.now())
@@ -187,6 +183,7 @@ impl Worker {
             until: deadline.at(),
         };
         let view = match self
+            .adapters
             .store
             .runs
             .claim_walker(&job.account_id, &job.token_id, slot, now)
@@ -227,8 +224,13 @@ impl Worker {
                     SyncKind::Full => Walk::full(),
                     SyncKind::Delta => Walk::delta(view.position.as_ref()),
                 };
-                let new_token =
-                    walk.is_full() && !self.store.devices.token_has_devices(&job.token_id).await?;
+                let new_token = walk.is_full()
+                    && !self
+                        .adapters
+                        .store
+                        .devices
+                        .token_has_devices(&job.token_id)
+                        .await?;
                 let state = RunState {
                     snapshot_at: None,
                     seq_base: seq_base(now),
@@ -246,19 +248,20 @@ impl Worker {
         let mut import_until = (!resumed).then(|| sync::import_expires_at(now, view.device_count));
 
         let (credentials, cached_session) = tokens::load_credentials(
-            &self.store.tokens,
-            &self.vault,
+            &self.adapters.store.tokens,
+            &self.adapters.vault,
             &job.account_id,
             &job.token_id,
         )
         .await
         .map_err(|e| WorkerError::Credentials(e.to_string()))?;
         let session = self
+            .adapters
             .apple
             .session(job.token_id.as_str(), credentials, cached_session)
             .with_keeper(SharedSession::new(
-                &self.store,
-                &self.vault,
+                &self.adapters.store,
+                &self.adapters.vault,
                 self.clock.clone(),
                 &job.account_id,
                 &job.token_id,
@@ -295,7 +298,8 @@ impl Worker {
                             step: job.step + 1,
                             ..job.clone()
                         };
-                        self.queues
+                        self.adapters
+                            .queues
                             .send_sync_job(&next, std::time::Duration::ZERO)
                             .await?;
                         tracing::info!(pages = walk.pages(), "deadline near; continuation queued");
@@ -427,6 +431,7 @@ impl Worker {
                         renews_lease: true,
                     };
                     if !self
+                        .adapters
                         .store
                         .runs
                         .save_progress(&job.account_id, &job.token_id, &progress, now)
@@ -519,16 +524,17 @@ impl Worker {
             return Ok(());
         }
         let (first, rest) = messages.split_at(1);
-        self.queues.send_batch_messages(first).await?;
+        self.adapters.queues.send_batch_messages(first).await?;
         self.faults.check(CrashPoint::WorkerAfterPartialSend)?;
-        self.queues.send_batch_messages(rest).await?;
+        self.adapters.queues.send_batch_messages(rest).await?;
         self.faults.check(CrashPoint::WorkerBeforeSave)?;
         Ok(())
     }
 
     /// The longest wait for a page: the client's configured request timeout.
     fn page_timeout_cap(&self) -> Duration {
-        Duration::from_std(self.apple.config().request_timeout).unwrap_or(pace::MAX_PAGE_TIMEOUT)
+        Duration::from_std(self.adapters.apple.config().request_timeout)
+            .unwrap_or(pace::MAX_PAGE_TIMEOUT)
     }
 }
 
@@ -593,6 +599,7 @@ impl Saver<'_> {
         };
         let saved = self
             .worker
+            .adapters
             .store
             .runs
             .save_progress(&job.account_id, &job.token_id, &saved, now)
@@ -625,7 +632,7 @@ impl Worker {
             outcome,
             closing: None,
         });
-        self.queues.send_batch_messages(&[end]).await?;
+        self.adapters.queues.send_batch_messages(&[end]).await?;
         Ok(())
     }
 
@@ -644,6 +651,7 @@ impl Worker {
             .status_changed(&job.account_id, &job.token_id, status.as_str(), now)
             .await;
         if let Err(e) = self
+            .adapters
             .store
             .tokens
             .set_token_status(&job.account_id, &job.token_id, status, None, now)
@@ -661,6 +669,7 @@ impl Worker {
     async fn refused_before(&self, job: &SyncJob) -> bool {
         let earlier = PERSISTENT_REFUSALS - 1;
         let Ok(runs) = self
+            .adapters
             .store
             .runs
             .recent_runs(

@@ -24,8 +24,8 @@ pub fn routes() -> Routes<Arc<Api>> {
 async fn public_key(State(api): State<Arc<Api>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require_read()?;
     let certificate = accounts::public_key(
-        &api.store.accounts,
-        &api.vault,
+        &api.adapters.store.accounts,
+        &api.adapters.vault,
         &caller.account,
         api.clock.now(),
     )

@@ -137,7 +137,7 @@ async fn list(
     };
     let filter = DeviceFilter { state, policy };
     let page = devices::list(
-        &api.store.devices,
+        &api.adapters.store.devices,
         &token,
         &filter,
         after,
@@ -156,7 +156,7 @@ async fn show(
     DevicePath(token, serial): DevicePath,
 ) -> Result<Json<Value>, ApiError> {
     owned_token(&api, &caller, &token).await?;
-    match devices::show(&api.store, &token, &serial, api.clock.now()).await? {
+    match devices::show(&api.adapters.store, &token, &serial, api.clock.now()).await? {
         Some(device) => Ok(Json(device_json(&device))),
         None => Err(ApiError::not_found("device")),
     }
@@ -171,7 +171,7 @@ async fn delete(
     owned_token(&api, &caller, &token).await?;
     let clock = api.clock.clone();
     match devices::delete(
-        &api.store,
+        &api.adapters.store,
         &api.events,
         &caller.account,
         &token,

@@ -115,9 +115,15 @@ async fn act(
                 "No such action; the actions are wipe, retire and factory-reset.",
             )
         })?;
-    let device = service::act(&api.store, &token, &serial, action, api.clock.now())
-        .await
-        .map_err(refused)?;
+    let device = service::act(
+        &api.adapters.store,
+        &token,
+        &serial,
+        action,
+        api.clock.now(),
+    )
+    .await
+    .map_err(refused)?;
     let mut body = device_json(&device);
     body["action"] = json!(action.as_str());
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -148,7 +154,7 @@ async fn set_user(
     owned_token(&api, &caller, &token).await?;
     let body: UserBody = parse_body(&body_bytes(body)?, r#"{"user_id": "..." or null}"#)?;
     let user = body.user_id.as_deref().map(user_id).transpose()?;
-    let device = service::set_user(&api.store, &token, &serial, user, api.clock.now())
+    let device = service::set_user(&api.adapters.store, &token, &serial, user, api.clock.now())
         .await
         .map_err(refused)?;
     Ok(Json(device_json(&device)))
@@ -170,7 +176,7 @@ async fn license_user(
     let user = user_id(&path.map(|Path(p)| p).unwrap_or_default())?;
     let body: LicenseBody = parse_body(&body_bytes(body)?, r#"{"licensed": true}"#)?;
     service::set_license(
-        &api.store.enrollments,
+        &api.adapters.store.enrollments,
         &caller.account,
         &Licensee::User(user.clone()),
         body.licensed,
@@ -196,7 +202,7 @@ async fn license_device(
     })?;
     let body: LicenseBody = parse_body(&body_bytes(body)?, r#"{"licensed": true}"#)?;
     service::set_license(
-        &api.store.enrollments,
+        &api.adapters.store.enrollments,
         &caller.account,
         &Licensee::Device(serial.clone()),
         body.licensed,
@@ -259,7 +265,7 @@ async fn enroll(
         policy,
         device,
     } = service::enroll(
-        &api.store,
+        &api.adapters.store,
         &caller.account,
         &caller.scope,
         &serial,
@@ -298,7 +304,7 @@ async fn profile(
         challenge,
         policy,
     } = service::profile(
-        &api.store,
+        &api.adapters.store,
         &caller.account,
         &caller.scope,
         &id,

@@ -24,21 +24,16 @@ use std::sync::Arc;
 
 use adesync_apple::AppleClient;
 use adesync_core::clock::SharedClock;
-use adesync_queue::Queues;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
 use adesync_runtime::routes::{Route, Routes};
-use adesync_secrets::Vault;
-use adesync_store::Store;
+use adesync_service::Adapters;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 /// What the handlers need, built once per process.
 pub struct Api {
-    pub store: Store,
-    pub queues: Queues,
-    pub vault: Vault,
-    pub apple: AppleClient,
+    pub adapters: Adapters,
     pub clock: SharedClock,
     /// Domain events of the changes the API makes (an admin's delete).
     pub events: adesync_service::announce::Announcer,
@@ -51,10 +46,12 @@ impl Api {
         clock: SharedClock,
     ) -> Result<Arc<Self>, adesync_apple::AppleError> {
         Ok(Arc::new(Self {
-            store: clients.store(config),
-            queues: clients.queues(config),
-            vault: clients.vault(config),
-            apple: AppleClient::new(config.apple(clock.clone()))?,
+            adapters: Adapters {
+                store: clients.store(config),
+                queues: clients.queues(config),
+                vault: clients.vault(config),
+                apple: AppleClient::new(config.apple(clock.clone()))?,
+            },
             clock,
             events: adesync_service::announce::Announcer {
                 publisher: clients.publisher(config),

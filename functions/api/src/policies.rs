@@ -16,7 +16,6 @@ use adesync_core::policy::{
 use adesync_runtime::http::TokenPath;
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
-use adesync_service::assign::Adapters;
 use adesync_service::policies::{self as service, AssignReport, MAX_SERIALS_PER_CALL, PolicyError};
 use axum::Json;
 use axum::body::Bytes;
@@ -232,7 +231,7 @@ async fn create(
     check_fields(&body, false)?;
     let settings: PolicySettings = parse_body(&body, "of policy settings")?;
     let record = service::create(
-        &api.store.policies,
+        &api.adapters.store.policies,
         &caller.account,
         &token,
         settings,
@@ -248,7 +247,7 @@ async fn default_of(
     caller: &Caller,
     token: &TokenId,
 ) -> Result<Option<PolicyId>, ApiError> {
-    service::default_policy(&api.store.policies, &caller.account, token)
+    service::default_policy(&api.adapters.store.policies, &caller.account, token)
         .await
         .map_err(refused)
 }
@@ -261,6 +260,7 @@ async fn list(
     owned_token(&api, &caller, &token).await?;
     let default = default_of(&api, &caller, &token).await?;
     let policies = api
+        .adapters
         .store
         .policies
         .list_policies(&token)
@@ -278,7 +278,7 @@ async fn show(
     PolicyPath(token, policy): PolicyPath,
 ) -> Result<Json<Value>, ApiError> {
     owned_token(&api, &caller, &token).await?;
-    let record = service::get(&api.store.policies, &token, &policy)
+    let record = service::get(&api.adapters.store.policies, &token, &policy)
         .await
         .map_err(refused)?;
     let default = default_of(&api, &caller, &token).await?;
@@ -297,8 +297,8 @@ async fn update(
     check_fields(&body, true)?;
     let patch: PolicyPatch = parse_body(&body, "with the fields to change")?;
     let record = service::update(
-        &api.store,
-        &api.queues,
+        &api.adapters.store,
+        &api.adapters.queues,
         &caller.account,
         &token,
         &policy,
@@ -318,9 +318,14 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require_write()?;
     owned_token(&api, &caller, &token).await?;
-    service::delete(&api.store.policies, &caller.account, &token, &policy)
-        .await
-        .map_err(refused)?;
+    service::delete(
+        &api.adapters.store.policies,
+        &caller.account,
+        &token,
+        &policy,
+    )
+    .await
+    .map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,9 +345,14 @@ async fn set_default(
     owned_token(&api, &caller, &token).await?;
     let body: DefaultBody = parse_body(&body_bytes(body)?, r#"{"policy_id": "..."}"#)?;
     let policy = PolicyId::parse(&body.policy_id).map_err(|_| ApiError::not_found("policy"))?;
-    service::set_default(&api.store.policies, &caller.account, &token, &policy)
-        .await
-        .map_err(refused)?;
+    service::set_default(
+        &api.adapters.store.policies,
+        &caller.account,
+        &token,
+        &policy,
+    )
+    .await
+    .map_err(refused)?;
     tracing::info!(token = %token, policy = %policy, "default policy set");
     Ok(Json(
         json!({ "token_id": token, "default_policy_id": policy }),
@@ -421,15 +431,16 @@ async fn assign_devices(
             )
         })?);
     }
-    let adapters = Adapters {
-        store: &api.store,
-        queues: &api.queues,
-        vault: &api.vault,
-        apple: &api.apple,
-    };
     let now = api.clock.now();
-    let report = service::assign_devices(adapters, &caller.account, &token, &policy, &serials, now)
-        .await
-        .map_err(refused)?;
+    let report = service::assign_devices(
+        &api.adapters,
+        &caller.account,
+        &token,
+        &policy,
+        &serials,
+        now,
+    )
+    .await
+    .map_err(refused)?;
     Ok(Json(report_json(&report, now)))
 }

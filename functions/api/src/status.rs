@@ -33,7 +33,14 @@ pub(crate) async fn owned_token(
     token: &TokenId,
 ) -> Result<SyncView, ApiError> {
     caller.require_read()?;
-    match status::sync_view(&api.store.claims, &caller.account, &caller.scope, token).await {
+    match status::sync_view(
+        &api.adapters.store.claims,
+        &caller.account,
+        &caller.scope,
+        token,
+    )
+    .await
+    {
         Ok(Some(view)) => Ok(view),
         Ok(None) => Err(ApiError::not_found("token")),
         Err(e) => Err(e.into()),
@@ -76,10 +83,15 @@ async fn sync_status(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read()?;
     let now = api.clock.now();
-    let SyncStatus { view, run } =
-        status::sync_status(&api.store, &caller.account, &caller.scope, &token, now)
-            .await?
-            .ok_or_else(|| ApiError::not_found("token"))?;
+    let SyncStatus { view, run } = status::sync_status(
+        &api.adapters.store,
+        &caller.account,
+        &caller.scope,
+        &token,
+        now,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("token"))?;
     let state = &view.state;
     let lease_expires_at = state.lease.as_ref().map(|lease| lease.expires_at);
     let mut warnings = Vec::new();
@@ -140,7 +152,7 @@ async fn runs(
     }
     let now = api.clock.now();
     let (view, runs) = status::recent_runs(
-        &api.store,
+        &api.adapters.store,
         &caller.account,
         &caller.scope,
         &token,

@@ -19,7 +19,7 @@ use adesync_core::token::{self, MAX_TOKENS_PER_ACCOUNT, ShownStatus};
 use adesync_runtime::routes::Routes;
 use adesync_runtime::{ApiError, Caller};
 use adesync_service::tokens::{
-    self as service, Adapters, Created, FirstSync, RenewalUpload, TokenError, TokenUpload,
+    self as service, Created, FirstSync, RenewalUpload, TokenError, TokenUpload,
 };
 use adesync_tokenfile::TokenFileError;
 use axum::Json;
@@ -81,15 +81,6 @@ struct UpdateBody {
 struct ListQuery {
     limit: Option<u32>,
     cursor: Option<String>,
-}
-
-fn adapters(api: &Api) -> Adapters<'_> {
-    Adapters {
-        store: &api.store,
-        queues: &api.queues,
-        vault: &api.vault,
-        apple: &api.apple,
-    }
 }
 
 /// The token named in the path; anything that is not a token id (bad
@@ -332,7 +323,7 @@ async fn create(
     };
     let now = api.clock.now();
     let Created { token, first_sync } =
-        service::create_token(adapters(&api), &caller.account, &caller.scope, &upload, now)
+        service::create_token(&api.adapters, &caller.account, &caller.scope, &upload, now)
             .await
             .map_err(refused)?;
     let mut answer = token_json(&token, now);
@@ -379,7 +370,7 @@ async fn list(
         .transpose()
         .map_err(|_| bad_query())?;
     let (records, next) = service::list_tokens(
-        &api.store.tokens,
+        &api.adapters.store.tokens,
         &caller.account,
         &caller.scope,
         after.as_ref(),
@@ -402,9 +393,14 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read()?;
     let token = token_id(token)?;
-    let record = service::get_token(&api.store.tokens, &caller.account, &caller.scope, &token)
-        .await
-        .map_err(refused)?;
+    let record = service::get_token(
+        &api.adapters.store.tokens,
+        &caller.account,
+        &caller.scope,
+        &token,
+    )
+    .await
+    .map_err(refused)?;
     Ok(Json(token_json(&record, api.clock.now())))
 }
 
@@ -420,7 +416,7 @@ async fn update(
     let token = token_id(token)?;
     let body: UpdateBody = parse_body(&body_bytes(body)?, r#"{"scope_tags": ["..."]}"#)?;
     let record = service::set_scope_tags(
-        &api.store.tokens,
+        &api.adapters.store.tokens,
         &caller.account,
         &caller.scope,
         &token,
@@ -451,7 +447,7 @@ async fn renew(
     };
     let now = api.clock.now();
     let record = service::renew_token(
-        adapters(&api),
+        &api.adapters,
         &caller.account,
         &caller.scope,
         &token,
@@ -472,7 +468,7 @@ async fn delete(
     caller.require_write()?;
     let token = token_id(token)?;
     service::delete_token(
-        &api.store,
+        &api.adapters.store,
         &caller.account,
         &caller.scope,
         &token,

@@ -3,19 +3,17 @@
 //! Parse the request, start the run through [`adesync_service::start`],
 //! and map the outcome to the HTTP contract (202, 429 with `Retry-After`,
 //! 409). The rules themselves live in `adesync-core`; their enforcement in
-//! the conditional write of `adesync-store`.
+//! the service's conditional write on the token item.
 
 use std::sync::Arc;
 
 use adesync_core::clock::SharedClock;
 use adesync_core::sync::{Refusal, SyncKind, SyncRequest, Trigger};
-use adesync_queue::Queues;
 use adesync_runtime::aws::Clients;
 use adesync_runtime::http::TokenPath;
 use adesync_runtime::routes::{Route, Routes};
 use adesync_runtime::{ApiError, Caller, Config};
-use adesync_service::start::{StartError, Started, start_sync_in_scope};
-use adesync_store::Store;
+use adesync_service::start::{StartError, Started, Starter};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -27,16 +25,17 @@ use serde_json::{Value, json};
 /// What the handler needs, built once per process.
 #[derive(Clone)]
 pub struct SyncTrigger {
-    store: Store,
-    queues: Queues,
+    starter: Starter,
     clock: SharedClock,
 }
 
 impl SyncTrigger {
     pub fn new(config: &Config, clients: &Clients, clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
-            store: clients.store(config),
-            queues: clients.queues(config),
+            starter: Starter {
+                store: clients.store(config),
+                queues: clients.queues(config),
+            },
             clock,
         })
     }
@@ -92,16 +91,10 @@ async fn trigger(
     let now = state.clock.now();
     // The scope is checked in the claim itself: this function's role may
     // only update the token item, not read it.
-    match start_sync_in_scope(
-        &state.store,
-        &state.queues,
-        &caller.account,
-        &caller.scope,
-        &token,
-        request,
-        now,
-    )
-    .await
+    match state
+        .starter
+        .start_in_scope(&caller.account, &caller.scope, &token, request, now)
+        .await
     {
         Ok(started) => Ok((StatusCode::ACCEPTED, Json(accepted(&started)))),
         // Retry-After counts from the answer, not the request: the claim

@@ -7,6 +7,7 @@
 //! SQS, KMS) fails its record so SQS redelivers it; Apple's refusals are
 //! not failures here — the step records them on the run and the token.
 
+use adesync_service::Adapters;
 use std::sync::Arc;
 
 use adesync_apple::{AppleClient, AppleError};
@@ -27,10 +28,12 @@ pub fn worker(
     faults: Arc<Faults>,
 ) -> Result<Arc<Worker>, AppleError> {
     Ok(Arc::new(Worker {
-        store: clients.store(config),
-        queues: clients.queues(config),
-        vault: clients.vault(config),
-        apple: AppleClient::new(config.apple(clock.clone()))?,
+        adapters: Adapters {
+            store: clients.store(config),
+            queues: clients.queues(config),
+            vault: clients.vault(config),
+            apple: AppleClient::new(config.apple(clock.clone()))?,
+        },
         clock,
         events: adesync_service::announce::Announcer {
             publisher: clients.publisher(config),
@@ -67,14 +70,13 @@ pub async fn handle(
                 }
             },
             Job::Assign(job) => {
-                let adapters = adesync_service::assign::Adapters {
-                    store: &worker.store,
-                    queues: &worker.queues,
-                    vault: &worker.vault,
-                    apple: &worker.apple,
-                };
-                match adesync_service::assign::run_job(adapters, &job, worker.clock.now(), deadline)
-                    .await
+                match adesync_service::assign::run_job(
+                    &worker.adapters,
+                    &job,
+                    worker.clock.now(),
+                    deadline,
+                )
+                .await
                 {
                     Ok(report) => {
                         tracing::info!(?report, "assignment step done");
@@ -91,8 +93,8 @@ pub async fn handle(
                 }
             }
             Job::Sweep(job) => adesync_service::schedule::sweep_page(
-                &worker.store,
-                &worker.queues,
+                &worker.adapters.store,
+                &worker.adapters.queues,
                 &worker.events,
                 worker.clock.as_ref(),
                 &job,
@@ -122,7 +124,12 @@ async fn retry_soon(
     let real = worker
         .clock
         .real(backoff.max(wait + chrono::Duration::seconds(1)));
-    if let Err(error) = worker.queues.redeliver_sync_job_after(receipt, real).await {
+    if let Err(error) = worker
+        .adapters
+        .queues
+        .redeliver_sync_job_after(receipt, real)
+        .await
+    {
         tracing::warn!(%error, "the failed step waits for the queue's visibility timeout");
     }
 }
