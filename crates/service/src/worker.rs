@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use adesync_apple::{AppleError, AppleSession, CallLimits, DevicePage, Route};
 use adesync_core::clock::{Deadline, SharedClock};
-use adesync_core::cursor::{Failure, Phase, Records, RestartReason, Step, Walk, Warning};
+use adesync_core::cursor::{Failure, Finish, Phase, Records, RestartReason, Step, Walk, Warning};
 use adesync_core::device::{AppleAttributes, DeviceRecord, Observation, Version};
 use adesync_core::ids::Serial;
 use adesync_core::pace::{self, PageSize};
@@ -31,7 +31,7 @@ use adesync_core::token::TokenStatus;
 use adesync_queue::QueueError;
 use adesync_queue::batches;
 use adesync_store::StoreError;
-use adesync_store::progress::{Progress, Walker, WalkerSlot};
+use adesync_store::progress::{Progress, Walker, WalkerSlot, WorkerView};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -182,90 +182,15 @@ impl Worker {
             walker: &walker,
             until: deadline.at(),
         };
-        let view = match self
-            .adapters
-            .store
-            .runs
-            .claim_walker(&job.account_id, &job.token_id, slot, now)
-            .await?
-        {
-            Walker::Walking(view) => view,
-            Walker::TokenGone => {
-                tracing::info!("the token no longer exists; dropping the sync job");
-                return Ok(StepEnd::Superseded);
-            }
-            Walker::NotHeld => {
-                tracing::info!(
-                    "the run no longer holds the token (it ended, its lease lapsed or another run took over)"
-                );
-                return Ok(StepEnd::Superseded);
-            }
-            Walker::Stale => {
-                tracing::info!("a later step of this run is walking; this stale job does nothing");
-                return Ok(StepEnd::Duplicate);
-            }
-            Walker::Busy { until } => {
-                tracing::warn!(
-                    %until,
-                    "another delivery of this sync job walks the run; this one comes back after that walker's deadline"
-                );
-                return Err(WorkerError::WalkerBusy { until });
-            }
+        let view = match self.take_walker_slot(job, slot, now).await? {
+            Ok(view) => view,
+            Err(end) => return Ok(end),
         };
-
-        let (mut walk, mut state, mut batch_seq) = match view.walk_of(&job.run_id) {
-            Some((walk, state)) => (
-                serde_json::from_str::<Walk>(walk)?,
-                serde_json::from_str::<RunState>(state)?,
-                view.batch_seq,
-            ),
-            None => {
-                let walk = match job.kind {
-                    SyncKind::Full => Walk::full(),
-                    SyncKind::Delta => Walk::delta(view.position.as_ref()),
-                };
-                let new_token = walk.is_full()
-                    && !self
-                        .adapters
-                        .store
-                        .devices
-                        .token_has_devices(&job.token_id)
-                        .await?;
-                let state = RunState {
-                    snapshot_at: None,
-                    seq_base: seq_base(now),
-                    records: 0,
-                    fetched: 0,
-                    new_token,
-                    warning: None,
-                    page: PageSize::default(),
-                    maxima: None,
-                };
-                (walk, state, 0)
-            }
-        };
+        let (mut walk, mut state, mut batch_seq) = self.resume_or_begin(job, &view, now).await?;
         let resumed = view.walk_of(&job.run_id).is_some();
         let mut import_until = (!resumed).then(|| sync::import_expires_at(now, view.device_count));
 
-        let (credentials, cached_session) = tokens::load_credentials(
-            &self.adapters.store.tokens,
-            &self.adapters.vault,
-            &job.account_id,
-            &job.token_id,
-        )
-        .await
-        .map_err(|e| WorkerError::Credentials(e.to_string()))?;
-        let session = self
-            .adapters
-            .apple
-            .session(job.token_id.as_str(), credentials, cached_session)
-            .with_keeper(SharedSession::new(
-                &self.adapters.store,
-                &self.adapters.vault,
-                self.clock.clone(),
-                &job.account_id,
-                &job.token_id,
-            ));
+        let session = self.open_session(job).await?;
         let save = Saver {
             worker: self,
             job,
@@ -277,31 +202,14 @@ impl Worker {
         let mut prefetched: Option<Asked> = None;
         let end = loop {
             if state.maxima.is_none() {
-                match (
-                    session.page_limit_for(Route::FetchDevices).await,
-                    session.page_limit_for(Route::SyncDevices).await,
-                ) {
-                    (Ok(fetch), Ok(sync)) => state.maxima = Some((fetch, sync)),
-                    // The page call below meets the same trouble and
-                    // decides what it means for the run.
-                    (Err(error), _) | (_, Err(error)) => {
-                        tracing::warn!(%error, "Apple's page sizes could not be read; using the documented maximum")
-                    }
-                }
+                state.maxima = page_maxima(&session).await;
             }
             let asked = match prefetched.take() {
                 Some(asked) => asked,
                 None => match self.ask(&session, &walk, &state, deadline).await {
                     Some(asked) => asked,
                     None => {
-                        let next = SyncJob {
-                            step: job.step + 1,
-                            ..job.clone()
-                        };
-                        self.adapters
-                            .queues
-                            .send_sync_job(&next, std::time::Duration::ZERO)
-                            .await?;
+                        self.queue_continuation(job).await?;
                         tracing::info!(pages = walk.pages(), "deadline near; continuation queued");
                         break StepEnd::Continued;
                     }
@@ -347,18 +255,9 @@ impl Worker {
                 self.faults.check(CrashPoint::WorkerAfterFetch)?;
                 page_devices = page.devices.len() as u64;
                 state.page = state.page.answered(page.devices.len(), took, maximum);
-                let records = self.records(page, records_kind, &mut state, now);
-                let header = DeviceBatch {
-                    account_id: job.account_id.clone(),
-                    token_id: job.token_id.clone(),
-                    run_id: job.run_id.clone(),
-                    seq: batch_seq,
-                    snapshot: records_kind == Records::Snapshot,
-                    records: Vec::new(),
-                };
-                let batches = batches::split(header, records)?;
-                batch_seq += batches.len() as u64;
-                messages = batches.into_iter().map(BatchMessage::Devices).collect();
+                messages =
+                    self.page_messages(job, page, records_kind, &mut state, batch_seq, now)?;
+                batch_seq += messages.len() as u64;
             }
             state.fetched += page_devices;
 
@@ -408,82 +307,273 @@ impl Worker {
                 }
                 Step::Done(finish) => {
                     self.send_page(&messages).await?;
-                    let kind = if walk.is_full() {
-                        SyncKind::Full
-                    } else {
-                        SyncKind::Delta
-                    };
-                    if let Some(warning) = finish.warning {
-                        state.warning = Some(finish_warning(warning).to_owned());
-                    }
-                    let progress = Progress {
-                        run: &job.run_id,
-                        walker: &walker,
-                        kind,
-                        walk: &serde_json::to_string(&walk)?,
-                        walk_state: &serde_json::to_string(&state)?,
-                        position: &finish.position,
+                    let fetched = Fetched {
+                        walk: &walk,
+                        state: &mut state,
                         batch_seq,
-                        fetched: page_devices,
-                        pages: 1,
+                        page_devices,
                         import_until: import_until.take(),
-                        fetch_finished: true,
-                        renews_lease: true,
                     };
-                    if !self
-                        .adapters
-                        .store
-                        .runs
-                        .save_progress(&job.account_id, &job.token_id, &progress, now)
-                        .await?
-                    {
-                        break StepEnd::Superseded;
-                    }
-                    // After every older run's records, before this run's. A
-                    // new token's devices all come from this snapshot: there
-                    // is nothing to release, and the close only counts.
-                    let sweep_at = (finish.full_snapshot && !state.new_token).then(|| {
-                        Version::for_snapshot(state.snapshot_at.unwrap_or(now), state.seq_base)
-                    });
-                    self.end_run(
-                        job,
-                        kind,
-                        batch_seq,
-                        &state,
-                        RunOutcome::Finished {
-                            sweep_at,
-                            warning: state.warning.clone(),
-                        },
-                    )
-                    .await?;
-                    tracing::info!(
-                        fetched = state.fetched,
-                        batches = batch_seq,
-                        kind = kind.as_str(),
-                        "run fetched every page"
-                    );
-                    break StepEnd::Finished;
+                    break self
+                        .finish_fetch(job, &walker, fetched, finish, now)
+                        .await?;
                 }
                 Step::Failed(failure) => {
-                    let error = failure_message(failure, result.as_ref().err());
-                    if let Err(apple) = &result {
-                        self.record_token_status(job, apple, now).await;
-                    }
-                    tracing::warn!(%error, "run failed");
-                    let kind = if walk.is_full() {
-                        SyncKind::Full
-                    } else {
-                        job.kind
-                    };
-                    self.end_run(job, kind, batch_seq, &state, RunOutcome::Failed { error })
+                    break self
+                        .fail_run(job, &walk, &state, batch_seq, failure, &result, now)
                         .await?;
-                    break StepEnd::Finished;
                 }
             }
         };
 
         session.keep_current().await;
         Ok(end)
+    }
+
+    /// A page's devices as device-batch messages numbered from `batch_seq`,
+    /// each within SQS's size limit.
+    fn page_messages(
+        &self,
+        job: &SyncJob,
+        page: &DevicePage,
+        records_kind: Records,
+        state: &mut RunState,
+        batch_seq: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BatchMessage>, WorkerError> {
+        let records = self.records(page, records_kind, state, now);
+        let header = DeviceBatch {
+            account_id: job.account_id.clone(),
+            token_id: job.token_id.clone(),
+            run_id: job.run_id.clone(),
+            seq: batch_seq,
+            snapshot: records_kind == Records::Snapshot,
+            records: Vec::new(),
+        };
+        let batches = batches::split(header, records)?;
+        Ok(batches.into_iter().map(BatchMessage::Devices).collect())
+    }
+
+    /// Queues the run's next step: this one's deadline is near.
+    async fn queue_continuation(&self, job: &SyncJob) -> Result<(), WorkerError> {
+        let next = SyncJob {
+            step: job.step + 1,
+            ..job.clone()
+        };
+        self.adapters
+            .queues
+            .send_sync_job(&next, std::time::Duration::ZERO)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the run's walker slot for this step; `Err` carries how the
+    /// step ends without walking (the token or the run is gone, a later step
+    /// walks). A live walker of the same step is an error: the job comes
+    /// back after that walker's deadline.
+    async fn take_walker_slot(
+        &self,
+        job: &SyncJob,
+        slot: WalkerSlot<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<WorkerView, StepEnd>, WorkerError> {
+        let end = match self
+            .adapters
+            .store
+            .runs
+            .claim_walker(&job.account_id, &job.token_id, slot, now)
+            .await?
+        {
+            Walker::Walking(view) => return Ok(Ok(view)),
+            Walker::TokenGone => {
+                tracing::info!("the token no longer exists; dropping the sync job");
+                StepEnd::Superseded
+            }
+            Walker::NotHeld => {
+                tracing::info!(
+                    "the run no longer holds the token (it ended, its lease lapsed or another run took over)"
+                );
+                StepEnd::Superseded
+            }
+            Walker::Stale => {
+                tracing::info!("a later step of this run is walking; this stale job does nothing");
+                StepEnd::Duplicate
+            }
+            Walker::Busy { until } => {
+                tracing::warn!(
+                    %until,
+                    "another delivery of this sync job walks the run; this one comes back after that walker's deadline"
+                );
+                return Err(WorkerError::WalkerBusy { until });
+            }
+        };
+        Ok(Err(end))
+    }
+
+    /// The walk where the run's last step saved it, or a new one: a full
+    /// fetch from scratch, or a delta from the token's stored position.
+    async fn resume_or_begin(
+        &self,
+        job: &SyncJob,
+        view: &WorkerView,
+        now: DateTime<Utc>,
+    ) -> Result<(Walk, RunState, u64), WorkerError> {
+        if let Some((walk, state)) = view.walk_of(&job.run_id) {
+            return Ok((
+                serde_json::from_str::<Walk>(walk)?,
+                serde_json::from_str::<RunState>(state)?,
+                view.batch_seq,
+            ));
+        }
+        let walk = match job.kind {
+            SyncKind::Full => Walk::full(),
+            SyncKind::Delta => Walk::delta(view.position.as_ref()),
+        };
+        let new_token = walk.is_full()
+            && !self
+                .adapters
+                .store
+                .devices
+                .token_has_devices(&job.token_id)
+                .await?;
+        let state = RunState {
+            snapshot_at: None,
+            seq_base: seq_base(now),
+            records: 0,
+            fetched: 0,
+            new_token,
+            warning: None,
+            page: PageSize::default(),
+            maxima: None,
+        };
+        Ok((walk, state, 0))
+    }
+
+    /// The token's Apple session, shared with every function through the
+    /// token item (renewed by one caller at a time).
+    async fn open_session(&self, job: &SyncJob) -> Result<AppleSession, WorkerError> {
+        let (credentials, cached_session) = tokens::load_credentials(
+            &self.adapters.store.tokens,
+            &self.adapters.vault,
+            &job.account_id,
+            &job.token_id,
+        )
+        .await
+        .map_err(|e| WorkerError::Credentials(e.to_string()))?;
+        Ok(self
+            .adapters
+            .apple
+            .session(job.token_id.as_str(), credentials, cached_session)
+            .with_keeper(SharedSession::new(
+                &self.adapters.store,
+                &self.adapters.vault,
+                self.clock.clone(),
+                &job.account_id,
+                &job.token_id,
+            )))
+    }
+
+    /// The last page is sent: saves the final position (the token's cursor
+    /// for the next run), then queues the end-of-run marker the importer
+    /// closes the run on.
+    async fn finish_fetch(
+        &self,
+        job: &SyncJob,
+        walker: &str,
+        fetched: Fetched<'_>,
+        finish: Finish,
+        now: DateTime<Utc>,
+    ) -> Result<StepEnd, WorkerError> {
+        let Fetched {
+            walk,
+            state,
+            batch_seq,
+            page_devices,
+            import_until,
+        } = fetched;
+        let kind = if walk.is_full() {
+            SyncKind::Full
+        } else {
+            SyncKind::Delta
+        };
+        if let Some(warning) = finish.warning {
+            state.warning = Some(finish_warning(warning).to_owned());
+        }
+        let progress = Progress {
+            run: &job.run_id,
+            walker,
+            kind,
+            walk: &serde_json::to_string(walk)?,
+            walk_state: &serde_json::to_string(&*state)?,
+            position: &finish.position,
+            batch_seq,
+            fetched: page_devices,
+            pages: 1,
+            import_until,
+            fetch_finished: true,
+            renews_lease: true,
+        };
+        if !self
+            .adapters
+            .store
+            .runs
+            .save_progress(&job.account_id, &job.token_id, &progress, now)
+            .await?
+        {
+            return Ok(StepEnd::Superseded);
+        }
+        // After every older run's records, before this run's. A new token's
+        // devices all come from this snapshot: there is nothing to release,
+        // and the close only counts.
+        let sweep_at = (finish.full_snapshot && !state.new_token)
+            .then(|| Version::for_snapshot(state.snapshot_at.unwrap_or(now), state.seq_base));
+        self.end_run(
+            job,
+            kind,
+            batch_seq,
+            state,
+            RunOutcome::Finished {
+                sweep_at,
+                warning: state.warning.clone(),
+            },
+        )
+        .await?;
+        tracing::info!(
+            fetched = state.fetched,
+            batches = batch_seq,
+            kind = kind.as_str(),
+            "run fetched every page"
+        );
+        Ok(StepEnd::Finished)
+    }
+
+    /// Apple's answer ended the run: the token's status records a refusal
+    /// (terms not signed, token invalid), and the end-of-run marker carries
+    /// the error in words for the administrator.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail_run(
+        &self,
+        job: &SyncJob,
+        walk: &Walk,
+        state: &RunState,
+        batch_seq: u64,
+        failure: Failure,
+        result: &Result<DevicePage, AppleError>,
+        now: DateTime<Utc>,
+    ) -> Result<StepEnd, WorkerError> {
+        let error = failure_message(failure, result.as_ref().err());
+        if let Err(apple) = result {
+            self.record_token_status(job, apple, now).await;
+        }
+        tracing::warn!(%error, "run failed");
+        let kind = if walk.is_full() {
+            SyncKind::Full
+        } else {
+            job.kind
+        };
+        self.end_run(job, kind, batch_seq, state, RunOutcome::Failed { error })
+            .await?;
+        Ok(StepEnd::Finished)
     }
 
     /// Asks Apple for the page `walk` names, sized to the pace `state` has
@@ -553,6 +643,33 @@ struct Asked {
     maximum: u32,
     took: Duration,
     result: Result<DevicePage, AppleError>,
+}
+
+/// The largest fetch and sync pages Apple allows this token, once per run;
+/// None when they cannot be read (the page call that follows meets the same
+/// trouble and decides what it means for the run).
+async fn page_maxima(session: &AppleSession) -> Option<(u32, u32)> {
+    match (
+        session.page_limit_for(Route::FetchDevices).await,
+        session.page_limit_for(Route::SyncDevices).await,
+    ) {
+        (Ok(fetch), Ok(sync)) => Some((fetch, sync)),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "Apple's page sizes could not be read; using the documented maximum");
+            None
+        }
+    }
+}
+
+/// Where the fetching stands when Apple's last page was sent.
+struct Fetched<'a> {
+    walk: &'a Walk,
+    state: &'a mut RunState,
+    batch_seq: u64,
+    /// Devices on the last page.
+    page_devices: u64,
+    /// When the import is expected to end, to save with the first progress.
+    import_until: Option<DateTime<Utc>>,
 }
 
 /// Saves a step's walk on behalf of its walker.
