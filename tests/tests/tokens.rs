@@ -795,10 +795,16 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
     let system_clock: adesync_core::clock::SharedClock =
         std::sync::Arc::new(adesync_core::clock::SystemClock);
     assert!(
-        SharedSession::new(&store, &vault, system_clock.clone(), &account, &token)
-            .keep(&session)
-            .await
-            .unwrap()
+        SharedSession::new(
+            &store.tokens,
+            &vault,
+            system_clock.clone(),
+            &account,
+            &token
+        )
+        .keep(&session)
+        .await
+        .unwrap()
     );
     let (_, loaded) = load_credentials(&store.tokens, &vault, &account, &token)
         .await
@@ -826,7 +832,7 @@ async fn apple_sessions_are_kept_sealed_for_the_sync_worker() {
     // Another account's identifiers find nothing.
     let globex = AccountId::parse("globex").unwrap();
     assert!(
-        !SharedSession::new(&store, &vault, system_clock, &globex, &token)
+        !SharedSession::new(&store.tokens, &vault, system_clock, &globex, &token)
             .keep(&session)
             .await
             .unwrap()

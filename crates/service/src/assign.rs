@@ -129,7 +129,7 @@ impl<'a> AppleLink<'a> {
             tokens::load_credentials(&adapters.store.tokens, &adapters.vault, account, token)
                 .await?;
         let keeper = SharedSession::new(
-            &adapters.store,
+            &adapters.store.tokens,
             &adapters.vault,
             adapters.apple.config().clock.clone(),
             account,

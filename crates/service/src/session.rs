@@ -9,7 +9,7 @@ use adesync_apple::{KeeperFuture, Renewal, SessionKeeper};
 use adesync_core::clock::SharedClock;
 use adesync_core::ids::{AccountId, TokenId};
 use adesync_secrets::Vault;
-use adesync_store::Store;
+use adesync_store::Tokens;
 use adesync_store::sessions::SessionRenewal;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -30,7 +30,7 @@ pub fn fingerprint(session: &SecretString) -> String {
 
 /// One process's end of a token's shared session.
 pub struct SharedSession {
-    store: Store,
+    tokens: Tokens,
     vault: Vault,
     clock: SharedClock,
     account: AccountId,
@@ -41,14 +41,14 @@ pub struct SharedSession {
 
 impl SharedSession {
     pub fn new(
-        store: &Store,
+        tokens: &Tokens,
         vault: &Vault,
         clock: SharedClock,
         account: &AccountId,
         token: &TokenId,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store: store.clone(),
+            tokens: tokens.clone(),
             vault: vault.clone(),
             clock,
             account: account.clone(),
@@ -69,7 +69,6 @@ impl SharedSession {
             )
             .await?;
         Ok(self
-            .store
             .tokens
             .share_session(
                 &self.account,
@@ -89,7 +88,6 @@ impl SessionKeeper for SharedSession {
             let now = self.clock.now();
             let stale = stale.map(fingerprint);
             let claim = self
-                .store
                 .tokens
                 .claim_session_renewal(
                     &self.account,

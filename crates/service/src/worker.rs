@@ -465,7 +465,7 @@ impl Worker {
             .apple
             .session(job.token_id.as_str(), credentials, cached_session)
             .with_keeper(SharedSession::new(
-                &self.adapters.store,
+                &self.adapters.store.tokens,
                 &self.adapters.vault,
                 self.clock.clone(),
                 &job.account_id,
