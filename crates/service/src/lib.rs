@@ -49,6 +49,8 @@ pub struct Adapters {
     pub queues: adesync_queue::Queues,
     pub vault: adesync_secrets::Vault,
     pub apple: adesync_apple::AppleClient,
+    /// Domain events of the changes the operations make.
+    pub events: announce::Announcer,
 }
 
 /// An invocation's own id for a slot it holds on a token (the run's walker,

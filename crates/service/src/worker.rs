@@ -49,8 +49,6 @@ pub struct Worker {
     pub adapters: crate::Adapters,
     pub clock: SharedClock,
     pub faults: Arc<Faults>,
-    /// Notices the passes announce (`token.expiring`).
-    pub events: crate::announce::Announcer,
 }
 
 /// How a step ended.
@@ -764,7 +762,8 @@ impl Worker {
             AppleError::Refused { .. } if persistent => TokenStatus::TokenInvalid,
             _ => return,
         };
-        self.events
+        self.adapters
+            .events
             .status_changed(&job.account_id, &job.token_id, status.as_str(), now)
             .await;
         if let Err(e) = self

@@ -172,7 +172,7 @@ async fn delete(
     let clock = api.clock.clone();
     match devices::delete(
         &api.adapters.store,
-        &api.events,
+        &api.adapters.events,
         &caller.account,
         &token,
         &serial,

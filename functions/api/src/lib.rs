@@ -35,8 +35,6 @@ use serde_json::{Value, json};
 pub struct Api {
     pub adapters: Adapters,
     pub clock: SharedClock,
-    /// Domain events of the changes the API makes (an admin's delete).
-    pub events: adesync_service::announce::Announcer,
 }
 
 impl Api {
@@ -51,13 +49,13 @@ impl Api {
                 queues: clients.queues(config),
                 vault: clients.vault(config),
                 apple: AppleClient::new(config.apple(clock.clone()))?,
+                events: adesync_service::announce::Announcer {
+                    publisher: clients.publisher(config),
+                    store: clients.store(config),
+                    faults: Default::default(),
+                },
             },
             clock,
-            events: adesync_service::announce::Announcer {
-                publisher: clients.publisher(config),
-                store: clients.store(config),
-                faults: Default::default(),
-            },
         }))
     }
 }

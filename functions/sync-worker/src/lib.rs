@@ -33,13 +33,13 @@ pub fn worker(
             queues: clients.queues(config),
             vault: clients.vault(config),
             apple: AppleClient::new(config.apple(clock.clone()))?,
+            events: adesync_service::announce::Announcer {
+                publisher: clients.publisher(config),
+                store: clients.store(config),
+                faults: faults.clone(),
+            },
         },
         clock,
-        events: adesync_service::announce::Announcer {
-            publisher: clients.publisher(config),
-            store: clients.store(config),
-            faults: faults.clone(),
-        },
         faults,
     }))
 }
@@ -95,7 +95,7 @@ pub async fn handle(
             Job::Sweep(job) => adesync_service::schedule::sweep_page(
                 &worker.adapters.store,
                 &worker.adapters.queues,
-                &worker.events,
+                &worker.adapters.events,
                 worker.clock.as_ref(),
                 &job,
             )
