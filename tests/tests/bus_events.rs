@@ -181,6 +181,66 @@ async fn a_release_and_an_admin_delete_are_announced() {
 }
 
 #[tokio::test]
+async fn a_changed_device_and_apples_assignment_answers_are_announced() {
+    let env = TestService::start().await;
+    let (tap, token, _) = synced_with_tap(&env, 4).await;
+    let serials = env.serials(&token).await;
+    let [renamed, ok, failed] = [0, 1, 2].map(|i| serials[i].clone());
+
+    // Apple's attributes change: the next delta announces exactly that device.
+    env.sim_patch(
+        &format!("/_sim/servers/{}/devices/{renamed}", token.server_uuid),
+        serde_json::json!({"asset_tag": "front-desk"}),
+    )
+    .await;
+    env.advance(15 * 60).await;
+    let reply = env.request_sync(&token, "delta").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    let devices = device_events(&events);
+    assert_eq!(devices.len(), 1, "{events:#?}");
+    assert_eq!(devices[0]["detail-type"], "device.changed");
+    assert_eq!(serial(devices[0]), renamed);
+    assert_eq!(devices[0]["detail"]["device"]["state"], "active");
+
+    // Apple's answer per serial to an assignment: one event each.
+    env.sim_post(
+        &format!(
+            "/_sim/servers/{}/devices/{failed}/assign-outcome",
+            token.server_uuid
+        ),
+        serde_json::json!({"status": "FAILED"}),
+    )
+    .await;
+    let policy = env.new_policy(&token, "Front desk").await;
+    let reply = env.assign(&token, &policy, &[&ok, &failed]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let events = tap.drain(QUIET).await.unwrap();
+    let assigned = of_kind(&events, "device.assigned");
+    assert_eq!(assigned.len(), 2, "{events:#?}");
+    let answer = |serial_number: &str| {
+        assigned
+            .iter()
+            .find(|e| serial(e) == serial_number)
+            .map(|e| e["detail"]["assignment"].clone())
+            .unwrap_or_else(|| panic!("no device.assigned for {serial_number}: {events:#?}"))
+    };
+    let ok_answer = answer(&ok);
+    assert_eq!(ok_answer["status"], "assigned", "{ok_answer}");
+    assert_eq!(ok_answer["policy_id"], policy.as_str(), "{ok_answer}");
+    assert!(ok_answer["profile_uuid"].is_string(), "{ok_answer}");
+    let failed_answer = answer(&failed);
+    assert_eq!(failed_answer["status"], "failed", "{failed_answer}");
+    assert!(failed_answer["retry_at"].is_string(), "{failed_answer}");
+    assert_ne!(
+        assigned[0]["detail"]["id"], assigned[1]["detail"]["id"],
+        "each answer has its own id"
+    );
+    tap.stop().await;
+}
+
+#[tokio::test]
 async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the_next_close() {
     let env = TestService::start().await;
     let tap = tap(&env).await;

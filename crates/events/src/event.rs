@@ -29,6 +29,21 @@ pub struct Event {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenDetail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<AssignmentDetail>,
+}
+
+/// `device.assigned`: Apple's answer to assigning the device's profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentDetail {
+    pub policy_id: String,
+    /// `assigned`, `not_accessible`, `failed` or `throttled`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_uuid: Option<String>,
+    /// When a failed or throttled assignment is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// `token.expiring`: the token's expiry and the notice's days.
@@ -128,6 +143,7 @@ impl Event {
             run: None,
             reason: None,
             token: None,
+            assignment: None,
         }
     }
 
@@ -162,7 +178,42 @@ impl Event {
             run: None,
             reason: Some(reason.to_owned()),
             token: None,
+            assignment: None,
         }
+    }
+
+    /// `device.assigned`: Apple answered for the device's profile (as
+    /// recorded on `device`). The id holds the profile, the answer and when
+    /// it came: a retry that Apple answers again is a new event, a repeated
+    /// publication of the same answer is not.
+    pub fn device_assigned(
+        account: &AccountId,
+        token: &TokenId,
+        device: &Device,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        let assignment = device.management.assignment.as_ref()?;
+        let policy = device.policy_id.as_ref()?;
+        let at = assignment.at.timestamp_millis().to_string();
+        let status = assignment.status.as_str();
+        let profile = assignment.profile_uuid.as_deref().unwrap_or("");
+        let mut event = Self::device(account, token, device, DeviceChange::Changed, now);
+        event.id = stable_id(&[
+            "device.assigned",
+            token.as_str(),
+            device.serial.as_str(),
+            profile,
+            status,
+            &at,
+        ]);
+        event.kind = "device.assigned".into();
+        event.assignment = Some(AssignmentDetail {
+            policy_id: policy.to_string(),
+            status: status.to_owned(),
+            profile_uuid: assignment.profile_uuid.clone(),
+            retry_at: assignment.retry_at,
+        });
+        Some(event)
     }
 
     /// `token.expiring`: `days` (30, 7 or 1) before `expires_at`; the id
@@ -189,6 +240,7 @@ impl Event {
                 days_left: Some(days),
                 status: None,
             }),
+            assignment: None,
         }
     }
 
@@ -215,6 +267,7 @@ impl Event {
                 days_left: None,
                 status: Some(status.to_owned()),
             }),
+            assignment: None,
         }
     }
 
@@ -235,6 +288,7 @@ impl Event {
             run: Some(run),
             reason: None,
             token: None,
+            assignment: None,
         }
     }
 

@@ -12,7 +12,7 @@
 pub mod event;
 pub mod publish;
 
-pub use event::{DeviceDetail, Event, RunDetail, TokenDetail};
+pub use event::{AssignmentDetail, DeviceDetail, Event, RunDetail, TokenDetail};
 pub use publish::{Bus, Entry, EventBridgeBus, PublishError, Publisher};
 
 /// Every event's `source`.

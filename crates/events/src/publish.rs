@@ -298,6 +298,7 @@ mod tests {
                 run: None,
                 reason: None,
                 token: None,
+                assignment: None,
             })
             .collect()
     }

@@ -43,8 +43,10 @@ use adesync_store::{Devices, Policies, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 use crate::Adapters;
+use crate::announce::Announcer;
 use crate::session::SharedSession;
 use crate::tokens::{self, CredentialsError};
+use adesync_events::Event;
 
 /// Time kept in hand before a job's deadline: one Apple request and its writes.
 pub const DEADLINE_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
@@ -114,6 +116,8 @@ pub fn apple_profile(settings: &PolicySettings) -> Profile {
 /// One token's line to Apple for an assignment: its session, kept for later callers.
 pub struct AppleLink<'a> {
     store: &'a Store,
+    events: &'a Announcer,
+    account: AccountId,
     token: TokenId,
     session: AppleSession,
 }
@@ -141,6 +145,8 @@ impl<'a> AppleLink<'a> {
             .with_keeper(keeper);
         Ok(Self {
             store: &adapters.store,
+            events: &adapters.events,
+            account: account.clone(),
             token: token.clone(),
             session,
         })
@@ -263,13 +269,43 @@ impl<'a> AppleLink<'a> {
         Ok(recorded)
     }
 
-    /// Stores Apple's answers on the devices, re-reading those changed meanwhile.
+    /// Stores Apple's answers on the devices, re-reading those changed
+    /// meanwhile, then announces each answer stored (`device.assigned`).
     async fn record(
         &self,
         policy: &PolicyId,
         devices: &[Stored],
         outcomes: &HashMap<Serial, Assignment>,
         now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut landed = Vec::new();
+        let result = self
+            .write_answers(policy, devices, outcomes, now, &mut landed)
+            .await;
+        let events: Vec<Event> = landed
+            .iter()
+            .filter_map(|device| Event::device_assigned(&self.account, &self.token, device, now))
+            .collect();
+        let key = format!(
+            "assigned#{}#{:08x}",
+            now.timestamp_millis(),
+            rand::random::<u32>()
+        );
+        self.events
+            .publish_or_keep(&self.token, &key, events, now)
+            .await;
+        result
+    }
+
+    /// Writes Apple's answers, conditional on what was read; `landed` gets
+    /// every device whose write landed.
+    async fn write_answers(
+        &self,
+        policy: &PolicyId,
+        devices: &[Stored],
+        outcomes: &HashMap<Serial, Assignment>,
+        now: DateTime<Utc>,
+        landed: &mut Vec<Device>,
     ) -> Result<(), StoreError> {
         let mut current: Vec<Stored> = devices.to_vec();
         for _ in 0..CONFLICT_ROUNDS {
@@ -288,8 +324,14 @@ impl<'a> AppleLink<'a> {
             let Written { conflicts, .. } = self
                 .store
                 .devices
-                .write_devices(&self.token, writes)
+                .write_devices(&self.token, writes.clone())
                 .await?;
+            landed.extend(
+                writes
+                    .into_iter()
+                    .filter(|w| !conflicts.contains(&w.device.serial))
+                    .map(|w| w.device),
+            );
             if conflicts.is_empty() {
                 return Ok(());
             }
