@@ -240,6 +240,72 @@ async fn a_changed_device_and_apples_assignment_answers_are_announced() {
     tap.stop().await;
 }
 
+/// A run that stops making progress never closes, yet its end is
+/// announced: the scheduled pass that records it abandoned publishes its
+/// `sync.finished` at once.
+#[tokio::test]
+async fn a_stuck_run_recorded_abandoned_by_a_pass_is_announced_finished() {
+    let env = TestService::start().await;
+    let tap = tap(&env).await;
+    env.sim_post(
+        "/_sim/config",
+        serde_json::json!({"limit_default": 100, "limit_maximum": 100}),
+    )
+    .await;
+    let faults = env.service.runner.faults();
+    faults.arm(CrashPoint::WorkerStallsAfterSave, 1);
+    let token = env.create_token("acme", 300).await;
+    let waiting = std::time::Instant::now();
+    let stuck = loop {
+        let status = env.sync_status(&token).await;
+        if status["run"]["imported"].as_u64().unwrap_or(0) >= 100
+            && faults.remaining(CrashPoint::WorkerStallsAfterSave) == 0
+        {
+            break status["run"]["run_id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the first page never came: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let before = tap.drain(QUIET).await.unwrap();
+    assert!(of_kind(&before, "sync.finished").is_empty(), "{before:#?}");
+
+    // No progress for 16 minutes; the hourly pass notices.
+    env.advance(16 * 60).await;
+    env.service
+        .runner
+        .fire("sync-scheduler", serde_json::json!({"sweep": "full"}))
+        .await
+        .expect("the full-sync pass");
+    // The pass runs through the sync-jobs queue: read until it has spoken.
+    let mut events = Vec::new();
+    let waiting = std::time::Instant::now();
+    let finished = loop {
+        events.extend(tap.drain(QUIET).await.unwrap());
+        let finished: Vec<&Value> = of_kind(&events, "sync.finished")
+            .into_iter()
+            .filter(|e| e["detail"]["run"]["run_id"] == stuck.as_str())
+            .collect();
+        if !finished.is_empty() || waiting.elapsed() > Duration::from_secs(30) {
+            break finished.into_iter().cloned().collect::<Vec<Value>>();
+        }
+    };
+    assert_eq!(finished.len(), 1, "{events:#?}");
+    let run = &finished[0]["detail"]["run"];
+    assert_eq!(run["outcome"], "abandoned", "{run}");
+    assert_eq!(run["kind"], "full", "{run}");
+    assert!(run["imported"].as_u64().unwrap_or(0) >= 100, "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no progress for 15 minutes")),
+        "{run}"
+    );
+    tap.stop().await;
+}
+
 #[tokio::test]
 async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the_next_close() {
     let env = TestService::start().await;

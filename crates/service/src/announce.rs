@@ -28,9 +28,10 @@ use std::sync::Arc;
 
 use adesync_core::change::DeviceChange;
 use adesync_core::device::{Device, Version};
-use adesync_core::ids::{AccountId, Serial, TokenId};
+use adesync_core::ids::{AccountId, RunId, Serial, TokenId};
+use adesync_core::run::{ABANDONED_ERROR, RunStatus};
 use adesync_events::{Event, Publisher};
-use adesync_store::{Store, StoreError};
+use adesync_store::{Runs, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 use crate::faults::{CrashPoint, Faults};
@@ -267,6 +268,53 @@ impl Announcer {
             ));
         }
         self.publisher.publish(events).await
+    }
+}
+
+/// Owes `sync.finished` (outcome `abandoned`) for `run`, which whoever
+/// noticed its lapsed lease has just recorded abandoned (a status read, a
+/// scheduled pass, the run that took the token over). It goes into the
+/// token's outbox under the key a close would use, so it is published by
+/// the token's next close, or at once by a caller that flushes. `listed`
+/// and `released` are 0: the run never closed. Failures are logged: the
+/// run's record is never held up by its announcement.
+pub async fn owe_abandoned(
+    runs: &Runs,
+    account: &AccountId,
+    token: &TokenId,
+    run: &RunId,
+    now: DateTime<Utc>,
+) {
+    let record = match runs.get_run(token, run).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, %run, "the abandoned run's sync.finished is not announced");
+            return;
+        }
+    };
+    let event = Event::sync_finished(
+        account,
+        token,
+        adesync_events::RunDetail {
+            run_id: run.to_string(),
+            kind: record.kind.as_str().to_owned(),
+            outcome: RunStatus::Abandoned.as_str().to_owned(),
+            fetched: record.fetched,
+            imported: record.imported,
+            listed: 0,
+            released: 0,
+            duration_ms: u64::try_from((now - record.started_at).num_milliseconds()).unwrap_or(0),
+            error: record.error.or_else(|| Some(ABANDONED_ERROR.to_owned())),
+        },
+        now,
+    );
+    let body = serde_json::to_string(&[event]).unwrap_or_default();
+    if let Err(error) = runs
+        .put_outbox(token, &format!("{run}#finished"), &body, now)
+        .await
+    {
+        tracing::warn!(%error, %run, "the abandoned run's sync.finished is not announced");
     }
 }
 

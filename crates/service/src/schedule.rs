@@ -155,17 +155,13 @@ async fn sweep_token(
     // Every pass notices runs that made no progress for 15 minutes: they
     // are recorded abandoned now, not when the next sync happens to start.
     if let Some(lapsed) = sync::lapsed_lease(&token.state, now) {
-        match crate::status::settle_lapsed(
-            &store.claims,
-            &token.account,
-            &token.token,
-            &lapsed.run_id,
-            now,
-        )
-        .await
+        match crate::status::settle_lapsed(store, &token.account, &token.token, &lapsed.run_id, now)
+            .await
         {
             Ok(true) => {
-                tracing::info!(token = %token.token, run = %lapsed.run_id, "a stuck run was recorded abandoned")
+                tracing::info!(token = %token.token, run = %lapsed.run_id, "a stuck run was recorded abandoned");
+                // Its sync.finished is owed in the outbox: out now.
+                events.flush(&token.account, &token.token, now).await;
             }
             Ok(false) => {}
             Err(error) => {

@@ -189,6 +189,9 @@ async fn start(
             .await
         {
             tracing::warn!(%error, run = %abandoned, "could not mark the abandoned run");
+        } else {
+            // Published by this new run's close, which flushes the outbox.
+            crate::announce::owe_abandoned(&store.runs, account, token, abandoned, now).await;
         }
     }
     // A run that cannot be recorded or queued never starts: undo the claim

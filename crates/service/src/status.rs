@@ -87,17 +87,25 @@ async fn settled_view(
     let Some(lapsed) = sync::lapsed_lease(&view.state, now).map(|l| l.run_id.clone()) else {
         return Ok(Some(view));
     };
-    settle_lapsed(&store.claims, account, token, &lapsed, now).await?;
+    settle_lapsed(store, account, token, &lapsed, now).await?;
     sync_view(&store.claims, account, scope, token).await
 }
 
-/// Records `run` abandoned if its lease lapsed and nobody did yet.
+/// Records `run` abandoned if its lease lapsed and nobody did yet, and
+/// owes its `sync.finished` (see [`crate::announce::owe_abandoned`]).
 pub async fn settle_lapsed(
-    store: &Claims,
+    store: &Store,
     account: &AccountId,
     token: &TokenId,
     run: &RunId,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    store.settle_lapsed_run(account, token, run, now).await
+    let settled = store
+        .claims
+        .settle_lapsed_run(account, token, run, now)
+        .await?;
+    if settled {
+        crate::announce::owe_abandoned(&store.runs, account, token, run, now).await;
+    }
+    Ok(settled)
 }
