@@ -348,7 +348,7 @@ async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the
 }
 
 #[tokio::test]
-async fn thirty_days_before_its_expiry_a_token_is_announced_expiring_once() {
+async fn a_token_is_announced_expiring_once_at_30_and_7_days_then_expired_then_renewed() {
     let env = TestService::start().await;
     let (tap, token, _) = synced_with_tap(&env, 2).await;
     let shown = env.token(&token).await;
@@ -405,6 +405,57 @@ async fn thirty_days_before_its_expiry_a_token_is_announced_expiring_once() {
     let notices = expiring(&tap.drain(QUIET).await.unwrap());
     assert_eq!(notices.len(), 1);
     assert_eq!(notices[0]["detail"]["token"]["days_left"], 7);
+
+    // Past its expiry (the 1-day notice is skipped by the jump): the status
+    // changes to `expired`, announced once however many passes see it.
+    let status_changes = |events: &[Value]| -> Vec<String> {
+        of_kind(events, "token.status_changed")
+            .into_iter()
+            .map(|e| {
+                e["detail"]["token"]["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    env.advance(chrono::Duration::days(8).num_seconds()).await;
+    env.sweep("delta").await;
+    env.sweep("assignments").await;
+    let events = tap.drain(QUIET).await.unwrap();
+    assert_eq!(status_changes(&events), ["expired"], "{events:#?}");
+    assert_eq!(expiring(&events), Vec::<Value>::new(), "{events:#?}");
+    env.sweep("delta").await;
+    assert_eq!(
+        status_changes(&tap.drain(QUIET).await.unwrap()),
+        Vec::<String>::new()
+    );
+
+    // Renewed with a newly downloaded file: back to `ok`.
+    let response = env
+        .http
+        .post(env.sim(&format!("/_sim/servers/{}/token", token.server_uuid)))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    let file: Value = response.json().await.unwrap();
+    let renewed = env
+        .call(
+            Method::PUT,
+            &format!("/v1/tokens/{}/renewal", token.token_id),
+            &token.jwt,
+            Some(serde_json::json!({
+                "apple_id": "admin@acme.test",
+                "token_file": file["token_file"],
+            })),
+        )
+        .await;
+    assert_eq!(renewed.status, 200, "{renewed:?}");
+    assert_eq!(renewed.body["status"], "ok", "{renewed:?}");
+    let events = tap.drain(QUIET).await.unwrap();
+    assert_eq!(status_changes(&events), ["ok"], "{events:#?}");
     tap.stop().await;
 }
 

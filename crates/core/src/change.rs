@@ -139,6 +139,22 @@ pub fn expiry_notice(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<u3
         .find(|days| left <= chrono::Duration::days(i64::from(*days)))
 }
 
+/// The notice "the token has expired", owed once like the others: its
+/// days are 0, after the last of [`EXPIRY_NOTICES`]. It is announced as
+/// `token.status_changed` to `expired` (the status is computed from the
+/// expiry date, never stored).
+pub const EXPIRED_NOTICE: u32 = 0;
+
+/// The notice owed at `now` for a token expiring at `expires_at`: one of
+/// [`EXPIRY_NOTICES`] before the expiry, [`EXPIRED_NOTICE`] from then on.
+pub fn notice_due(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<u32> {
+    if expires_at <= now {
+        Some(EXPIRED_NOTICE)
+    } else {
+        expiry_notice(expires_at, now)
+    }
+}
+
 #[cfg(test)]
 mod expiry_tests {
     use super::*;
@@ -162,5 +178,18 @@ mod expiry_tests {
         assert_eq!(before(0, 1), Some(1));
         assert_eq!(before(0, 0), None, "expired: a status change, not a notice");
         assert_eq!(before(-3, 0), None);
+    }
+
+    #[test]
+    fn once_expired_the_owed_notice_is_the_expiry_itself() {
+        let expires = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |hours: i64| notice_due(expires, expires + chrono::Duration::hours(hours));
+        assert_eq!(at(-1), Some(1));
+        assert_eq!(at(0), Some(EXPIRED_NOTICE));
+        assert_eq!(at(24 * 90), Some(EXPIRED_NOTICE));
+        assert_eq!(
+            notice_due(expires, expires - chrono::Duration::days(40)),
+            None
+        );
     }
 }

@@ -17,6 +17,7 @@ use adesync_core::clock::Clock;
 use adesync_core::fanout::SweepJob;
 use adesync_core::fanout::{PassPlan, Sweep};
 use adesync_core::sync::{self, SyncKind, SyncRequest, Trigger};
+use adesync_core::token::ShownStatus;
 use adesync_queue::{QueueError, Queues};
 use adesync_store::claims::ScheduledToken;
 use adesync_store::{Store, StoreError, Tokens};
@@ -227,10 +228,11 @@ async fn sweep_token(
     }
 }
 
-/// `token.expiring` at 30, 7 and 1 days before the token expires, once
-/// each: the claim is one conditional write on the token, so the passes
-/// that see the token (every hour) announce it once; then the event is
-/// published, or kept in the outbox if the bus refuses.
+/// `token.expiring` at 30, 7 and 1 days before the token expires, then
+/// `token.status_changed` to `expired` once it has, once each: the claim is
+/// one conditional write on the token, so the passes that see the token
+/// (every hour) announce it once; then the event is published, or kept in
+/// the outbox if the bus refuses.
 async fn announce_expiry(
     store: &Tokens,
     events: &crate::announce::Announcer,
@@ -238,7 +240,7 @@ async fn announce_expiry(
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) {
-    let Some(days) = adesync_core::change::expiry_notice(expires_at, now) else {
+    let Some(days) = adesync_core::change::notice_due(expires_at, now) else {
         return;
     };
     if !events.enabled() {
@@ -249,13 +251,22 @@ async fn announce_expiry(
         .await
     {
         Ok(true) => {
-            let event = adesync_events::Event::token_expiring(
-                &token.account,
-                &token.token,
-                expires_at,
-                days,
-                now,
-            );
+            let event = if days == adesync_core::change::EXPIRED_NOTICE {
+                adesync_events::Event::token_status_changed(
+                    &token.account,
+                    &token.token,
+                    ShownStatus::Expired.as_str(),
+                    now,
+                )
+            } else {
+                adesync_events::Event::token_expiring(
+                    &token.account,
+                    &token.token,
+                    expires_at,
+                    days,
+                    now,
+                )
+            };
             let key = format!("expiring#{}#{days}", expires_at.timestamp_millis());
             events
                 .publish_or_keep(&token.token, &key, vec![event], now)

@@ -15,7 +15,8 @@ use adesync_core::ids::{AccountId, RunId, TokenId};
 use adesync_core::scope::{self, InvalidScopeTags, OutsideScope, Scope};
 use adesync_core::sync::{SyncKind, SyncRequest, Trigger};
 use adesync_core::token::TokenRecord;
-use adesync_core::token::{self, DeleteBlocker, InvalidInput};
+use adesync_core::token::{self, DeleteBlocker, InvalidInput, TokenStatus};
+use adesync_events::Event;
 use adesync_secrets::{Context, Sealed, Vault, VaultError};
 use adesync_store::tokens::{CreateTokenError, DeleteTokenError, NewToken, Renewal, SealedSecrets};
 use adesync_store::{Store, StoreError, Tokens};
@@ -446,6 +447,17 @@ pub async fn renew_token(
     {
         Some(renewed) => {
             tracing::info!(account = %account, token = %token, "token renewed");
+            if current.token_expires_at <= now && renewed.token_expires_at > now {
+                // Back from `expired` (computed from the date, so no stored
+                // status changes): the renewal is the change.
+                let event =
+                    Event::token_status_changed(account, token, TokenStatus::Ok.as_str(), now);
+                let key = format!("status#ok#{}", now.timestamp_millis());
+                adapters
+                    .events
+                    .publish_or_keep(token, &key, vec![event], now)
+                    .await;
+            }
             Ok(renewed)
         }
         None => match adapters.store.tokens.token(account, token).await? {
