@@ -491,7 +491,7 @@ impl Runner {
             };
             http = http.merge(routes);
         }
-        let app = Router::new().merge(dev).merge(
+        let app = Router::new().merge(dev).merge(crate::console::routes()).merge(
             adesync_runtime::http::service(http)
                 .layer(middleware::from_fn_with_state(state, authorize)),
         );
