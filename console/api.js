@@ -11,14 +11,14 @@ export class ApiError extends Error {
 }
 
 export class Api {
-  /** token(): the bearer token; onUnauthorized(): the session ended. */
-  constructor(token, onUnauthorized) {
-    this.token = token;
+  /** bearer(): the access token; onUnauthorized(): the session ended. */
+  constructor(bearer, onUnauthorized) {
+    this.bearer = bearer;
     this.onUnauthorized = onUnauthorized;
   }
 
   async request(method, path, body, accept = "application/json") {
-    const headers = { Authorization: `Bearer ${this.token()}`, Accept: accept };
+    const headers = { Authorization: `Bearer ${this.bearer()}`, Accept: accept };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method,

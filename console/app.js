@@ -4,7 +4,7 @@
 
 import { Api } from "./api.js";
 import { signIn } from "./auth.js";
-import { h } from "./format.js";
+import { fill, h } from "./format.js";
 import { devicesPage, policiesPage, publicKeyPage, tokenPage, tokensPage, uploadPage } from "./pages.js";
 
 const main = document.getElementById("main");
@@ -91,7 +91,7 @@ async function render(ctx, focus) {
     onLeave(fn) { leaving.push(fn); },
   };
   if (!route) {
-    main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/tokens" }, "Go to the tokens")));
+    fill(main, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/tokens" }, "Go to the tokens")));
     return;
   }
   const [pattern, draw] = route;
@@ -99,8 +99,9 @@ async function render(ctx, focus) {
   try {
     await draw(page, main, params, ...args);
   } catch (error) {
+    console.error(error);
     if (mine !== generation) return;
-    main.replaceChildren(h("h1", {}, error.status === 404 ? "Not found" : "Something went wrong"),
+    fill(main, h("h1", {}, error.status === 404 ? "Not found" : "Something went wrong"),
       h("div", { class: "notice bad", role: "alert" }, error.message || String(error)),
       h("p", {}, h("a", { href: "#/tokens" }, "Back to the tokens")));
   }
@@ -134,5 +135,5 @@ async function start() {
 }
 
 start().catch((error) => {
-  main.replaceChildren(h("h1", {}, "The console did not start"), h("div", { class: "notice bad", role: "alert" }, error.message));
+  fill(main, h("h1", {}, "The console did not start"), h("div", { class: "notice bad", role: "alert" }, error.message));
 });

@@ -7,7 +7,7 @@
 //   oidc-client-ts (vendor/, loaded from this console only).
 // The roles in the token shape the page; the API enforces them anyway.
 
-import { h } from "./format.js";
+import { fill, h } from "./format.js";
 
 const DEV_KEY = "adesync.console.dev-token";
 
@@ -52,7 +52,7 @@ function session(token, signOut) {
 export async function signIn(config, main) {
   if (config.auth === "dev") return devSignIn(main);
   if (config.auth === "oidc") return oidcSignIn(config, main);
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, "Sign-in is not configured"),
     h("p", {}, config.message || "This console has no sign-in configured."),
   );
@@ -75,7 +75,7 @@ function devSignIn(main) {
   if (stored && !expired(stored)) return session(stored, signOut);
   sessionStorage.removeItem(DEV_KEY);
   const input = h("textarea", { id: "dev-token", name: "dev-token", required: true, spellcheck: "false", autocomplete: "off" });
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, "Sign in to the local adesync"),
     h("p", {}, "This is the local runner. Sign in with its development access token: ",
       h("code", {}, "serve"), " and ", h("code", {}, "demo"),
@@ -134,7 +134,7 @@ async function oidcSignIn(config, main) {
       history.replaceState(null, "", `${location.pathname}${back}`);
     } catch (error) {
       history.replaceState(null, "", location.pathname);
-      main.replaceChildren(h("h1", {}, "Sign-in failed"), h("p", {}, error.message));
+      fill(main, h("h1", {}, "Sign-in failed"), h("p", {}, error.message));
       return null;
     }
   }
@@ -145,7 +145,7 @@ async function oidcSignIn(config, main) {
     type: "button",
     onclick: () => manager.signinRedirect({ state: { hash: location.hash || "#/tokens" } }),
   }, "Sign in");
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, "Sign in to adesync"),
     h("p", {}, "You sign in with your organisation's identity provider (", h("code", {}, config.issuer), ")."),
     button,

@@ -4,16 +4,15 @@
 import { ApiError } from "./api.js";
 import {
   DEVICE_DELETE_WARNING, DEVICE_STATES, ENROLLMENT_STATES, badge, clock, count, duration,
-  fileBase64, h, relative, runStatus, tokenStatus, when,
+  fileBase64, fill, h, relative, runStatus, tokenStatus, when,
 } from "./format.js";
 
 const enc = encodeURIComponent;
 
 function heading(title, ...crumbs) {
-  return [
-    crumbs.length ? h("p", { class: "crumbs" }, crumbs.flatMap((c, i) => (i ? [" › ", c] : [c]))) : null,
-    h("h1", { tabindex: "-1" }, title),
-  ];
+  const title1 = h("h1", { tabindex: "-1" }, title);
+  if (!crumbs.length) return [title1];
+  return [h("p", { class: "crumbs" }, crumbs.flatMap((c, i) => (i ? [" › ", c] : [c]))), title1];
 }
 
 function problem(error) {
@@ -26,7 +25,7 @@ export async function tokensPage(ctx, main, params) {
   const page = await ctx.api.tokens(params.get("cursor"));
   const statuses = await Promise.all(page.tokens.map((t) => ctx.api.syncStatus(t.id).catch(() => null)));
   const rows = page.tokens.map((token, i) => tokenRow(token, statuses[i]));
-  main.replaceChildren(
+  fill(main, 
     ...heading("Tokens"),
     h("p", { class: "muted" }, "Each token links one MDM server in Apple Business to adesync. Devices sync every 12 hours (a full sync at most every 7 days); renew a token before it expires."),
     ctx.session.canWrite ? h("p", { class: "actions" }, h("a", { class: "button", href: "#/upload", "data-write": true }, "Upload a token"),
@@ -84,7 +83,7 @@ export async function tokenPage(ctx, main, params, id) {
   const s = tokenStatus(token);
   const syncSection = h("section", { class: "panel", "aria-labelledby": "sync-heading", id: "sync" });
   const runsSection = h("section", { "aria-labelledby": "runs-heading" });
-  main.replaceChildren(
+  fill(main, 
     ...heading(token.name, h("a", { href: "#/tokens" }, "Tokens")),
     h("p", { class: "actions" },
       h("a", { class: "button secondary", href: `#/tokens/${enc(id)}/devices` }, `Devices (${count(token.device_count)})`),
@@ -112,14 +111,15 @@ export async function tokenPage(ctx, main, params, id) {
   );
   const state = { kind: "delta", status, runs: runs.runs, message: null };
   const draw = () => {
-    syncSection.replaceChildren(...syncPanel(ctx, token, state, draw));
-    runsSection.replaceChildren(...runsTable(state.runs));
+    fill(syncSection, ...syncPanel(ctx, token, state, draw));
+    fill(runsSection, ...runsTable(state.runs));
     const counter = document.getElementById("device-count");
     if (counter) counter.textContent = count(state.status.device_count);
   };
   draw();
   // Poll: every second while a run goes (the progress bar), else every 15 s;
   // the cooldown's countdown is redrawn every second between reads.
+  // When a run ends the whole page is read again (counts, last syncs).
   let last = Date.now();
   ctx.every(1000, async () => {
     const running = state.status.state === "running";
@@ -128,6 +128,10 @@ export async function tokenPage(ctx, main, params, id) {
       const [next, nextRuns] = await Promise.all([ctx.api.syncStatus(id), ctx.api.runs(id)]);
       state.status = next;
       state.runs = nextRuns.runs;
+      if (running && next.state !== "running") {
+        ctx.reload();
+        return;
+      }
     }
     draw();
   });
@@ -139,11 +143,12 @@ function fact(name, value) {
 
 function syncPanel(ctx, token, state, draw) {
   const { status } = state;
-  const run = status.run;
+  // The status names the running run; once over, the newest run tells.
+  const run = status.run || state.runs[0] || null;
   const running = status.state === "running";
   const now = Date.now();
   const parts = [h("h2", { id: "sync-heading" }, "Sync")];
-  if (run) parts.push(progress(run, running));
+  if (run) parts.push(progress(run, running && run.status !== "succeeded" && run.status !== "failed"));
   if (status.warnings && status.warnings.length) {
     parts.push(h("div", { class: "notice warn" }, status.warnings.join(" ")));
   }
@@ -197,9 +202,12 @@ function nextText(status, now) {
 
 function progress(run, running) {
   const [label, tone] = runStatus(run.status);
-  const total = run.expected_devices ?? (run.status === "running" ? null : run.fetched);
+  // While it goes: imported of the devices expected (unknown on a first
+  // sync: of those fetched so far); once over: what the run fetched.
+  const total = running ? run.expected_devices : run.fetched;
   const max = Math.max(total ?? run.fetched, run.imported, 1);
-  const bar = h("progress", { id: "sync-progress", max, value: run.imported, "aria-label": "Devices imported" });
+  const value = run.status === "succeeded" ? max : run.imported;
+  const bar = h("progress", { id: "sync-progress", max, value, "aria-label": "Devices imported" });
   if (running && total === null && run.fetched === 0) bar.removeAttribute("value");
   const eta = running
     ? run.estimated_seconds_left === null ? "ETA unknown (Apple has not said how many devices yet)" : `ETA ${duration(run.estimated_seconds_left)}`
@@ -208,7 +216,7 @@ function progress(run, running) {
     h("p", {}, `${running ? "Running" : "Last run"}: ${run.kind} sync (${run.trigger}${run.recovery ? ", recovery" : ""}) `, badge(label, tone)),
     bar,
     h("p", { class: "progress-text", id: "progress-text", "aria-live": "polite" },
-      `${count(run.fetched)} fetched · ${count(run.imported)} imported${total !== null ? ` of ${count(total)}` : ""} · ${eta}` +
+      `${count(run.fetched)} fetched · ${count(run.imported)} imported${running && total !== null ? ` of ${count(total)}` : ""} · ${eta}` +
       (run.devices_per_minute ? ` · ${count(run.devices_per_minute)} devices/min` : "")),
     run.error ? h("div", { class: "notice bad" }, run.error) : null,
     run.warning ? h("div", { class: "notice warn" }, run.warning) : null);
@@ -247,7 +255,7 @@ function renewSection(ctx, token) {
       onsubmit: async (event) => {
         event.preventDefault();
         if (appleId.value.trim().toLowerCase() !== token.apple_id.toLowerCase()) {
-          out.replaceChildren(h("div", { class: "notice bad", role: "alert" },
+          fill(out, h("div", { class: "notice bad", role: "alert" },
             `This token was created with the Apple ID ${token.apple_id}; a renewal must use that Apple ID (Apple Business refuses another).`));
           return;
         }
@@ -256,7 +264,7 @@ function renewSection(ctx, token) {
           ctx.toast("The token was renewed.");
           ctx.reload();
         } catch (error) {
-          out.replaceChildren(problem(error));
+          fill(out, problem(error));
         }
       },
     },
@@ -286,7 +294,7 @@ function deleteSection(ctx, token) {
           ctx.go("#/tokens");
         } catch (error) {
           const conditions = (error.body && error.body.conditions) || [];
-          out.replaceChildren(h("div", { class: "notice bad", role: "alert" },
+          fill(out, h("div", { class: "notice bad", role: "alert" },
             error.code === "token_not_empty" ? "The token cannot be deleted yet:" : error.message,
             conditions.length ? h("ul", {}, conditions.map((c) => h("li", {}, (conditionWords[c.condition] || ((n) => `${c.condition}: ${n}`))(c.count)))) : null));
         }
@@ -313,7 +321,7 @@ export async function devicesPage(ctx, main, params, id) {
     h("option", { value: "" }, "any policy"),
     policies.policies.map((p) => h("option", { value: p.id, selected: filter.policy === p.id }, p.name)));
   const out = h("div", { id: "device-result", "aria-live": "polite" });
-  main.replaceChildren(
+  fill(main, 
     ...heading(`Devices of ${token.name}`, h("a", { href: "#/tokens" }, "Tokens"), h("a", { href: `#/tokens/${enc(id)}` }, token.name)),
     h("div", { class: "filters" },
       h("label", { for: "filter-state" }, "State", stateSelect),
@@ -342,7 +350,7 @@ function deviceRow(ctx, tokenId, d, policyName, out) {
           await ctx.api.post(`/v1/tokens/${enc(tokenId)}/devices/${enc(d.id)}/actions/${action}`);
           ctx.toast(`${label} recorded for ${d.id}.`);
           ctx.reload();
-        } catch (error) { out.replaceChildren(problem(error)); }
+        } catch (error) { fill(out, problem(error)); }
       },
     }, label);
     if (d.enrollment_state === "enrolled") actions.push(act("wipe", "Wipe"), act("retire", "Retire"));
@@ -355,7 +363,7 @@ function deviceRow(ctx, tokenId, d, policyName, out) {
           const answer = await ctx.api.delete(`/v1/tokens/${enc(tokenId)}/devices/${enc(d.id)}`);
           ctx.toast(`${d.id} was deleted. ${answer.warning}`);
           ctx.reload();
-        } catch (error) { out.replaceChildren(problem(error)); }
+        } catch (error) { fill(out, problem(error)); }
       },
     }, "Delete"));
   }
@@ -406,7 +414,7 @@ export async function policiesPage(ctx, main, params, id) {
             await ctx.api.put(`/v1/tokens/${enc(id)}/default-policy`, { policy_id: p.id });
             ctx.toast(`${p.name} is now the default policy: newly synced devices get it.`);
             ctx.reload();
-          } catch (error) { out.replaceChildren(problem(error)); }
+          } catch (error) { fill(out, problem(error)); }
         },
       }, "Make default"),
       h("button", {
@@ -416,11 +424,11 @@ export async function policiesPage(ctx, main, params, id) {
           try {
             await ctx.api.delete(`/v1/tokens/${enc(id)}/policies/${enc(p.id)}`);
             ctx.reload();
-          } catch (error) { out.replaceChildren(problem(error)); }
+          } catch (error) { fill(out, problem(error)); }
         },
       }, "Delete"))) : null));
   const current = editing ? list.policies.find((p) => p.id === editing) : null;
-  main.replaceChildren(
+  fill(main, 
     ...heading(`Enrollment policies of ${token.name}`, h("a", { href: "#/tokens" }, "Tokens"), h("a", { href: `#/tokens/${enc(id)}` }, token.name)),
     h("p", { class: "muted" }, "The settings a device receives at Setup Assistant. Devices a sync brings without a policy get the default policy."),
     out,
@@ -466,7 +474,7 @@ function policyForm(ctx, tokenId, policy, out) {
           ctx.toast(policy ? "The policy was saved." : "The policy was created.");
           ctx.go(`#/tokens/${enc(tokenId)}/policies`);
         } catch (error) {
-          out.replaceChildren(problem(error));
+          fill(out, problem(error));
           out.scrollIntoView();
         }
       },
@@ -488,11 +496,11 @@ function assignForm(ctx, tokenId, policies, out) {
         try {
           const report = await ctx.api.post(`/v1/tokens/${enc(tokenId)}/policies/${enc(select.value)}/devices`, { serials: list });
           const s = report.summary;
-          out.replaceChildren(h("div", { class: "notice good" },
+          fill(out, h("div", { class: "notice good" },
             `Assigned in adesync: ${count(list.length)}. Apple: ${s.assigned} assigned, ${s.pending} pending, ${s.failed} failed, ${s.throttled} throttled, ${s.not_accessible} not accessible.`,
             report.warning ? h("div", {}, report.warning) : null));
         } catch (error) {
-          out.replaceChildren(problem(error), error.body && error.body.serials ? h("p", { class: "mono" }, error.body.serials.join(" ")) : null);
+          fill(out, problem(error), error.body && error.body.serials ? h("p", { class: "mono" }, error.body.serials.join(" ")) : null);
         }
       },
     },
@@ -507,7 +515,7 @@ export async function publicKeyPage(ctx, main) {
   const pem = await ctx.api.publicKey();
   const url = URL.createObjectURL(new Blob([pem], { type: "application/x-pem-file" }));
   ctx.onLeave(() => URL.revokeObjectURL(url));
-  main.replaceChildren(
+  fill(main, 
     ...heading("Public key"),
     h("ol", {},
       h("li", {}, "Download this account's public key certificate."),
@@ -521,7 +529,7 @@ export async function publicKeyPage(ctx, main) {
 
 export async function uploadPage(ctx, main) {
   if (!ctx.session.canWrite) {
-    main.replaceChildren(...heading("Upload a token"), h("p", {}, "Uploading a token needs the admin or dem role."));
+    fill(main, ...heading("Upload a token"), h("p", {}, "Uploading a token needs the admin or dem role."));
     return;
   }
   const name = h("input", { type: "text", id: "upload-name", name: "name", required: true });
@@ -530,7 +538,7 @@ export async function uploadPage(ctx, main) {
   const tags = h("input", { type: "text", id: "upload-tags", name: "scope_tags" });
   const out = h("div", { id: "upload-result", "aria-live": "polite" });
   const submit = h("button", { type: "submit", id: "upload-submit" }, "Upload");
-  main.replaceChildren(
+  fill(main, 
     ...heading("Upload a token"),
     h("p", { class: "muted" }, "Upload the server token file you downloaded from Apple Business (", h("a", { href: "#/public-key" }, "encrypted to this account's public key"), "). adesync checks it with Apple and starts the token's first full sync."),
     h("form", {
@@ -538,7 +546,7 @@ export async function uploadPage(ctx, main) {
       onsubmit: async (event) => {
         event.preventDefault();
         submit.disabled = true;
-        out.replaceChildren(h("p", { class: "muted" }, "Checking the token with Apple…"));
+        fill(out, h("p", { class: "muted" }, "Checking the token with Apple…"));
         try {
           const body = { name: name.value.trim(), apple_id: appleId.value.trim(), token_file: await fileBase64(file.files[0]) };
           const list = tags.value.split(/[\s,]+/).filter(Boolean);
@@ -550,7 +558,7 @@ export async function uploadPage(ctx, main) {
           submit.disabled = false;
           const extra = error.code === "token_exists" && error.body.token_id
             ? h("p", {}, "Renew ", h("a", { href: `#/tokens/${enc(error.body.token_id)}` }, "the existing token"), " instead.") : null;
-          out.replaceChildren(problem(error), extra);
+          fill(out, problem(error), extra);
         }
       },
     },

@@ -62,7 +62,11 @@ impl ConsoleConfig {
     }
 
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        let set = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let set = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let auth = match (set(ISSUER_VAR), set(CLIENT_ID_VAR)) {
             (Some(issuer), Some(client_id)) => ConsoleAuth::Oidc {
                 issuer,
@@ -197,7 +201,10 @@ fn serve(name: &str, config: &ConsoleConfig) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if let Ok(csp) = HeaderValue::from_str(config.content_security_policy()) {
         headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
