@@ -627,3 +627,204 @@ async fn a_reader_sees_no_write_controls() {
     browser.close().await;
     eprintln!("console: the reader's walk took {:.1?}", started.elapsed());
 }
+
+/// What the stand-in identity provider of the sign-in test saw.
+#[derive(Debug, Default)]
+struct Provider {
+    base: String,
+    /// The authorization request's query.
+    authorize: Option<std::collections::HashMap<String, String>>,
+    /// The token request's form, and whether its PKCE verifier matched.
+    token: Option<(std::collections::HashMap<String, String>, bool)>,
+    /// The bearer tokens the page sent to the API.
+    bearers: Vec<String>,
+}
+
+const ACCESS_TOKEN_ACCOUNT: &str = "acme-oidc";
+
+fn signed(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"the stand-in provider's key"),
+    )
+    .expect("a JWT")
+}
+
+/// The deployed console's sign-in, end to end in the browser against a
+/// stand-in OpenID Connect provider on the console's own origin: the
+/// vendored oidc-client-ts loads under the page's Content-Security-Policy,
+/// sends the user to the provider with an S256 code challenge, trades the
+/// code with the matching verifier, and the page calls the API with the
+/// access token, shaping itself by the roles in it.
+#[tokio::test]
+async fn the_deployed_sign_in_is_authorization_code_with_pkce() {
+    use axum::extract::{Form, Query, State};
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::{get, post};
+    use sha2::Digest;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    type Shared = Arc<Mutex<Provider>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let provider: Shared = Arc::new(Mutex::new(Provider {
+        base: base.clone(),
+        ..Provider::default()
+    }));
+    let console = adesync_console::routes(adesync_console::ConsoleConfig {
+        auth: adesync_console::ConsoleAuth::Oidc {
+            issuer: base.clone(),
+            client_id: "adesync-console".into(),
+            scope: "openid".into(),
+        },
+    });
+    let idp = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(|State(p): State<Shared>| async move {
+                let base = p.lock().expect("lock").base.clone();
+                axum::Json(json!({
+                    "issuer": base,
+                    "authorization_endpoint": format!("{base}/authorize"),
+                    "token_endpoint": format!("{base}/token"),
+                    "jwks_uri": format!("{base}/jwks"),
+                    "response_types_supported": ["code"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["HS256"],
+                    "code_challenge_methods_supported": ["S256"],
+                }))
+            }),
+        )
+        .route(
+            "/authorize",
+            get(
+                |State(p): State<Shared>, Query(query): Query<HashMap<String, String>>| async move {
+                    let to = format!(
+                        "{}?code=the-code&state={}",
+                        query.get("redirect_uri").cloned().unwrap_or_default(),
+                        query.get("state").cloned().unwrap_or_default()
+                    );
+                    p.lock().expect("lock").authorize = Some(query);
+                    Redirect::to(&to)
+                },
+            ),
+        )
+        .route(
+            "/token",
+            post(
+                |State(p): State<Shared>, Form(form): Form<HashMap<String, String>>| async move {
+                    let mut p = p.lock().expect("lock");
+                    let challenge = p
+                        .authorize
+                        .as_ref()
+                        .and_then(|a| a.get("code_challenge").cloned())
+                        .unwrap_or_default();
+                    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+                    let matched = !verifier.is_empty()
+                        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+                            == challenge
+                        && form.get("code").map(String::as_str) == Some("the-code");
+                    p.token = Some((form, matched));
+                    if !matched {
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::Json(json!({ "error": "invalid_grant" })),
+                        )
+                            .into_response();
+                    }
+                    let now = chrono::Utc::now().timestamp();
+                    let access = signed(&json!({
+                        "iss": p.base, "aud": "adesync", "sub": "ada@acme.test",
+                        "exp": now + 3600, "iat": now,
+                        "adesync:account": ACCESS_TOKEN_ACCOUNT, "adesync:roles": ["reader"],
+                    }));
+                    let id = signed(&json!({
+                        "iss": p.base, "aud": "adesync-console", "sub": "ada@acme.test",
+                        "email": "ada@acme.test", "exp": now + 3600, "iat": now,
+                    }));
+                    axum::Json(json!({
+                        "access_token": access, "id_token": id, "token_type": "Bearer",
+                        "expires_in": 3600, "scope": "openid",
+                    }))
+                    .into_response()
+                },
+            ),
+        )
+        // The API, as far as the tokens page needs it.
+        .route(
+            "/v1/tokens",
+            get(
+                |State(p): State<Shared>, headers: axum::http::HeaderMap| async move {
+                    let bearer = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default()
+                        .to_owned();
+                    p.lock().expect("lock").bearers.push(bearer);
+                    axum::Json(json!({ "tokens": [], "next_cursor": null }))
+                },
+            ),
+        )
+        .with_state(provider.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, console.merge(idp))
+            .await
+            .expect("the stand-in serves");
+    });
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{base}/console"))
+        .await
+        .expect("navigation");
+    browser
+        .until(
+            "the sign-in button",
+            Duration::from_secs(20),
+            "return [...document.querySelectorAll('main button')].some(b => b.innerText === 'Sign in')",
+        )
+        .await;
+    browser.click("main button").await;
+    browser
+        .until(
+            "signed in",
+            Duration::from_secs(20),
+            "return document.body.dataset.ready === 'true' && location.search === ''
+               && document.querySelector('#who-roles').innerText === 'reader'
+               && document.querySelector('#no-tokens') !== null",
+        )
+        .await;
+    assert_eq!(browser.text("#who-name").await, "ada@acme.test");
+    assert!(browser.write_controls().await.is_empty());
+    browser.close().await;
+    server.abort();
+
+    let seen = provider.lock().expect("lock");
+    let authorize = seen.authorize.as_ref().expect("an authorization request");
+    assert_eq!(authorize["response_type"], "code", "{authorize:?}");
+    assert_eq!(authorize["code_challenge_method"], "S256", "{authorize:?}");
+    assert_eq!(authorize["client_id"], "adesync-console", "{authorize:?}");
+    assert_eq!(authorize["redirect_uri"], format!("{base}/console"));
+    let (form, matched) = seen.token.as_ref().expect("a token request");
+    assert!(
+        matched,
+        "the code verifier does not match the challenge: {form:?}"
+    );
+    assert_eq!(form["grant_type"], "authorization_code", "{form:?}");
+    assert!(
+        !seen.bearers.is_empty() && seen.bearers.iter().all(|b| b.contains('.')),
+        "the page did not call the API with the access token: {:?}",
+        seen.bearers
+    );
+    let access = jsonwebtoken::dangerous::insecure_decode::<Value>(&seen.bearers[0])
+        .map(|t| t.claims)
+        .unwrap_or_default();
+    assert_eq!(access["adesync:account"], ACCESS_TOKEN_ACCOUNT);
+}
