@@ -251,7 +251,7 @@ function renewSection(ctx, token) {
     h("h2", { id: "renew-heading" }, "Renew"),
     h("p", { class: "hint" }, "Download a new token file for this MDM server in Apple Business and upload it here right away: the new download invalidates the file in use. The token keeps its id, devices and policies."),
     h("form", {
-      class: "stack", "data-write": true,
+      class: "stack", id: "renew-form", "data-write": true,
       onsubmit: async (event) => {
         event.preventDefault();
         if (appleId.value.trim().toLowerCase() !== token.apple_id.toLowerCase()) {
@@ -489,7 +489,7 @@ function assignForm(ctx, tokenId, policies, out) {
   return h("section", { class: "panel", "aria-labelledby": "assign-heading" },
     h("h2", { id: "assign-heading" }, "Assign devices"),
     h("form", {
-      class: "stack", "data-write": true,
+      class: "stack", id: "assign-form", "data-write": true,
       onsubmit: async (event) => {
         event.preventDefault();
         const list = serials.value.split(/[\s,;]+/).filter(Boolean);

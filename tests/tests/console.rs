@@ -546,6 +546,75 @@ async fn an_administrator_links_a_token_syncs_and_manages_devices_and_policies()
         "{listed:?}"
     );
 
+    // Assign two devices to it; Apple's answer per device is summed up.
+    let serials = env.serials(&token).await;
+    browser
+        .type_into(
+            "#assign-serials",
+            &format!("{}\n{}", serials[0], serials[1]),
+        )
+        .await;
+    browser.click("#assign-form button[type=submit]").await;
+    let assigned = browser
+        .until(
+            "the assignment's result",
+            Duration::from_secs(20),
+            "const n = document.querySelector('#policy-result .notice'); return n ? n.innerText : null",
+        )
+        .await;
+    assert!(
+        assigned
+            .as_str()
+            .unwrap_or_default()
+            .contains("Assigned in adesync: 2"),
+        "{assigned}"
+    );
+    let moved = env.device(&token, &serials[0]).await;
+    assert_eq!(moved["policy_id"], json!(policy_id), "{moved}");
+
+    // Renewing needs the Apple ID that created the token; deleting a token
+    // with devices and a policy is refused with each reason.
+    browser
+        .page(&format!("#/tokens/{token_id}"), "#renew-apple-id")
+        .await;
+    browser
+        .type_into("#renew-apple-id", "someone@else.test")
+        .await;
+    browser
+        .type_into("#renew-file", &token_file.display().to_string())
+        .await;
+    browser.click("#renew-form button[type=submit]").await;
+    let refused = browser
+        .until(
+            "the Apple ID check",
+            Duration::from_secs(10),
+            "const n = document.querySelector('#renew-result .notice'); return n ? n.innerText : null",
+        )
+        .await;
+    assert!(
+        refused
+            .as_str()
+            .unwrap_or_default()
+            .contains("admin@acme.test"),
+        "{refused}"
+    );
+    browser.click("#delete-token").await;
+    browser.click("#confirm-yes").await;
+    let reasons = browser
+        .until(
+            "the reasons the delete is refused",
+            Duration::from_secs(20),
+            "const n = document.querySelector('#delete-token-result li'); return n ? document.querySelector('#delete-token-result').innerText : null",
+        )
+        .await;
+    let reasons = reasons.as_str().unwrap_or_default();
+    for words in [
+        format!("{} devices are assigned to the token", devices - 1),
+        "1 enrollment policy exists".to_owned(),
+    ] {
+        assert!(reasons.contains(&words), "{words:?} not in: {reasons}");
+    }
+
     // The tokens list: name, Apple ID, server, status, devices, expiry.
     browser.page("#/tokens", "#tokens tbody tr").await;
     let row = browser.text(&format!("tr[data-token='{token_id}']")).await;
