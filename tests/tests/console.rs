@@ -216,6 +216,44 @@ impl Browser {
         serde_json::from_value(found).expect("a list")
     }
 
+    /// What keeps the page from being used with the keyboard or a screen
+    /// reader: a form field without a label, a control without a name, a
+    /// control taken out of the tab order, or a tab order forced by
+    /// positive `tabindex`.
+    async fn accessibility_problems(&self) -> Vec<String> {
+        let found = self
+            .js(
+                "const problems = [];
+                 for (const e of document.querySelectorAll('input, select, textarea')) {
+                   if (e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+                     problems.push('no label: ' + (e.id || e.name || e.outerHTML));
+                 }
+                 for (const e of document.querySelectorAll('a[href], button')) {
+                   if (!(e.innerText.trim() || e.getAttribute('aria-label')))
+                     problems.push('no name: ' + e.outerHTML);
+                   if (e.tabIndex < 0) problems.push('not in the tab order: ' + e.outerHTML);
+                 }
+                 for (const e of document.querySelectorAll('[tabindex]')) {
+                   if (e.tabIndex > 0) problems.push('positive tabindex: ' + e.outerHTML);
+                 }
+                 if (!document.querySelector('main h1')) problems.push('no heading');
+                 return problems;",
+            )
+            .await;
+        serde_json::from_value(found).expect("a list")
+    }
+
+    /// Activates the control `selector` with the keyboard (Enter).
+    async fn press_enter(&self, selector: &str) {
+        self.client
+            .find(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+            .send_keys("\u{E007}")
+            .await
+            .unwrap_or_else(|e| panic!("Enter on {selector}: {e}"));
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");
         let dir = screenshot_dir();
@@ -384,7 +422,8 @@ async fn an_administrator_links_a_token_syncs_and_manages_devices_and_policies()
         json!(true),
         "Sync is disabled before any manual sync"
     );
-    browser.click("#sync-button").await;
+    // With the keyboard, as anyone who does not use a mouse presses it.
+    browser.press_enter("#sync-button").await;
     let reason = browser
         .until(
             "Sync disabled by the cooldown",
@@ -668,6 +707,8 @@ async fn a_reader_sees_no_write_controls() {
             !browser.write_controls().await.is_empty(),
             "{hash}: an administrator sees no write control"
         );
+        let problems = browser.accessibility_problems().await;
+        assert!(problems.is_empty(), "{hash}: {problems:#?}");
     }
 
     // …and as a reader none, while the data is all there.
@@ -677,6 +718,8 @@ async fn a_reader_sees_no_write_controls() {
         browser.page(hash, ready).await;
         let controls = browser.write_controls().await;
         assert!(controls.is_empty(), "{hash}: a reader sees {controls:?}");
+        let problems = browser.accessibility_problems().await;
+        assert!(problems.is_empty(), "{hash}: {problems:#?}");
         if hash == &format!("#/tokens/{id}") {
             assert!(
                 browser.text("#sync").await.contains("manual sync"),
