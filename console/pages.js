@@ -344,7 +344,7 @@ function deviceRow(ctx, tokenId, d, policyName, out) {
   const actions = [];
   if (ctx.session.canWrite) {
     const act = (action, label) => h("button", {
-      type: "button", class: "secondary", "data-write": true,
+      type: "button", class: "secondary", "data-write": true, "data-action": action,
       onclick: async () => {
         try {
           await ctx.api.post(`/v1/tokens/${enc(tokenId)}/devices/${enc(d.id)}/actions/${action}`);

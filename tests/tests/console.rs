@@ -611,6 +611,54 @@ async fn an_administrator_links_a_token_syncs_and_manages_devices_and_policies()
     let moved = env.device(&token, &serials[0]).await;
     assert_eq!(moved["policy_id"], json!(policy_id), "{moved}");
 
+    // The device enrolls (licensed, with its policy); the page then offers
+    // the re-enroll actions, and a wipe lets it enroll again.
+    let enrolled = &serials[0];
+    let licensed = env
+        .call(
+            Method::PUT,
+            &format!("/v1/licenses/devices/{enrolled}"),
+            &admin,
+            Some(json!({ "licensed": true })),
+        )
+        .await;
+    assert_eq!(licensed.status, 200, "{licensed:?}");
+    let enrollment = env
+        .call(
+            Method::POST,
+            "/v1/enrollments",
+            &admin,
+            Some(json!({ "serial": enrolled })),
+        )
+        .await;
+    assert_eq!(enrollment.status, 201, "enrollment: {}", enrollment.status);
+    browser
+        .page(
+            &format!("{devices_hash}?policy={policy_id}"),
+            &format!("tr[data-serial='{enrolled}'] button[data-action='wipe']"),
+        )
+        .await;
+    let rows = browser
+        .js("return document.querySelectorAll('#devices tbody tr').length")
+        .await;
+    assert_eq!(rows, 2, "the policy filter shows its two devices");
+    browser
+        .click(&format!(
+            "tr[data-serial='{enrolled}'] button[data-action='wipe']"
+        ))
+        .await;
+    browser
+        .until(
+            "the wiped device",
+            Duration::from_secs(20),
+            &format!(
+                "const r = document.querySelector(\"tr[data-serial='{enrolled}']\"); return r && r.innerText.includes('wiped (may enroll again)')"
+            ),
+        )
+        .await;
+    let wiped = env.device(&token, enrolled).await;
+    assert_eq!(wiped["enrollment_state"], "wiped", "{wiped}");
+
     // Renewing needs the Apple ID that created the token; deleting a token
     // with devices and a policy is refused with each reason.
     browser
