@@ -685,6 +685,40 @@ async fn an_administrator_links_a_token_syncs_and_manages_devices_and_policies()
             .contains("admin@acme.test"),
         "{refused}"
     );
+    // With the right Apple ID and a newly downloaded file, it renews.
+    let renewed = env
+        .sim_post(
+            &format!("/_sim/servers/{}/token", token.server_uuid),
+            json!({}),
+        )
+        .await;
+    let renewed_file = file_dir.path().join("Acme_iPads_Token_renewed.p7m");
+    std::fs::write(
+        &renewed_file,
+        base64::engine::general_purpose::STANDARD
+            .decode(renewed["token_file"].as_str().expect("a token file"))
+            .expect("base64"),
+    )
+    .expect("the renewed file is written");
+    browser
+        .js("for (const id of ['renew-apple-id', 'renew-file']) document.getElementById(id).value = ''; return true")
+        .await;
+    browser
+        .type_into("#renew-apple-id", "admin@acme.test")
+        .await;
+    browser
+        .type_into("#renew-file", &renewed_file.display().to_string())
+        .await;
+    browser.click("#renew-form button[type=submit]").await;
+    browser
+        .until(
+            "the renewal",
+            Duration::from_secs(30),
+            "const f = document.querySelector('dl.facts'); return f && f.innerText.includes('Renewed')",
+        )
+        .await;
+    let after = env.token(&token).await;
+    assert!(after.body["renewed_at"].is_string(), "{after:?}");
     browser.click("#delete-token").await;
     browser.click("#confirm-yes").await;
     let reasons = browser
