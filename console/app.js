@@ -66,6 +66,8 @@ function markCurrent() {
 
 async function render(ctx, focus) {
   const mine = ++generation;
+  const shown = location.hash;
+  delete main.dataset.rendered;
   for (const leave of leaving) leave();
   leaving = [];
   const [path, query] = (location.hash.replace(/^#/, "") || "/tokens").split("?");
@@ -105,6 +107,8 @@ async function render(ctx, focus) {
       h("div", { class: "notice bad", role: "alert" }, error.message || String(error)),
       h("p", {}, h("a", { href: "#/tokens" }, "Back to the tokens")));
   }
+  // Which address the page now shows (tests wait for it).
+  if (mine === generation) main.dataset.rendered = shown;
   if (focus && mine === generation) {
     const title = main.querySelector("h1");
     if (title) title.focus({ preventScroll: false });

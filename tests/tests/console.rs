@@ -163,9 +163,10 @@ impl Browser {
             &format!("{hash} ({ready})"),
             Duration::from_secs(20),
             &format!(
-                "return location.hash === {} && document.querySelector({}) !== null",
-                json!(hash),
-                json!(ready)
+                "return location.hash === {hash} && document.querySelector('main').dataset.rendered === {hash}
+                   && document.querySelector({ready}) !== null",
+                hash = json!(hash),
+                ready = json!(ready)
             ),
         )
         .await;
@@ -584,6 +585,46 @@ async fn an_administrator_links_a_token_syncs_and_manages_devices_and_policies()
         listed.body["policies"][0]["is_supervised"], true,
         "{listed:?}"
     );
+
+    // Edit it: the form comes filled in; a change is saved with PATCH.
+    browser
+        .page(&format!("{policies_hash}?edit={policy_id}"), "#policy-form")
+        .await;
+    browser
+        .until(
+            "the edit form",
+            Duration::from_secs(20),
+            "return document.querySelector('#policy-form-heading').innerText === 'Edit Acme iPads'",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#policy-name').value")
+            .await,
+        "Acme iPads"
+    );
+    browser.type_into("#policy-department", "IT").await;
+    browser.click("#policy-save").await;
+    browser
+        .until(
+            "the list after the edit",
+            Duration::from_secs(20),
+            &format!(
+                "return location.hash === {} && document.querySelector('#policy-form-heading').innerText === 'New policy'",
+                json!(policies_hash)
+            ),
+        )
+        .await;
+    let edited = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{token_id}/policies/{policy_id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(edited.body["department"], "IT", "{edited:?}");
+    assert_eq!(edited.body["is_supervised"], true, "{edited:?}");
 
     // Assign two devices to it; Apple's answer per device is summed up.
     let serials = env.serials(&token).await;
