@@ -14,10 +14,13 @@
 //! - [`iam`]: records each function's AWS calls and checks them against
 //!   the grants of template.yaml (the local AWS enforces no IAM).
 //! - [`demo`]: the walk-through of `adesync-local demo`.
+//! - [`console`]: the admin console, served by the runner as the stage's
+//!   HTTP API serves it (`/console`), signed in with the development token.
 //! - [`LocalService`]: all of the above in one value, for `serve`, the demo
 //!   and the end-to-end tests.
 
 pub mod bus;
+pub mod console;
 pub mod demo;
 pub mod emulators;
 pub mod faults;

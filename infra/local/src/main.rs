@@ -308,6 +308,10 @@ async fn serve(args: ServeArgs, demo: Option<bool>) -> Result<ExitCode> {
         "  curl -s -H \"Authorization: Bearer $ADESYNC_TOKEN\" {}/v1/tokens",
         service.runner.api_url()
     );
+    println!(
+        "  console: {}  (signs in as this administrator)",
+        adesync_local::console::sign_in_url(&service.runner.api_url(), &jwt)
+    );
     if secret_made {
         println!(
             "Tokens for other accounts and roles (`adesync dev-token --help`) need this run's secret:"
@@ -450,8 +454,8 @@ async fn test(cargo_test_args: Vec<String>) -> Result<ExitCode> {
             .current_dir(workspace.root()))
     })?;
     step(
-        "installing the local AWS tools (skipped when up to date)",
-        || tools::ensure(&workspace).map(|_| ()),
+        "installing the local AWS tools and the test browser (skipped when up to date)",
+        || tools::ensure(&workspace).and_then(|_| tools::ensure_browser()),
     )?;
     step("lints (cargo clippy --all-targets -D warnings)", || {
         run(tools::cargo()

@@ -479,7 +479,8 @@ impl Runner {
             schedule_inputs: Arc::new(schedule_inputs),
             linked_clocks: Arc::new(options.linked_clocks.clone()),
         };
-        let dev = dev_routes(state.clone());
+        // The console's files, outside the JWT check (`Auth: NONE` on AWS).
+        let dev = dev_routes(state.clone()).merge(crate::console::routes());
         let mut http = Router::new();
         for (binary, routes) in &functions.http_functions {
             let routes = match timeout_of(binary) {

@@ -208,6 +208,46 @@ pub fn ensure_build_tools(workspace: &Workspace) -> Result<PathBuf> {
     Ok(venv.join("bin"))
 }
 
+/// Debian's Chromium and its WebDriver, for the console's browser tests
+/// (`tests/tests/console.rs`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Installs Debian's `chromium` and `chromium-driver` with apt-get when
+/// either is missing (`test` does, and so does the console test itself);
+/// nothing when both are there. They are machine-wide, unlike `.local/`:
+/// a browser cannot be downloaded from anywhere but the distribution here.
+pub fn ensure_browser() -> Result<()> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file() {
+        return Ok(());
+    }
+    require_command(
+        "apt-get",
+        &["--version"],
+        "the console's browser tests need Chromium and ChromeDriver: install your distribution's chromium and chromium-driver (Debian) and make /usr/bin/chromium and /usr/bin/chromedriver exist",
+    )?;
+    eprintln!("adesync-local: installing Debian's chromium and chromium-driver (first run only)…");
+    let started = std::time::Instant::now();
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    eprintln!(
+        "adesync-local: chromium and chromium-driver installed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
 /// Creates the virtual environment `venv` if needed and installs
 /// `requirements` into it.
 fn pip_install(venv: &Path, requirements: &Path) -> Result<()> {
