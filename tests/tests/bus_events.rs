@@ -306,6 +306,53 @@ async fn a_stuck_run_recorded_abandoned_by_a_pass_is_announced_finished() {
     tap.stop().await;
 }
 
+/// A released device is deleted once its deletion date passes: the next
+/// close deletes it and announces it (DynamoDB's TTL would remove it
+/// silently, days later).
+#[tokio::test]
+async fn a_released_device_past_its_deletion_date_is_deleted_and_announced() {
+    let env = TestService::start().await;
+    let (tap, token, _) = synced_with_tap(&env, 3).await;
+    let moved = env.sim_devices(&token.server_uuid).await[0]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.move_to_another_server(&token, &moved).await;
+    env.advance(15 * 60).await;
+    assert_eq!(env.request_sync(&token, "delta").await.status, 202);
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    assert_eq!(of_kind(&events, "device.released").len(), 1, "{events:#?}");
+    assert_eq!(of_kind(&events, "device.deleted").len(), 0, "{events:#?}");
+
+    // Past the longest lifetime of a released device (45 days).
+    env.advance(46 * 24 * 3600).await;
+    assert_eq!(env.request_sync(&token, "delta").await.status, 202);
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    let deleted = of_kind(&events, "device.deleted");
+    assert_eq!(deleted.len(), 1, "{events:#?}");
+    assert_eq!(serial(deleted[0]), moved);
+    assert_eq!(deleted[0]["detail"]["reason"], "expired");
+    let gone = env
+        .call(
+            Method::GET,
+            &format!("/v1/tokens/{}/devices/{moved}", token.token_id),
+            &token.jwt,
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 404, "{gone:?}");
+
+    // The next close finds nothing more to delete or announce.
+    env.advance(15 * 60).await;
+    assert_eq!(env.request_sync(&token, "delta").await.status, 202);
+    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let events = tap.drain(QUIET).await.unwrap();
+    assert_eq!(device_events(&events), Vec::<&Value>::new(), "{events:#?}");
+    tap.stop().await;
+}
+
 #[tokio::test]
 async fn while_the_bus_refuses_the_import_goes_on_and_the_events_arrive_with_the_next_close() {
     let env = TestService::start().await;

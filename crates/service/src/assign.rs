@@ -434,33 +434,57 @@ pub async fn settle_counts(
     Ok(())
 }
 
-/// Deletes the token's devices past their deletion date that still count in a
-/// policy (the TTL never deletes those, as it could not uncount them) and returns the
-/// others.
-pub async fn drop_expired_counted(
-    store: &Policies,
+/// Deletes the devices of a close's page that are past their deletion
+/// date: with their policy count when a policy counts them (the TTL would
+/// leave the count behind), each conditional on the revision read (one
+/// changed meanwhile is left for the next close). Returns the devices kept
+/// and the ones deleted, which the close announces.
+pub async fn drop_expired(
+    store: &Store,
     token: &TokenId,
     devices: Vec<Stored>,
     now: DateTime<Utc>,
-) -> Result<Vec<Stored>, StoreError> {
-    let (expired, kept): (Vec<Stored>, Vec<Stored>) = devices
-        .into_iter()
-        .partition(|s| s.device.is_expired(now) && s.device.policy_id.is_some());
-    if !expired.is_empty() {
-        let doomed: Vec<(Serial, u64, PolicyId)> = expired
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    s.device.serial.clone(),
-                    s.revision,
-                    s.device.policy_id.clone()?,
-                ))
-            })
-            .collect();
-        let deleted = store.delete_counted_devices(token, &doomed).await?;
-        tracing::info!(deleted, "expired devices deleted with their policy counts");
+) -> Result<(Vec<Stored>, Vec<Device>), StoreError> {
+    let (expired, kept): (Vec<Stored>, Vec<Stored>) =
+        devices.into_iter().partition(|s| s.device.is_expired(now));
+    if expired.is_empty() {
+        return Ok((kept, Vec::new()));
     }
-    Ok(kept)
+    let (counted, uncounted): (Vec<Stored>, Vec<Stored>) = expired
+        .into_iter()
+        .partition(|s| s.device.policy_id.is_some());
+    let doomed: Vec<(Serial, u64, PolicyId)> = counted
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.device.serial.clone(),
+                s.revision,
+                s.device.policy_id.clone()?,
+            ))
+        })
+        .collect();
+    let gone: HashSet<Serial> = store
+        .policies
+        .delete_counted_devices(token, &doomed)
+        .await?
+        .into_iter()
+        .collect();
+    let mut deleted: Vec<Device> = counted
+        .into_iter()
+        .filter(|s| gone.contains(&s.device.serial))
+        .map(|s| s.device)
+        .collect();
+    for stored in uncounted {
+        if store
+            .devices
+            .delete_expired_device(token, &stored.device.serial, stored.revision)
+            .await?
+        {
+            deleted.push(stored.device);
+        }
+    }
+    tracing::info!(deleted = deleted.len(), "expired devices deleted");
+    Ok((kept, deleted))
 }
 
 /// Queues the token's assignment job if any assignment is due (after a run closes).

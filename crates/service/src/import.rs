@@ -15,7 +15,7 @@ use std::sync::Arc;
 use adesync_core::change::device_change;
 use adesync_core::clock::SharedClock;
 use adesync_core::device::Stored;
-use adesync_core::device::{self, Device, SerialRecords, Version};
+use adesync_core::device::{self, Device, DeviceState, SerialRecords, Version};
 use adesync_core::ids::{AccountId, PolicyId, Serial, TokenId};
 use adesync_core::run::close::{self, Verdict};
 use adesync_core::run::import::{Refreshes, decide_writes, listed_delta};
@@ -660,6 +660,30 @@ impl Importer {
         Ok(part)
     }
 
+    /// `device.deleted` (reason `expired`) for the devices a close deleted
+    /// past their deletion date; an administrator's delete was announced
+    /// when it happened. Published at once, kept in the outbox if the bus
+    /// refuses (the devices are gone: nothing could rebuild the events).
+    async fn announce_expired(&self, end: &EndOfRun, deleted: &[Device], now: DateTime<Utc>) {
+        let events: Vec<adesync_events::Event> = deleted
+            .iter()
+            .filter(|device| device.state != DeviceState::DeletedByAdmin)
+            .map(|device| {
+                adesync_events::Event::device_deleted(
+                    &end.account_id,
+                    &end.token_id,
+                    &device.serial,
+                    "expired",
+                    device.deletes_at.unwrap_or(now),
+                )
+            })
+            .collect();
+        let key = format!("{}#expired#{:08x}", end.run_id, rand::random::<u32>());
+        self.events
+            .publish_or_keep(&end.token_id, &key, events, now)
+            .await;
+    }
+
     /// Sweeps and counts devices [`triage`] picked, re-reading those an
     /// API request changed meanwhile.
     async fn sweep_page(
@@ -674,10 +698,12 @@ impl Importer {
         let mut swept = Swept::default();
         let mut devices = page;
         for _ in 0..CONFLICT_ROUNDS {
-            // Expired devices the TTL must not delete (they count in a policy) go now.
-            devices =
-                crate::assign::drop_expired_counted(&self.store.policies, token, devices, now)
-                    .await?;
+            // Devices past their deletion date go now, announced (the TTL
+            // would remove them silently, and without their policy counts).
+            let (kept, deleted) =
+                crate::assign::drop_expired(&self.store, token, devices, now).await?;
+            devices = kept;
+            self.announce_expired(end, &deleted, now).await;
             let before: HashMap<Serial, Device> = devices
                 .iter()
                 .map(|s| (s.device.serial.clone(), s.device.clone()))

@@ -613,6 +613,39 @@ impl Devices {
         Ok(())
     }
 
+    /// Deletes a device past its deletion date that no policy counts,
+    /// provided it is unchanged since read (`revision`): true when deleted.
+    /// DynamoDB's TTL would remove it too, silently and days later.
+    pub async fn delete_expired_device(
+        &self,
+        token: &TokenId,
+        serial: &Serial,
+        revision: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.devices)
+            .key("token_id", attrs::s(token.as_str()))
+            .key("serial", attrs::s(serial.as_str()))
+            .condition_expression("revision = :revision")
+            .expression_attribute_values(":revision", attrs::n(revision))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(StoreError::dynamo("DeleteItem(expired device)", error)),
+        }
+    }
+
     /// Where a part of the end-of-run sweep ends: the `count`-th serial of
     /// the token after `after`, or its last one when fewer follow, with how
     /// many devices that makes (`None` when none follow). Reads keys only,

@@ -788,13 +788,13 @@ impl Policies {
 
     /// Deletes devices past their deletion date that still count in a policy, each
     /// with its count, provided they are unchanged since read (`revision`). Returns
-    /// how many were deleted.
+    /// the ones deleted.
     pub async fn delete_counted_devices(
         &self,
         token: &TokenId,
         devices: &[(Serial, u64, PolicyId)],
-    ) -> Result<usize, StoreError> {
-        let mut deleted = 0;
+    ) -> Result<Vec<Serial>, StoreError> {
+        let mut deleted = Vec::new();
         for (serial, revision, policy) in devices {
             let delete = Delete::builder()
                 .table_name(&self.tables.devices)
@@ -824,7 +824,7 @@ impl Policies {
                 .await?
                 .is_none()
             {
-                deleted += 1;
+                deleted.push(serial.clone());
             }
         }
         Ok(deleted)

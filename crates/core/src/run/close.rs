@@ -59,9 +59,11 @@ pub struct Triage {
 
 /// Sorts a page of summaries: a device is read in full when the close may
 /// write it — listed but absent from a complete snapshot (`seen`, with
-/// `sweep_at` set: released), or expired while a policy counts it (deleted
-/// with its count, which the TTL would not do). Every other listed device
-/// is only counted, so closing a run reads no device item it leaves alone.
+/// `sweep_at` set: released), or past its deletion date (deleted by the
+/// close, with its policy count if a policy counts it, and announced —
+/// DynamoDB's TTL would remove it silently, days later, and without its
+/// count). Every other listed device is only counted, so closing a run
+/// reads no device item it leaves alone.
 pub fn triage(
     page: &[DeviceSummary],
     seen: &HashSet<Serial>,
@@ -71,9 +73,9 @@ pub fn triage(
     let mut triage = Triage::default();
     for summary in page {
         let listed = device::listed(summary.state, summary.deletes_at, now);
-        let expired_counted = summary.counted && device::expired(summary.deletes_at, now);
+        let expired = device::expired(summary.deletes_at, now);
         let unseen = sweep_at.is_some() && listed && !seen.contains(&summary.serial);
-        if expired_counted || unseen {
+        if expired || unseen {
             triage.to_read.push(summary.serial.clone());
         } else {
             triage.listed += u64::from(listed);
@@ -209,7 +211,7 @@ mod tests {
             summary("GONE1", DeviceState::Active, None, false),
             // Expired while a policy counts it: deleted with its count.
             summary("OLD1", DeviceState::RemovedFromApple, Some(6), true),
-            // Expired, uncounted: the TTL deletes it; neither read nor listed.
+            // Expired, uncounted: deleted by the close too, not listed.
             summary("OLD2", DeviceState::DeletedByAdmin, Some(6), false),
             // Deleted, not expired: not listed, nothing to do.
             summary("DEL1", DeviceState::DeletedByAdmin, Some(30), true),
@@ -219,12 +221,12 @@ mod tests {
         let full = triage(&page, &serials(&["SEEN1"]), sweep_at, at(7));
         let read: Vec<&str> = full.to_read.iter().map(Serial::as_str).collect();
         // REM1 is listed and unseen, so it is read too (release leaves it be).
-        assert_eq!(read, ["GONE1", "OLD1", "REM1"]);
+        assert_eq!(read, ["GONE1", "OLD1", "OLD2", "REM1"]);
         assert_eq!(full.listed, 1, "SEEN1");
 
         let count_only = triage(&page, &HashSet::new(), None, at(7));
         let read: Vec<&str> = count_only.to_read.iter().map(Serial::as_str).collect();
-        assert_eq!(read, ["OLD1"]);
+        assert_eq!(read, ["OLD1", "OLD2"]);
         assert_eq!(count_only.listed, 3, "SEEN1, GONE1, REM1");
     }
 
