@@ -90,6 +90,35 @@ impl Clients {
 }
 
 impl Clients {
+    /// The domain events of the changes a function makes, with their outbox.
+    pub fn announcer(
+        &self,
+        config: &crate::Config,
+        faults: std::sync::Arc<adesync_service::faults::Faults>,
+    ) -> adesync_service::announce::Announcer {
+        adesync_service::announce::Announcer {
+            publisher: self.publisher(config),
+            store: self.store(config),
+            faults,
+        }
+    }
+
+    /// Every adapter the operations that talk to Apple use.
+    pub fn adapters(
+        &self,
+        config: &crate::Config,
+        clock: adesync_core::clock::SharedClock,
+        faults: std::sync::Arc<adesync_service::faults::Faults>,
+    ) -> Result<adesync_service::Adapters, adesync_apple::AppleError> {
+        Ok(adesync_service::Adapters {
+            store: self.store(config),
+            queues: self.queues(config),
+            vault: self.vault(config),
+            apple: adesync_apple::AppleClient::new(config.apple(clock))?,
+            events: self.announcer(config, faults),
+        })
+    }
+
     /// The domain events' bus (disabled when the environment names none).
     pub fn publisher(&self, config: &crate::Config) -> adesync_events::Publisher {
         adesync_events::Publisher::eventbridge(

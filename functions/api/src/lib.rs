@@ -22,7 +22,6 @@ pub mod tokens;
 
 use std::sync::Arc;
 
-use adesync_apple::AppleClient;
 use adesync_core::clock::SharedClock;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
@@ -44,17 +43,7 @@ impl Api {
         clock: SharedClock,
     ) -> Result<Arc<Self>, adesync_apple::AppleError> {
         Ok(Arc::new(Self {
-            adapters: Adapters {
-                store: clients.store(config),
-                queues: clients.queues(config),
-                vault: clients.vault(config),
-                apple: AppleClient::new(config.apple(clock.clone()))?,
-                events: adesync_service::announce::Announcer {
-                    publisher: clients.publisher(config),
-                    store: clients.store(config),
-                    faults: Default::default(),
-                },
-            },
+            adapters: clients.adapters(config, clock.clone(), Default::default())?,
             clock,
         }))
     }

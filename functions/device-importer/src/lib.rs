@@ -13,7 +13,6 @@ use adesync_queue::batches;
 use adesync_runtime::Config;
 use adesync_runtime::aws::Clients;
 use adesync_runtime::sqs::MissingMessageId;
-use adesync_service::announce::Announcer;
 use adesync_service::faults::Faults;
 use adesync_service::import::Importer;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -28,11 +27,7 @@ pub fn importer(
     Arc::new(Importer {
         store: clients.store(config),
         clock,
-        events: Announcer {
-            publisher: clients.publisher(config),
-            store: clients.store(config),
-            faults: faults.clone(),
-        },
+        events: clients.announcer(config, faults.clone()),
         faults,
         close_part_devices: config.close_part_devices,
         queues: clients.queues(config),

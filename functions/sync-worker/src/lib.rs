@@ -7,10 +7,9 @@
 //! SQS, KMS) fails its record so SQS redelivers it; Apple's refusals are
 //! not failures here — the step records them on the run and the token.
 
-use adesync_service::Adapters;
 use std::sync::Arc;
 
-use adesync_apple::{AppleClient, AppleError};
+use adesync_apple::AppleError;
 use adesync_core::clock::{Deadline, SharedClock};
 use adesync_queue::jobs::Job;
 use adesync_runtime::Config;
@@ -28,17 +27,7 @@ pub fn worker(
     faults: Arc<Faults>,
 ) -> Result<Arc<Worker>, AppleError> {
     Ok(Arc::new(Worker {
-        adapters: Adapters {
-            store: clients.store(config),
-            queues: clients.queues(config),
-            vault: clients.vault(config),
-            apple: AppleClient::new(config.apple(clock.clone()))?,
-            events: adesync_service::announce::Announcer {
-                publisher: clients.publisher(config),
-                store: clients.store(config),
-                faults: faults.clone(),
-            },
-        },
+        adapters: clients.adapters(config, clock.clone(), faults.clone())?,
         clock,
         faults,
     }))
