@@ -73,6 +73,21 @@ async fn sim_serials(env: &TestService, token: &CreatedToken) -> HashSet<String>
         .collect()
 }
 
+/// Moves the simulator's `index`-th device of `token` to another MDM server
+/// and runs the delta that releases it; returns its serial.
+async fn moved_by_a_delta(env: &TestService, token: &CreatedToken, index: usize) -> String {
+    let moved = env.sim_devices(&token.server_uuid).await[index]["serial_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.move_to_another_server(token, &moved).await;
+    env.advance(15 * 60).await;
+    let reply = env.request_sync(token, "delta").await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    env.wait_until_idle(token, RUN_TIMEOUT).await;
+    moved
+}
+
 #[tokio::test]
 async fn the_first_sync_announces_each_device_once_and_an_unchanged_resync_nothing() {
     let env = TestService::start().await;
@@ -127,15 +142,7 @@ async fn a_release_and_an_admin_delete_are_announced() {
     let (tap, token, _) = synced_with_tap(&env, 6).await;
 
     // Moved to another server: the next delta says `deleted`.
-    let moved = env.sim_devices(&token.server_uuid).await[1]["serial_number"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    env.move_to_another_server(&token, &moved).await;
-    env.advance(15 * 60).await;
-    let reply = env.request_sync(&token, "delta").await;
-    assert_eq!(reply.status, 202, "{reply:?}");
-    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let moved = moved_by_a_delta(&env, &token, 1).await;
     let events = tap.drain(QUIET).await.unwrap();
     let devices = device_events(&events);
     assert_eq!(devices.len(), 1, "{events:#?}");
@@ -313,14 +320,7 @@ async fn a_stuck_run_recorded_abandoned_by_a_pass_is_announced_finished() {
 async fn a_released_device_past_its_deletion_date_is_deleted_and_announced() {
     let env = TestService::start().await;
     let (tap, token, _) = synced_with_tap(&env, 3).await;
-    let moved = env.sim_devices(&token.server_uuid).await[0]["serial_number"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    env.move_to_another_server(&token, &moved).await;
-    env.advance(15 * 60).await;
-    assert_eq!(env.request_sync(&token, "delta").await.status, 202);
-    env.wait_until_idle(&token, RUN_TIMEOUT).await;
+    let moved = moved_by_a_delta(&env, &token, 0).await;
     let events = tap.drain(QUIET).await.unwrap();
     assert_eq!(of_kind(&events, "device.released").len(), 1, "{events:#?}");
     assert_eq!(of_kind(&events, "device.deleted").len(), 0, "{events:#?}");
