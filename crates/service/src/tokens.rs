@@ -490,7 +490,7 @@ pub async fn delete_token(
             default_policy_id,
         }) => {
             let default_policy_devices = match &default_policy_id {
-                Some(policy) => store.tokens.policy_device_count(token, policy).await?,
+                Some(policy) => store.policies.policy_device_count(token, policy).await?,
                 None => 0,
             };
             Err(TokenError::NotEmpty {

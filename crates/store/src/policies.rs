@@ -786,6 +786,29 @@ impl Policies {
         ))
     }
 
+    /// Devices assigned to a policy of a token (0 when it has no such policy).
+    pub async fn policy_device_count(
+        &self,
+        token: &TokenId,
+        policy: &PolicyId,
+    ) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.policies)
+            .key("token_id", attrs::s(token.as_str()))
+            .key("policy_id", attrs::s(policy.as_str()))
+            .projection_expression(attr::DEVICE_COUNT)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem(policy)", e))?;
+        match output.item() {
+            Some(item) => Ok(attrs::get_u64(item, attr::DEVICE_COUNT)?.unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+
     /// Deletes devices past their deletion date that still count in a policy, each
     /// with its count, provided they are unchanged since read (`revision`). Returns
     /// the ones deleted.
